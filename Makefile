@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Debian's package of the real Fashion-MNIST files (used by the demo and some tests).
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
+.PHONY: demo test test-slow lint data clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]'
+	@touch $(STAMP)
+
+data:
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+			|| echo "could not install dataset-fashion-mnist: tests that need it will be skipped"; \
+	fi
+
+demo: $(STAMP) data
+	$(PY) -m resnets models
+	$(PY) -m resnets flops resnet34
+	$(PY) -m resnets flops resnet50
+
+test: $(STAMP) data
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP) data
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,258 @@
+"""Residual blocks and shortcuts (He et al. 2016, section 3).
+
+Attribute names follow torchvision (`conv1`, `bn1`, ..., `downsample.0/1`) so that
+state dicts line up across projects.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SHORTCUTS = ("A", "B", "C")
+STRIDE_PLACEMENTS = ("1x1", "3x3")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: identity, subsampled by striding, with zero channels appended.
+
+    Parameter-free, as in section 3.3 ("the shortcut still performs identity mapping,
+    with extra zero entries padded for increasing dimensions").
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra = out_planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]  # same size as a stride-s conv with padding
+        if self.extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra}"
+
+
+def make_shortcut(
+    kind: str | None, in_planes: int, out_planes: int, stride: int, with_bn: bool = True
+) -> nn.Module | None:
+    """The shortcut of one block; None where the identity is used as it is.
+
+    A: zero-padding identity; B: projection (1x1 conv + BN) only where the shape
+    changes; C: projection on every block. Pre-activation blocks project without BN.
+    """
+    if kind is None:
+        return None
+    if kind not in SHORTCUTS:
+        raise ValueError(f"shortcut={kind!r} is not one of 'A', 'B', 'C'")
+    reshapes = stride != 1 or in_planes != out_planes
+    if kind == "A":
+        return ZeroPadShortcut(in_planes, out_planes, stride) if reshapes else None
+    if kind == "B" and not reshapes:
+        return None
+    if not with_bn:
+        return nn.Sequential(conv1x1(in_planes, out_planes, stride))
+    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv, BN, ReLU, 3x3 conv, BN, add the shortcut, ReLU (Fig. 2 left).
+
+    With `shortcut=None` this is the plain baseline's pair of layers: nothing is added.
+    """
+
+    expansion = 1
+    preact = False
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "B",
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_at: str = "1x1",
+    ) -> None:
+        super().__init__()
+        if groups != 1 or width_per_group != 64:
+            raise ValueError(
+                f"groups={groups}, width_per_group={width_per_group}: basic blocks take only "
+                "groups=1, width_per_group=64 (use a bottleneck net for ResNeXt or wide nets)"
+            )
+        self.residual = shortcut is not None
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))  # the residual F(x)
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce), 3x3, 1x1 (restore), each with BN, shortcut added before the last ReLU (Fig. 5).
+
+    The paper downsamples with the first 1x1 conv (`stride_at="1x1"`); torchvision and
+    timm move the stride to the 3x3 ("ResNet v1.5", after Goyal et al. 2017,
+    arXiv:1706.02677), which costs 0.3 GMACs more at 224x224 and is slightly more accurate.
+    `groups` and `width_per_group` give ResNeXt (Xie et al. 2017) and wide ResNets.
+    """
+
+    expansion = 4
+    preact = False
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "B",
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_at: str = "1x1",
+    ) -> None:
+        super().__init__()
+        width = int(planes * (width_per_group / 64.0)) * groups
+        stride_1x1, stride_3x3 = (stride, 1) if stride_at == "1x1" else (1, stride)
+        self.residual = shortcut is not None
+        self.conv1 = conv1x1(in_planes, width, stride_1x1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+
+class PreActBasicBlock(nn.Module):
+    """BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv, add: the full pre-activation unit.
+
+    He et al. 2016, "Identity Mappings in Deep Residual Networks" (arXiv:1603.05027), Fig. 4(e):
+    nothing follows the addition, so the shortcut path is a clean identity. A projection
+    shortcut reads the pre-activated input, as in that paper's code.
+    """
+
+    expansion = 1
+    preact = True
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "B",
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_at: str = "1x1",
+    ) -> None:
+        super().__init__()
+        if shortcut is None:
+            raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, with_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(x))
+        shortcut = _preact_shortcut(self.downsample, x, out)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + shortcut
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv2
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck: (BN, ReLU, conv) x (1x1, 3x3, 1x1), then add (arXiv:1603.05027)."""
+
+    expansion = 4
+    preact = True
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "B",
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_at: str = "1x1",
+    ) -> None:
+        super().__init__()
+        if shortcut is None:
+            raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
+        width = int(planes * (width_per_group / 64.0)) * groups
+        stride_1x1, stride_3x3 = (stride, 1) if stride_at == "1x1" else (1, stride)
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = conv1x1(in_planes, width, stride_1x1)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride_3x3, groups)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride, with_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(x))
+        shortcut = _preact_shortcut(self.downsample, x, out)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return out + shortcut
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv3
+
+
+def _preact_shortcut(downsample: nn.Module | None, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
+    if downsample is None:
+        return x
+    if isinstance(downsample, ZeroPadShortcut):
+        return downsample(x)
+    return downsample(activated)
+
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "basic": BasicBlock,
+    "bottleneck": Bottleneck,
+    "preact_basic": PreActBasicBlock,
+    "preact_bottleneck": PreActBottleneck,
+}

@@ -1,0 +1,103 @@
+"""The model registry: one name for each network, `create_model` to build it.
+
+Builders register themselves with `@register_model(family)`; a family also says the
+input size its networks were designed for (the size at which FLOPs are reported).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+# The input each family was designed for: (channels, height, width).
+FAMILY_INPUT_SIZE: dict[str, tuple[int, int, int]] = {
+    "imagenet": (3, 224, 224),
+    "cifar": (3, 32, 32),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str  # imagenet | cifar
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return FAMILY_INPUT_SIZE[self.family]
+
+    @property
+    def description(self) -> str:
+        return (self.builder.__doc__ or "").strip().splitlines()[0] if self.builder.__doc__ else ""
+
+
+_MODELS: dict[str, ModelEntry] = {}
+# Name patterns that stand for a whole family of depths, tried after the named models:
+# (pattern, family, builder taking the regex match and the options).
+_PATTERNS: list[tuple[re.Pattern[str], str, Callable[..., nn.Module]]] = []
+
+
+def register_model(family: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator adding a builder to the registry under its function name."""
+    if family not in FAMILY_INPUT_SIZE:
+        raise ValueError(f"family={family!r} is not one of {', '.join(FAMILY_INPUT_SIZE)}")
+
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if builder.__name__ in _MODELS:
+            raise ValueError(f"model {builder.__name__!r} is registered twice")
+        _MODELS[builder.__name__] = ModelEntry(builder.__name__, builder, family)
+        return builder
+
+    return add
+
+
+def register_pattern(pattern: str, family: str, builder: Callable[..., nn.Module]) -> None:
+    """Let names matching `pattern` (e.g. resnet38) build through `builder(match, **options)`."""
+    _PATTERNS.append((re.compile(pattern), family, builder))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names, in registration order, filtered by a shell-style pattern.
+
+    >>> from resnets import list_models
+    >>> list_models("resnet1*")
+    ['resnet18', 'resnet101', 'resnet152', 'resnet110', 'resnet1202']
+    """
+    from fnmatch import fnmatchcase
+
+    return [name for name in _MODELS if fnmatchcase(name, pattern)]
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of `name`; also resolves family patterns such as `resnet38`."""
+    if name in _MODELS:
+        return _MODELS[name]
+    for regex, family, builder in _PATTERNS:
+        match = regex.fullmatch(name)
+        if match:
+            return ModelEntry(name, lambda _m=match, _b=builder, **options: _b(_m, **options), family)
+    raise ValueError(f"unknown model {name!r}; accepted: {', '.join(_MODELS)} (see `resnets models`)")
+
+
+def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
+    """Build a registered network by name, with options such as `num_classes` or `shortcut`.
+
+    `weights` is a local `.safetensors` or `.pt`/`.pth` state dict to load (strictly).
+
+    >>> from resnets import create_model
+    >>> model = create_model("resnet50", stride_at="3x3", num_classes=10)
+    >>> model.fc.out_features
+    10
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"model name {name!r} must be a string")
+    model = model_entry(name).builder(**options)
+    model.model_name = name
+    if weights is not None:
+        from .weights import load_state_dict, read_weights
+
+        load_state_dict(model, read_weights(weights))
+    return model

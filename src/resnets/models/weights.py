@@ -1,0 +1,96 @@
+"""Loading weights into a network: prefixes left by wrappers, clear mismatch reports, safe files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip `module.` (DataParallel, DDP) and `_orig_mod.` (torch.compile) prefixes from every key."""
+    cleaned = dict(state_dict)
+    changed = True
+    while changed and cleaned:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in cleaned):
+                cleaned = {k[len(prefix) :]: v for k, v in cleaned.items()}
+                changed = True
+    return cleaned
+
+
+def mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Human-readable differences between a model's state dict and `state_dict` (names and shapes)."""
+    own = model.state_dict()
+    problems = []
+    for k, v in own.items():
+        if k not in state_dict:
+            problems.append(f"missing {k} {tuple(v.shape)}")
+        elif tuple(state_dict[k].shape) != tuple(v.shape):
+            problems.append(f"{k}: file has {tuple(state_dict[k].shape)}, model has {tuple(v.shape)}")
+    problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in state_dict.items() if k not in own]
+    return problems
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> nn.Module:
+    """Load `state_dict` into `model` after stripping wrapper prefixes.
+
+    With `strict`, any missing, unexpected or reshaped entry raises a ValueError that names
+    the first few; without it, entries that match by name and shape are loaded.
+
+    >>> from resnets import create_model
+    >>> src = create_model("resnet20")
+    >>> wrapped = {"module." + k: v for k, v in src.state_dict().items()}
+    >>> _ = load_state_dict(create_model("resnet20"), wrapped)
+    """
+    state_dict = clean_state_dict(state_dict)
+    problems = mismatches(model, state_dict)
+    if problems and strict:
+        shown = "; ".join(problems[:4])
+        more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ValueError(f"weights do not fit {name}: {shown}{more}")
+    if not strict:
+        own = model.state_dict()
+        state_dict = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(state_dict, strict=strict)
+    return model
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a `.safetensors` file or a `.pt`/`.pth` file, never unpickling code.
+
+    `.pt` files are read with `torch.load(weights_only=True)`; a resnets training checkpoint
+    (a dict with a "model" entry) gives its model weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path}: refused: not a plain weights file that loads with weights_only=True ({first})"
+        ) from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    return dict(obj)

@@ -1,0 +1,87 @@
+"""The `resnets` command: JSON on stdout only, one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from resnets import list_models
+from resnets.cli import main
+from resnets.paper import TABLE1_GMACS, TORCHVISION_PARAMS
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_json_lists_every_model_with_integer_counts(capsys):
+    code, out, err = run_cli(capsys, "models", "--json")
+    assert code == 0 and err == ""
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == list_models()
+    by_name = {r["name"]: r for r in rows}
+    for name, params in TORCHVISION_PARAMS.items():
+        assert by_name[name]["params"] == params
+    assert isinstance(by_name["resnet50"]["macs"], int)
+    assert by_name["resnet50"]["macs"] == 3_857_973_248
+    assert by_name["resnet20"]["input_size"] == [3, 32, 32]
+
+
+def test_models_table_shows_paper_figures(capsys):
+    code, out, _ = run_cli(capsys, "models", "resnet3*")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "family", "input", "params", "paper", "GMACs", "paper"]
+    row = next(line for line in lines if line.startswith("resnet34 "))
+    assert "21.80M" in row and "3.664" in row and row.rstrip().endswith("3.6")
+
+
+def test_flops_json_is_one_object(capsys):
+    code, out, _ = run_cli(capsys, "flops", "resnet152", "--json")
+    result = json.loads(out)
+    assert code == 0
+    assert result["name"] == "resnet152" and result["params"] == TORCHVISION_PARAMS["resnet152"]
+    assert result["paper_gmacs"] == TABLE1_GMACS["resnet152"]
+    assert sum(s["macs"] for s in result["stages"]) == result["macs"]
+
+
+def test_flops_table_puts_the_paper_beside_the_count(capsys):
+    code, out, _ = run_cli(capsys, "flops", "vgg19")
+    assert code == 0
+    assert "paper (Table 1): 19.6 GMACs; this count 19.632 (+0.2%)" in out
+
+
+def test_flops_with_input_size(capsys):
+    _, out, _ = run_cli(capsys, "flops", "resnet20", "--input-size", "1", "28", "28", "--json")
+    assert json.loads(out)["input_size"] == [1, 28, 28]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["flops", "resnet9"], "unknown model 'resnet9'"),
+        (["flops", "resnet20", "--input-size", "3", "4", "4"], "H, W >= 8"),
+        (["flops", "resnet20", "--input-size", "3", "x", "4"], "invalid int value: 'x'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_errors_are_one_line_on_stderr_with_status_2(capsys, argv, fragment):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and fragment in err and err.startswith("resnets")
+
+
+def test_entry_point_runs_as_a_module():
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnets", "flops", "resnet0"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
