@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 from .analysis import complexity
@@ -109,6 +111,255 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- train, eval
+
+# TrainConfig fields that get no flag of their own (set through --recipe, --shortcut, ...).
+_NO_FLAG = {"recipe", "model_options"}
+# Convenience flags that land in `model_options`.
+_MODEL_OPTION_FLAGS = {"shortcut": str, "stride_at": str}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    for f in fields_of_config():
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper())
+    p.add_argument("--shortcut", choices=["A", "B", "C"], help="model option: shortcut type")
+    p.add_argument("--stride-at", dest="stride_at_", choices=["1x1", "3x3"], help="model option: bottleneck stride")
+    p.add_argument("--zero-init-residual", dest="zero_init_residual_", action="store_true", default=None)
+
+
+def resolve_train_config(args: argparse.Namespace):
+    """recipe(model) < YAML file < command-line flags."""
+    from .train import get_recipe
+    from .train.config import load_yaml
+
+    file_values = load_yaml(args.config) if args.config else {}
+    cli = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
+    model = cli.get("model") or file_values.get("model") or "resnet20"
+    recipe = args.recipe or file_values.pop("recipe", None) or "paper-cifar"
+    config = get_recipe(recipe, str(model))
+    for values in (file_values, cli):
+        if "epochs" in values and "iterations" not in values:
+            values = {**values, "iterations": None}  # a length in epochs replaces the recipe's iterations
+        config = config.replace(**values)
+    options = dict(config.model_options)
+    for name in ("shortcut", "stride_at_", "zero_init_residual_"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name.rstrip("_")] = value
+    return config.replace(model_options=options)
+
+
+def fields_of_config():
+    from dataclasses import fields
+
+    from .train import TrainConfig
+
+    return [f for f in fields(TrainConfig) if f.name not in _NO_FLAG]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import Diverged, Interrupted, train
+
+    config = resolve_train_config(args)
+    try:
+        result = train(config, resume=args.resume)
+    except Interrupted as stop:
+        print(f"resnets: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except Diverged as exc:
+        print(f"resnets: {exc}", file=sys.stderr)
+        return 1
+    final = result.final
+    print(
+        f"done in {result.seconds:.1f} s: test error {100 * final.get('test_err', float('nan')):.2f}% "
+        f"(top-5 {100 * final.get('test_top5_err', float('nan')):.2f}%), run folder {result.run_dir}"
+    )
+    print(f"evaluate with: resnets eval --checkpoint {result.run_dir / 'checkpoints' / 'last.pt'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train.evaluate import evaluate_checkpoint
+
+    if args.ten_crop and args.multi_scale:
+        raise ValueError("--ten-crop and --multi-scale are exclusive: choose one test view")
+    view = "ten_crop" if args.ten_crop else "multi_scale" if args.multi_scale else "center"
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(
+            f"{args.checkpoint}: top-1 error {100 * result.top1_err:.2f}%, top-5 error "
+            f"{100 * result.top5_err:.2f}% on {result.n} test images ({view.replace('_', '-')})"
+        )
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict, embed, export, convert
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, expand_paths
+
+    paths = expand_paths(args.images)
+    results = Predictor(args.checkpoint, args.device).predict(paths, args.topk, args.batch_size)
+    for r in results:
+        if args.json:
+            print(json.dumps(r.to_dict()))
+        elif r.error is None:
+            print(f"{r.path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in r.top))
+        if r.error is not None:
+            print(f"resnets: {r.error}", file=sys.stderr)
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        print(f"resnets: {failed} of {len(results)} images could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from .predict import Predictor, expand_paths
+    from .train.checkpoint import atomic_write
+
+    paths = expand_paths(args.images)
+    embeddings, failures = Predictor(args.checkpoint, args.device).embed(paths, args.batch_size)
+    buffer = io.BytesIO()
+    np.save(buffer, embeddings.numpy())
+    atomic_write(Path(args.out), buffer.getvalue())
+    for f in failures:
+        print(f"resnets: {f.error}", file=sys.stderr)
+    print(f"{embeddings.shape[0]} embeddings of size {embeddings.shape[1]} written to {args.out}")
+    return 1 if failures else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+    from .train.checkpoint import model_from_checkpoint
+
+    model, meta = model_from_checkpoint(args.checkpoint)
+    data = meta.get("data") or {}
+    size = (data["in_channels"], *data["image_size"]) if "image_size" in data else None
+    extra = {k: meta[k] for k in ("class_names",) if k in meta}
+    if "normalization" in meta:
+        extra["normalization"] = {k: v.tolist() for k, v in meta["normalization"].items()}
+    result = export_model(model, args.format, args.out, input_size=size, check=args.check, metadata=extra)
+    checked = (
+        f", max abs difference {result.max_abs_diff:.2e} against PyTorch" if result.max_abs_diff is not None else ""
+    )
+    print(f"{args.format} written to {result.path}{checked}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .models.convert import convert_file
+
+    result = convert_file(args.file, args.source, args.to, verify=args.verify)
+    verified = (
+        f"outputs equal {args.source}'s within {result.max_abs_diff:.1e}"
+        if result.max_abs_diff is not None
+        else f"not verified ({args.source} not installed)"
+        if args.verify
+        else "not verified"
+    )
+    options = ", ".join(f"{k}={v!r}" for k, v in result.options.items())
+    print(f"{result.path}: {result.model_name} ({options}); {verified}")
+    print(f"load with: resnets.create_model({result.model_name!r}, weights={str(result.path)!r}, {options})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- the paper's experiments
+
+
+def cmd_degradation(args: argparse.Namespace) -> int:
+    from .experiments.degradation import run_degradation, summary_table, verdict
+
+    overrides = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
+    for key in ("data", "out"):
+        overrides.pop(key)
+    summary = run_degradation(
+        args.data, args.depths, seeds=args.seeds, recipe=args.recipe, overrides=overrides, out=args.out
+    )
+    print(summary_table(summary, args.data))
+    print("\n".join(verdict(summary)))
+    print(f"outputs in {args.out}: fig6.png, table.txt, summary.json, curves.json")
+    return 0
+
+
+def _write_json(path: Path, obj: object) -> None:
+    from .train.checkpoint import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def cmd_grad_flow(args: argparse.Namespace) -> int:
+    from .analysis.gradflow import gradient_flow_for
+    from .analysis.plots import plot_gradient_flow
+
+    targets = [*(args.model or []), *(Path(c) for c in args.checkpoint or [])]
+    if not targets:
+        raise ValueError("name at least one --model (at initialisation) or --checkpoint (after training)")
+    flows = [gradient_flow_for(t, args.data, args.batch_size, args.seed, args.device) for t in targets]
+    out = Path(args.out)
+    _write_json(out / "gradflow.json", [f.to_dict() for f in flows])
+    plot_gradient_flow(flows, out / "gradflow.png", title="gradient norm by depth at one batch")
+    if args.json:
+        _print_json([f.to_dict() for f in flows])
+        return 0
+    rows = []
+    for target, f in zip(targets, flows, strict=True):
+        gains = [b.gain for b in f.blocks]
+        when = "trained" if isinstance(target, Path) else "init"
+        rows.append([f.model, when, f"{f.first_last_ratio:,.1f}", f"{min(gains):.3f}", f"{max(gains):.3f}"])
+    print(table(["model", "weights", "first/last conv grad", "min block gain", "max block gain"], rows))
+    print(f"per-layer figures: {out / 'gradflow.json'}; plot: {out / 'gradflow.png'}")
+    return 0
+
+
+def cmd_responses(args: argparse.Namespace) -> int:
+    from .analysis.plots import plot_responses
+    from .analysis.responses import responses_for_checkpoints
+
+    results = responses_for_checkpoints(args.checkpoint, args.data, args.images, args.device)
+    out = Path(args.out)
+    _write_json(out / "responses.json", [r.to_dict() for r in results])
+    plot_responses(results, out / "responses.png", title="std of 3x3 layer responses (Fig. 7)")
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+        return 0
+    rows = [
+        [r.model, str(len(r.layers)), f"{statistics.fmean(x.std for x in r.layers):.3f}", f"{r.sorted[0]:.3f}"]
+        for r in results
+    ]
+    print(table(["model", "3x3 layers", "mean std", "max std"], rows))
+    print(f"per-layer figures: {out / 'responses.json'}; plot: {out / 'responses.png'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    path = build_report(args.dirs, args.out, args.title)
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments.demo import run_demo
+
+    run_demo(args.out, args.device)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -127,6 +378,105 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("train", help="train a model (see --recipe); resumes an interrupted run in --out")
+    p.add_argument("--recipe", help="paper-cifar (default), paper-imagenet, explainer, fast")
+    p.add_argument("--config", help="YAML file of config values (command-line flags win)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (an error if there is none)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 test error of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
+    p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--data-dir")
+    p.add_argument("--ten-crop", action="store_true", help="average 10 crops (corners, centre, flips)")
+    p.add_argument("--multi-scale", action="store_true", help="fully convolutional, 5 scales (image folders)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print {top1_err, top5_err, n} as JSON on stdout")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("experiment", help="the paper's experiments")
+    experiments = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
+    p = experiments.add_parser("degradation", help="plain and residual nets at several depths (Fig. 6, Table 6)")
+    p.add_argument("--depths", nargs="+", type=int, default=[20, 32, 44, 56, 110], help="CIFAR-style depths, 6n+2")
+    p.add_argument("--seeds", type=int, default=1, help="runs per model (mean and std are reported)")
+    p.add_argument("--recipe", default="paper-cifar")
+    _add_config_flags(p, exclude=("model", "seed"))
+    p.set_defaults(func=cmd_degradation, data="fashion-mnist", out="runs/degradation")
+
+    p = sub.add_parser("grad-flow", help="gradient norm reaching each layer, and each block's gain")
+    p.add_argument("--model", action="append", help="a model at initialisation (repeatable)")
+    p.add_argument("--checkpoint", action="append", help="a trained checkpoint (repeatable)")
+    p.add_argument("--data", help="dataset of the batch (default: the checkpoint's, or 1x28x28 synthetic)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/gradflow", help="folder for gradflow.json and gradflow.png")
+    p.add_argument("--json", action="store_true", help="print the per-layer figures as JSON")
+    p.set_defaults(func=cmd_grad_flow)
+
+    p = sub.add_parser("responses", help="std of each 3x3 layer's response, plain against residual (Fig. 7)")
+    p.add_argument("--checkpoint", action="append", required=True, help="a trained checkpoint (repeatable)")
+    p.add_argument("--data", help="dataset (default: each checkpoint's own)")
+    p.add_argument("--images", type=int, default=512, help="test images to measure on")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/responses", help="folder for responses.json and responses.png")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_responses)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of runs and experiments")
+    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p.add_argument("--out", required=True, help="the .html file to write")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="pre-logits embeddings of image files, saved as .npy")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", required=True, help="the .npy file to write (N, num_features)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="ONNX, TorchScript, torch.export or safetensors, checked against PyTorch")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program", "safetensors"])
+    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the export and PyTorch on one batch; fail over 1e-4 (default: on)",
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("convert", help="a torchvision or timm ResNet state dict to resnets safetensors")
+    p.add_argument("file", help="the .pth/.pt/.safetensors state dict")
+    p.add_argument("--from", dest="source", required=True, choices=["torchvision", "timm"])
+    p.add_argument("--to", required=True, help="OUT.safetensors")
+    p.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare outputs with the source library's model (when installed)",
+    )
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo", help="the degradation problem on Fashion-MNIST: plain/ResNet 20 and 56 (make demo)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -136,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"resnets: error: {message}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE

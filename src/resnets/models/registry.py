@@ -85,7 +85,8 @@ def model_entry(name: str) -> ModelEntry:
 def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
     """Build a registered network by name, with options such as `num_classes` or `shortcut`.
 
-    `weights` is a local `.safetensors` or `.pt`/`.pth` state dict to load (strictly).
+    `weights` is a local `.safetensors` or `.pt`/`.pth` state dict to load (strictly), or "torchvision"
+    for torchvision's ImageNet weights (ResNets built with `stride_at="3x3"`; sets `model.class_names`).
 
     >>> from resnets import create_model
     >>> model = create_model("resnet50", stride_at="3x3", num_classes=10)
@@ -94,6 +95,10 @@ def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
     """
     if not isinstance(name, str):
         raise ValueError(f"model name {name!r} must be a string")
+    if weights == "torchvision":
+        from .hub import torchvision_model
+
+        return torchvision_model(name, **options)
     model = model_entry(name).builder(**options)
     model.model_name = name
     if weights is not None:

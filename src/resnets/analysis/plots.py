@@ -1,0 +1,151 @@
+"""Figures in the style of the paper, written with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib import ticker
+
+DEPTH = re.compile(r"(\d+)")
+
+
+def _depth(name: str) -> int:
+    m = DEPTH.search(name)
+    return int(m.group(1)) if m else 0
+
+
+def _save(fig, path: Path) -> Path:
+    """Write atomically: a figure is either complete or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_training_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Path, title: str = "") -> Path:
+    """The paper's Fig. 6: training error dashed, test error bold, one colour per depth.
+
+    `curves` maps a model name (plain20, resnet56, ...) to its per-epoch records (`epoch`,
+    `train_err`, `test_err`). Plain nets go left, residual nets right, on a shared error axis.
+
+    >>> plot_training_curves({"plain20": [{"epoch": 1, "train_err": 0.3, "test_err": 0.32}]},
+    ...                      "/tmp/fig6.png")  # doctest: +SKIP
+    """
+    families = [
+        ("plain", [n for n in curves if n.startswith("plain")]),
+        ("ResNet", [n for n in curves if not n.startswith("plain")]),
+    ]
+    families = [(label, sorted(names, key=_depth)) for label, names in families if names]
+    depths = sorted({_depth(n) for n in curves})
+    colours = {d: plt.cm.viridis(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
+    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.2), sharey=True, squeeze=False)
+    top = 0.0
+    for ax, (label, names) in zip(axes[0], families, strict=True):
+        for name in names:
+            records = curves[name]
+            epochs = [r["epoch"] for r in records]
+            train = [100 * r["train_err"] for r in records]
+            test = [100 * r["test_err"] for r in records]
+            top = max(top, *train, *test)
+            colour = colours[_depth(name)]
+            ax.plot(epochs, train, "--", color=colour, linewidth=1.2)
+            ax.plot(epochs, test, "-", color=colour, linewidth=2.2, label=f"{label}-{_depth(name)}")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{label} nets")
+        ax.grid(alpha=0.3)
+        ax.legend(title="dashed: training, bold: test", fontsize=8, title_fontsize=8)
+    axes[0][0].set_ylabel("error (%)")
+    axes[0][0].set_ylim(0, min(100, top * 1.1 + 1))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(path))
+
+
+def _as_dict(result) -> dict:
+    return result.to_dict() if hasattr(result, "to_dict") else dict(result)
+
+
+def _depth_colours(depths: Sequence[int]) -> dict[int, tuple]:
+    depths = sorted(set(depths))
+    return {d: plt.cm.viridis(i / max(1, len(depths) - 1) * 0.85) for i, d in enumerate(depths)}
+
+
+def _label(result: Mapping) -> str:
+    return f"{'plain' if result['plain'] else 'ResNet'}-{result['depth']} ({result['model']})"
+
+
+def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> Path:
+    """Gradient norm of each layer's weights by depth (log scale) and the gain through each block.
+
+    `results` are `GradFlow`s (or their `to_dict()`s); plain nets dashed, residual nets solid,
+    one colour per depth. A gain above 1 means the gradient grows on its way back through the block.
+
+    >>> from resnets.analysis.gradflow import gradient_flow_for
+    >>> plot_gradient_flow([gradient_flow_for(n) for n in ("plain56", "resnet56")],
+    ...                    "/tmp/gradflow.png")  # doctest: +SKIP
+    """
+    dicts = [_as_dict(r) for r in results]
+    colours = _depth_colours([d["depth"] for d in dicts])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for d in dicts:
+        style = dict(color=colours[d["depth"]], linestyle="--" if d["plain"] else "-", linewidth=1.6)
+        layers = [layer for layer in d["layers"] if layer["depth"] is not None]
+        left.plot([la["depth"] for la in layers], [la["weight_grad_norm"] for la in layers], **style, label=_label(d))
+        blocks = d["blocks"]
+        right.plot([b["index"] for b in blocks], [b["gain"] for b in blocks], **style, marker=".", label=_label(d))
+    left.set_yscale("log")
+    left.set_xlabel("layer (depth index)")
+    left.set_ylabel("||dL/dW||")
+    left.set_title("gradient norm of each layer's weights")
+    right.axhline(1.0, color="grey", linewidth=0.8)
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    right.set_xlabel("block")
+    right.set_ylabel("||dL/dx|| / ||dL/dy||")
+    right.set_title("gradient gain through each block")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(title="dashed: plain, solid: residual", fontsize=8, title_fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(path))
+
+
+def plot_responses(results: Sequence, path: str | Path, title: str = "") -> Path:
+    """The paper's Fig. 7: std of each 3x3 layer's response, by layer (top) and sorted (bottom).
+
+    `results` are `Responses` (or their `to_dict()`s); plain nets dashed, ResNets solid, one
+    colour per depth.
+
+    >>> from resnets.analysis.responses import responses_for_checkpoints
+    >>> plot_responses(responses_for_checkpoints(["runs/plain20/checkpoints/best.pt",
+    ...                                           "runs/resnet20/checkpoints/best.pt"]),
+    ...                "/tmp/fig7.png")  # doctest: +SKIP
+    """
+    dicts = [_as_dict(r) for r in results]
+    colours = _depth_colours([d["depth"] for d in dicts])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7))
+    for d in dicts:
+        style = dict(color=colours[d["depth"]], linestyle="--" if d["plain"] else "-", linewidth=1.6)
+        top.plot([la["index"] for la in d["layers"]], [la["std"] for la in d["layers"]], **style, label=_label(d))
+        bottom.plot(range(1, len(d["sorted"]) + 1), d["sorted"], **style, label=_label(d))
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+    top.legend(title="dashed: plain, solid: ResNet", fontsize=8, title_fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(path))

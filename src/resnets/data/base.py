@@ -1,0 +1,184 @@
+"""What every dataset gives the trainer: a `DataBundle` of `Loader`s and a `DatasetInfo`.
+
+A loader is replayable: `loader.epoch(e, start=i)` yields batches i, i+1, ... of epoch e, and
+batch i of epoch e depends only on (seed, e, i), so a run resumed after a crash sees exactly
+the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+# How the evaluator may look at each test image (He et al. 2016, section 3.4): one centre crop,
+# the standard 10 crops, or the fully convolutional multi-scale views.
+VIEWS = ("center", "ten_crop", "multi_scale")
+
+Batch = tuple[Tensor, Tensor]  # images (B, C, H, W) float32 normalised, labels (B,) int64
+ViewBatch = tuple[list[Tensor], Tensor]  # one (B, C, h, w) batch per view, the labels they share
+BAD_IMAGES = ("skip", "fail")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the model and the reports need to know about a dataset."""
+
+    name: str  # fashion-mnist, cifar10, imagefolder:/data/imagenet, synthetic:3,32,32,10 (shape spelled out)
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]  # (H, W) of the training inputs
+    class_names: list[str]
+    n_train: int  # after subset and val_split
+    n_val: int
+    n_test: int
+
+
+@runtime_checkable
+class Loader(Protocol):
+    """Batches of one split, on the loader's device.
+
+    A training loader shuffles, augments and drops the last partial batch; an evaluation
+    loader does none of these. `len(loader)` is the number of batches per epoch.
+    """
+
+    batch_size: int
+    num_samples: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]: ...
+
+    @property
+    def bad_images(self) -> int: ...  # unreadable images skipped so far (image folders only)
+
+
+@dataclass
+class DataBundle:
+    """The splits of one dataset, ready for training.
+
+    `normalization` is (mean, std) in pixel units (0..255): mean (C, H, W) or (C, 1, 1), std
+    (C, 1, 1), on the device; `normalize(uint8_images, *bundle.normalization)` prepares new
+    images exactly as the loaders do.
+    """
+
+    info: DatasetInfo
+    train: Loader
+    val: Loader | None
+    test: Loader
+    normalization: tuple[Tensor, Tensor]
+    views: Callable[[str], Iterator[ViewBatch]] = field(repr=False)
+
+    def test_views(self, view: str) -> Iterator[ViewBatch]:
+        """The test split seen through `view` ("center", "ten_crop" or "multi_scale").
+
+        Each item is (views, labels): a list of batches of the same images, one per view, so the
+        evaluator can average the softmax over them.
+
+        >>> from resnets.data import load_dataset
+        >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=4)
+        >>> views, labels = next(bundle.test_views("ten_crop"))
+        >>> len(views), tuple(views[0].shape), tuple(labels.shape)
+        (10, (8, 1, 8, 8), (8,))
+        """
+        if view not in VIEWS:
+            raise ValueError(f"unknown test view {view!r}; accepted: {', '.join(VIEWS)}")
+        return self.views(view)
+
+
+def derive_seed(*keys: int | str) -> int:
+    """A 63-bit seed that depends only on `keys`, stable across runs, versions and platforms.
+
+    Keys are tagged by their purpose ("perm", "aug", ...) so that streams never coincide.
+
+    >>> derive_seed(0, "perm", 3) == derive_seed(0, "perm", 3) != derive_seed(0, "perm", 4)
+    True
+    """
+    keys = tuple(k if isinstance(k, str) else int(k) for k in keys)  # np.int64(3) and 3 seed alike
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def generator(device: torch.device, *keys: int | str) -> torch.Generator:
+    """A fresh generator on `device` seeded from `keys`: randomness without the global RNG."""
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(*keys))
+    return g
+
+
+def split_sizes(available: int, subset: int | None, val_split: int) -> tuple[int, int]:
+    """(n_train, n_val): the first `subset` images, of which the last `val_split` are held out.
+
+    >>> split_sizes(60000, 1000, 100)
+    (900, 100)
+    """
+    used = available if subset is None else subset
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= available):
+        raise ValueError(
+            f"subset={subset!r} must be an integer between 1 and the {available} training images available"
+        )
+    if isinstance(val_split, bool) or not isinstance(val_split, int) or val_split < 0:
+        raise ValueError(f"val_split={val_split!r} must be a non-negative integer")
+    if used - val_split < 1:
+        raise ValueError(
+            f"val_split={val_split} leaves {used - val_split} of {used} training images; at least 1 must remain"
+        )
+    return used - val_split, val_split
+
+
+def check_positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return value
+
+
+def train_batches(num_samples: int, batch_size: int) -> int:
+    """Batches per training epoch: full batches only, but at least one (of all samples)."""
+    return max(1, num_samples // batch_size)
+
+
+def eval_batches(num_samples: int, batch_size: int) -> int:
+    """Batches per evaluation pass: the last partial batch is kept."""
+    return -(-num_samples // batch_size)
+
+
+def check_start(start: int, length: int) -> None:
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= length:
+        raise ValueError(f"start={start!r} must be a batch index between 0 and {length}")
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How to batch a dataset: the arguments of `load_dataset` shared by every dataset."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 128
+    eval_batch_size: int | None = None  # None: twice batch_size (no gradients, so twice fits)
+    seed: int = 0  # the shuffling and augmentation of every epoch derive from it
+    subset: int | None = None  # train on the first N training images
+    val_split: int = 0  # hold the last N of them out as a validation set
+    augment: bool = True
+    padding: int | None = None  # pad-and-crop margin of small images; None: the dataset's default
+    num_workers: int = 4  # DataLoader workers (image folders only)
+    bad_images: str = "skip"  # skip (and count) or fail on unreadable images (image folders only)
+
+    def __post_init__(self) -> None:
+        check_positive("batch_size", self.batch_size)
+        if self.eval_batch_size is not None:
+            check_positive("eval_batch_size", self.eval_batch_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed={self.seed!r} must be an integer")
+        if self.padding is not None and (not isinstance(self.padding, int) or self.padding < 0):
+            raise ValueError(f"padding={self.padding!r} must be a non-negative integer")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
+        if self.bad_images not in BAD_IMAGES:
+            raise ValueError(f"bad_images={self.bad_images!r} is not one of {', '.join(BAD_IMAGES)}")
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or 2 * self.batch_size

@@ -1,0 +1,157 @@
+"""Small datasets held on the device as uint8 and batched with tensor ops, as airbench does.
+
+No DataLoader, no per-sample Python and no host synchronisation in the loop: an epoch is a
+`randperm` on the device, and each batch is one gather, one crop-and-flip and one normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import (
+    Batch,
+    DataBundle,
+    DatasetInfo,
+    LoaderOptions,
+    ViewBatch,
+    check_start,
+    eval_batches,
+    generator,
+    split_sizes,
+    train_batches,
+)
+from .transforms import crop_flip, normalize, padded_ten_crop, pixel_statistics
+
+
+class DeviceLoader:
+    """Batches of uint8 images (N, C, H, W) and int64 labels (N,) that live on one device.
+
+    A training loader shuffles with a permutation seeded from (seed, epoch), augments batch i
+    with a generator seeded from (seed, epoch, i) and drops the last partial batch; an
+    evaluation loader goes through the images in order and keeps it.
+
+    >>> images, labels = torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10)
+    >>> stats = (torch.zeros(1, 4, 4), torch.ones(1, 1, 1))
+    >>> loader = DeviceLoader(images, labels, stats, batch_size=4, train=True, padding=1)
+    >>> len(loader), [tuple(y.shape) for _, y in loader.epoch(0)]
+    (2, [(4,), (4,)])
+    """
+
+    bad_images = 0  # images on the device are already decoded
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        normalization: tuple[Tensor, Tensor],
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        augment: bool = True,
+        padding: int = 4,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
+            raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {images.shape} and {labels.shape}")
+        self.images = images
+        self.labels = labels
+        self.mean, self.std = normalization
+        self.batch_size = batch_size
+        self.num_samples = images.shape[0]
+        self.train = train
+        self.seed = seed
+        self.augment = augment
+        self.padding = padding
+
+    def __len__(self) -> int:
+        if self.train:
+            return train_batches(self.num_samples, self.batch_size)
+        return eval_batches(self.num_samples, self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Batches `start`, ..., len - 1 of epoch `epoch`: normalised float32 images and labels."""
+        return ((normalize(x, self.mean, self.std), y) for x, y in self.raw(epoch, start))
+
+    def raw(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """As `epoch`, but the images stay uint8 (for the test views)."""
+        check_start(start, len(self))
+        return self._raw(epoch, start)
+
+    def _raw(self, epoch: int, start: int) -> Iterator[Batch]:
+        device = self.images.device
+        if not self.train:
+            for i in range(start, len(self)):
+                batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                yield self.images[batch], self.labels[batch]
+            return
+        size = min(self.batch_size, self.num_samples)
+        order = torch.randperm(self.num_samples, generator=generator(device, self.seed, "perm", epoch), device=device)
+        for i in range(start, len(self)):
+            index = order[i * size : (i + 1) * size]
+            images = self.images[index]
+            if self.augment:
+                images = crop_flip(images, self.padding, generator(device, self.seed, "aug", epoch, i))
+            yield images, self.labels[index]
+
+
+def device_bundle(
+    name: str,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    class_names: Sequence[str],
+    options: LoaderOptions,
+    padding: int,
+) -> DataBundle:
+    """A bundle of device loaders from CPU uint8 images (N, C, H, W) and labels of both splits.
+
+    The training images are cut to `options.subset`, the last `options.val_split` of them held
+    out, and the normalisation computed over what remains for training.
+    """
+    images, labels = train
+    n_train, n_val = split_sizes(images.shape[0], options.subset, options.val_split)
+    device = options.device
+    images = images[: n_train + n_val].to(device)
+    labels = labels[: n_train + n_val].to(device, torch.int64)
+    stats = pixel_statistics(images[:n_train])
+    padding = padding if options.padding is None else options.padding
+
+    def loader(x: Tensor, y: Tensor, train: bool) -> DeviceLoader:
+        batch_size = options.batch_size if train else options.eval_batch
+        return DeviceLoader(
+            x, y, stats, batch_size, train=train, seed=options.seed, augment=options.augment, padding=padding
+        )
+
+    test_loader = loader(test[0].to(device), test[1].to(device, torch.int64), False)
+    info = DatasetInfo(
+        name=name,
+        num_classes=len(class_names),
+        in_channels=images.shape[1],
+        image_size=(images.shape[2], images.shape[3]),
+        class_names=list(class_names),
+        n_train=n_train,
+        n_val=n_val,
+        n_test=test_loader.num_samples,
+    )
+
+    def views(view: str) -> Iterator[ViewBatch]:
+        if view == "multi_scale":
+            raise ValueError(f"multi_scale testing applies to image folders; {name} accepts center or ten_crop")
+        return _views(test_loader, view, padding)
+
+    return DataBundle(
+        info=info,
+        train=loader(images[:n_train], labels[:n_train], True),
+        val=loader(images[n_train:], labels[n_train:], False) if n_val else None,
+        test=test_loader,
+        normalization=stats,
+        views=views,
+    )
+
+
+def _views(loader: DeviceLoader, view: str, padding: int) -> Iterator[ViewBatch]:
+    for images, labels in loader.raw(0):
+        crops = [images] if view == "center" else padded_ten_crop(images, padding)
+        yield [normalize(crop, loader.mean, loader.std) for crop in crops], labels

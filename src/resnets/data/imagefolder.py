@@ -1,0 +1,291 @@
+"""ImageNet-style folders: ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg.
+
+Images are decoded by torchvision in DataLoader workers and augmented per image (section 3.4);
+the workers return uint8 crops, and the main process normalises them on the device. Every
+random draw comes from a generator seeded from (seed, epoch, batch, position), so batch i of
+epoch e is the same whatever the number of workers and wherever the epoch was resumed.
+An unreadable image is skipped and counted, or, with bad_images="fail", raises an error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from .base import (
+    Batch,
+    DataBundle,
+    DatasetInfo,
+    LoaderOptions,
+    ViewBatch,
+    check_start,
+    derive_seed,
+    eval_batches,
+    split_sizes,
+    train_batches,
+)
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FolderTransforms,
+    center_view,
+    multi_scale_views,
+    normalize,
+    ten_crop_views,
+    train_view,
+)
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")  # what torchvision.io.decode_image reads
+MODES = ("train", "center", "ten_crop", "multi_scale")
+
+Sample = tuple[str, int]  # (path, label)
+
+
+def scan_split(folder: Path) -> tuple[list[str], list[list[Path]]]:
+    """(class names, image paths of each class) of one split: sorted, so the order is stable."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} not found: an image folder holds train/<class>/ and val/<class>/")
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{folder} holds no class folders")
+    files = []
+    for name in classes:
+        images = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        if not images:
+            raise ValueError(f"class folder {folder / name} holds no images ({', '.join(EXTENSIONS)})")
+        files.append(images)
+    return classes, files
+
+
+def scan(root: str | Path) -> tuple[list[str], list[Sample], list[Sample]]:
+    """(class names, training samples, test samples) of an image folder.
+
+    Training samples come in a fixed pseudo-random order (by a hash of each file's path inside
+    train/), so that "the first N images" of `subset` and the last ones of `val_split` mix the
+    classes; test samples in sorted order.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} not found")
+    classes, train_files = scan_split(root / "train")
+    val_classes, test_files = scan_split(root / "val")
+    if val_classes != classes:
+        extra, missing = sorted(set(val_classes) - set(classes)), sorted(set(classes) - set(val_classes))
+        raise ValueError(f"{root / 'val'} must hold the classes of train/: extra {extra}, missing {missing}")
+
+    def hashed(path: Path) -> bytes:
+        return hashlib.blake2b(path.relative_to(root).as_posix().encode(), digest_size=8).digest()
+
+    train = [(str(p), label) for label, paths in enumerate(train_files) for p in paths]
+    train.sort(key=lambda sample: hashed(Path(sample[0])))
+    test = [(str(p), label) for label, paths in enumerate(test_files) for p in paths]
+    return classes, train, test
+
+
+def decode_rgb(path: str) -> Tensor:
+    """An image file as uint8 RGB (3, H, W): greyscale, palette and alpha images converted.
+
+    >>> decode_rgb("photo.jpg").shape  # doctest: +SKIP
+    torch.Size([3, 375, 500])
+    """
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which this project
+        # does not depend on yet; they still work, and warning once per image would drown the log.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        image = decode_image(path, mode=ImageReadMode.RGB)
+    return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+
+
+class Unreadable(NamedTuple):
+    path: str
+    error: str
+
+
+class ImageFiles(Dataset):
+    """Image files decoded to RGB uint8 and transformed for one mode (training or a test view).
+
+    Indexed by (sample index, augmentation seed or None); returns (views, lighting shift or
+    None, label), or an `Unreadable` for a file that cannot be decoded.
+    """
+
+    def __init__(self, samples: list[Sample], mode: str, config: FolderTransforms) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+        self.samples = samples
+        self.mode = mode
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int | None]):
+        index, seed = key
+        path, label = self.samples[index]
+        try:
+            image = decode_rgb(path)
+        except (RuntimeError, OSError, ValueError) as exc:
+            return Unreadable(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if self.mode == "train" and seed is not None:
+            crop, shift = train_view(image, self.config, torch.Generator().manual_seed(seed))
+            return [crop], shift, label
+        if self.mode in ("train", "center"):
+            return [center_view(image, self.config)], None, label
+        views = ten_crop_views if self.mode == "ten_crop" else multi_scale_views
+        return views(image, self.config), None, label
+
+
+def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[Unreadable]]:
+    """(views, shifts, labels, unreadable files): each view stacked over the readable samples."""
+    bad = [s for s in samples if isinstance(s, Unreadable)]
+    good = [s for s in samples if not isinstance(s, Unreadable)]
+    if not good:
+        return None, None, None, bad
+    views = [torch.stack(batch) for batch in zip(*(s[0] for s in good), strict=True)]
+    shifts = torch.stack([s[1] for s in good]) if good[0][1] is not None else None
+    return views, shifts, torch.tensor([s[2] for s in good]), bad
+
+
+class _BatchKeys:
+    """The (index, augmentation seed) keys of batches start, ..., len - 1 of one epoch."""
+
+    def __init__(self, loader: FolderLoader, epoch: int, start: int) -> None:
+        self.loader, self.epoch, self.start = loader, epoch, start
+
+    def __len__(self) -> int:
+        return len(self.loader) - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        loader, n = self.loader, self.loader.num_samples
+        if not loader.train:
+            b = loader.batch_size
+            for i in range(self.start, len(loader)):
+                yield [(j, None) for j in range(i * b, min(n, (i + 1) * b))]
+            return
+        g = torch.Generator().manual_seed(derive_seed(loader.seed, "perm", self.epoch))
+        order = torch.randperm(n, generator=g).tolist()
+        size = min(loader.batch_size, n)
+        for i in range(self.start, len(loader)):
+            yield [
+                (order[i * size + k], derive_seed(loader.seed, "aug", self.epoch, i, k) if loader.augment else None)
+                for k in range(size)
+            ]
+
+
+class FolderLoader:
+    """Batches of one split of an image folder, decoded by `num_workers` DataLoader workers.
+
+    `epoch(e, start)` yields normalised float32 images (B, 3, S, S) and int64 labels on
+    `device`; batches are smaller by the unreadable images skipped (counted in `bad_images`),
+    and a batch with no readable image is left out.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        mode: str,
+        config: FolderTransforms,
+        options: LoaderOptions,
+        normalization: tuple[Tensor, Tensor],
+        *,
+        train: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
+        self.dataset = ImageFiles(samples, mode, config)
+        self.options = options
+        self.mean, self.std = normalization
+        self.train = train
+        self.augment = options.augment
+        self.seed = options.seed
+        self.batch_size = batch_size or (options.batch_size if train else options.eval_batch)
+        self.num_samples = len(samples)
+        self.bad_images = 0
+
+    def __len__(self) -> int:
+        if self.train:
+            return train_batches(self.num_samples, self.batch_size)
+        return eval_batches(self.num_samples, self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Batches `start`, ..., len - 1 of epoch `epoch`."""
+        return ((views[0], labels) for views, labels in self.view_batches(epoch, start))
+
+    def view_batches(self, epoch: int = 0, start: int = 0) -> Iterator[ViewBatch]:
+        """As `epoch`, with every view of each image (one for training and centre crops)."""
+        check_start(start, len(self))
+        return self._batches(epoch, start)
+
+    def _batches(self, epoch: int, start: int) -> Iterator[ViewBatch]:
+        options, device = self.options, self.options.device
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=_BatchKeys(self, epoch, start),
+            num_workers=options.num_workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+            # Only to keep the DataLoader off the global RNG (it draws worker base seeds from it).
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, "workers", epoch)),
+        )
+        for views, shifts, labels, bad in loader:
+            if bad and options.bad_images == "fail":
+                raise ValueError(
+                    f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' skips such files"
+                )
+            self.bad_images += len(bad)
+            if labels is None:
+                continue
+            views = [normalize(v.to(device, non_blocking=True), self.mean, self.std) for v in views]
+            if shifts is not None:  # PCA lighting: the same RGB offset on every pixel, so added after normalising
+                views[0] += (shifts.to(device, non_blocking=True) / self.std.reshape(1, -1))[:, :, None, None]
+            yield views, labels.to(device, non_blocking=True)
+
+
+def imagefolder_bundle(
+    root: str | Path, options: LoaderOptions, transforms: FolderTransforms | None = None
+) -> DataBundle:
+    """An image folder: train/ for training (and `val_split`), val/ for testing.
+
+    >>> bundle = imagefolder_bundle("/data/imagenet", LoaderOptions(batch_size=256))  # doctest: +SKIP
+    >>> bundle.info.num_classes, bundle.info.image_size  # doctest: +SKIP
+    (1000, (224, 224))
+    """
+    config = transforms or FolderTransforms()
+    classes, train, test = scan(root)
+    n_train, n_val = split_sizes(len(train), options.subset, options.val_split)
+    device = options.device
+    stats = (
+        torch.tensor(IMAGENET_MEAN, device=device).reshape(3, 1, 1) * 255,
+        torch.tensor(IMAGENET_STD, device=device).reshape(3, 1, 1) * 255,
+    )
+    test_loader = FolderLoader(test, "center", config, options, stats)
+
+    def views(view: str) -> Iterator[ViewBatch]:
+        # Views of different sizes cannot share a batch: multi-scale goes one image at a time.
+        batch_size = 1 if view == "multi_scale" else None
+        return FolderLoader(test, view, config, options, stats, batch_size=batch_size).view_batches()
+
+    return DataBundle(
+        info=DatasetInfo(
+            name=f"imagefolder:{root}",
+            num_classes=len(classes),
+            in_channels=3,
+            image_size=(config.image_size, config.image_size),
+            class_names=classes,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=len(test),
+        ),
+        train=FolderLoader(train[:n_train], "train", config, options, stats, train=True),
+        val=FolderLoader(train[n_train : n_train + n_val], "center", config, options, stats) if n_val else None,
+        test=test_loader,
+        normalization=stats,
+        views=views,
+    )

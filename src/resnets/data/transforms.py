@@ -1,0 +1,208 @@
+"""Augmentation and normalisation, as in He et al. 2016.
+
+Small images (section 4.2): pad, random crop and horizontal flip, done a whole uint8 batch at a
+time on the device, then the per-pixel mean of the training set is subtracted. ImageNet-style
+folders (section 3.4): scale augmentation, a random 224x224 crop, flip, colour augmentation and
+AlexNet's PCA lighting noise, done per image in DataLoader workers; and the test views.
+All randomness comes from explicit generators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+
+# ImageNet channel statistics on the 0..1 scale (torchvision's). The paper subtracts the
+# per-pixel mean (section 3.4); over ImageNet's varied framing the mean image is nearly flat,
+# so the channel means are the usual stand-in, and dividing by the std gives unit scale.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# PCA of ImageNet's RGB pixels (Krizhevsky et al. 2012, section 4.1), on the 0..1 scale, as used
+# by fb.resnet.torch, the reference reimplementation the authors point to.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 (or float) pixels in 0..255 to float32 inputs: (x - mean) / std.
+
+    `mean` is the mean image (C, H, W) or channel means (C, 1, 1); `std` holds one value per
+    channel, (C,) or (C, 1, 1); both in pixel units, as in `DataBundle.normalization`.
+
+    >>> normalize(torch.full((1, 1, 2, 2), 10, dtype=torch.uint8), torch.full((1, 2, 2), 4.0), torch.tensor([2.0]))
+    tensor([[[[3., 3.],
+              [3., 3.]]]])
+    """
+    return (images.float() - mean) / std.reshape(-1, 1, 1)
+
+
+def pixel_statistics(images: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+    """The mean image (C, H, W) and the per-channel std (C, 1, 1) of uint8 images (N, C, H, W).
+
+    The std is that of the mean-subtracted pixels, so normalised training images have zero mean
+    at every pixel and unit variance in every channel. Sums are exact (int64), so the result
+    does not depend on the device or the chunking. A constant channel gets std 1.
+
+    >>> mean, std = pixel_statistics(torch.tensor([[[[0, 2]]], [[[4, 6]]]], dtype=torch.uint8))
+    >>> mean.tolist(), std.flatten().tolist()
+    ([[[2.0, 4.0]]], [2.0])
+    """
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("cannot compute pixel statistics of an empty training set")
+    total = torch.zeros(images.shape[1:], dtype=torch.int64, device=images.device)
+    squares = torch.zeros_like(total)
+    for i in range(0, n, chunk):
+        block = images[i : i + chunk].to(torch.int64)
+        total += block.sum(0)
+        squares += (block * block).sum(0)
+    mean = total.double() / n
+    variance = (squares.double() / n - mean * mean).clamp_min(0).mean((1, 2), keepdim=True)
+    std = variance.sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+    """Random crops of the zero-padded batch and random horizontal flips, in one gather.
+
+    images: uint8 (B, C, H, W) on the generator's device; the result has the same shape. Each
+    image is the H x W window at a random offset in [0, 2 * padding] of its padded copy,
+    mirrored with probability 1/2 (section 4.2: "a 32x32 crop is randomly sampled from the
+    padded image or its horizontal flip").
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> crop_flip(torch.zeros(5, 3, 32, 32, dtype=torch.uint8), 4, g).shape
+    torch.Size([5, 3, 32, 32])
+    """
+    b, c, h, w = images.shape
+    device = images.device
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=device)
+    flip = torch.randint(0, 2, (b, 1), generator=generator, device=device) == 1
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    rows = dy + torch.arange(h, device=device)  # (B, H)
+    cols = torch.arange(w, device=device).expand(b, w)
+    cols = torch.where(flip, cols.flip(1), cols) + dx  # (B, W)
+    batch = torch.arange(b, device=device)[:, None, None, None]
+    channel = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def padded_ten_crop(images: Tensor, padding: int) -> list[Tensor]:
+    """Ten views of a batch of small images: the four corners and the centre of the padded
+    images at the original size, and their mirror images.
+
+    >>> views = padded_ten_crop(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 4)
+    >>> len(views), tuple(views[0].shape)
+    (10, (2, 3, 32, 32))
+    """
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    far = 2 * padding
+    offsets = ((0, 0), (0, far), (far, 0), (far, far), (padding, padding))
+    crops = [padded[..., top : top + h, left : left + w] for top, left in offsets]
+    return crops + [crop.flip(-1) for crop in crops]
+
+
+@dataclass(frozen=True)
+class FolderTransforms:
+    """Sizes and strengths of the ImageNet-style augmentation and test views (section 3.4)."""
+
+    image_size: int = 224  # the square training crop
+    resize_range: tuple[int, int] = (256, 480)  # scale augmentation: shorter side drawn from [lo, hi]
+    test_resize: int = 256  # shorter side before the centre crop and the 10 crops
+    scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # shorter sides of the multi-scale test views
+    jitter: float = 0.4  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]
+    lighting: float = 0.1  # std of the PCA lighting coefficients (Krizhevsky et al. 2012)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.resize_range
+        if not 1 <= self.image_size <= lo <= hi:
+            raise ValueError(
+                f"resize_range={self.resize_range} must satisfy image_size ({self.image_size}) <= lo <= hi"
+            )
+        if self.test_resize < self.image_size:
+            raise ValueError(f"test_resize={self.test_resize} must be at least image_size={self.image_size}")
+        if not self.scales or min(self.scales) < 1:
+            raise ValueError(f"scales={self.scales} must be positive sizes")
+        if not 0 <= self.jitter < 1 or self.lighting < 0:
+            raise ValueError(f"jitter={self.jitter} must be in [0, 1) and lighting={self.lighting} non-negative")
+
+
+def _uniform(low: float, high: float, g: torch.Generator) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _randint(low: int, high: int, g: torch.Generator) -> int:
+    """An integer in [low, high]."""
+    return int(torch.randint(low, high + 1, (), generator=g))
+
+
+def color_jitter(image: Tensor, strength: float, g: torch.Generator) -> Tensor:
+    """Brightness, contrast and saturation scaled by factors from [1 - s, 1 + s], in random order."""
+    if strength == 0:
+        return image
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+    factors = [_uniform(1 - strength, 1 + strength, g) for _ in adjust]
+    for i in torch.randperm(len(adjust), generator=g).tolist():
+        image = adjust[i](image, factors[i])
+    return image
+
+
+def lighting_shift(std: float, g: torch.Generator) -> Tensor:
+    """AlexNet's PCA lighting noise: one RGB offset (3,) per image, in pixel units (0..255).
+
+    It is added to every pixel, so it can be added after normalisation as shift / std.
+    """
+    alpha = torch.randn(3, generator=g) * std
+    return torch.tensor(IMAGENET_EIGVEC) @ (alpha * torch.tensor(IMAGENET_EIGVAL)) * 255
+
+
+def train_view(image: Tensor, config: FolderTransforms, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One training sample: (uint8 crop (3, S, S), lighting shift (3,)) from a uint8 image (3, H, W).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> crop, shift = train_view(torch.zeros(3, 40, 60, dtype=torch.uint8), FolderTransforms(16, (20, 30), 20), g)
+    >>> tuple(crop.shape), tuple(shift.shape)
+    ((3, 16, 16), (3,))
+    """
+    size = config.image_size
+    image = TF.resize(image, [_randint(*config.resize_range, g)], antialias=True)
+    h, w = image.shape[-2:]
+    image = TF.crop(image, _randint(0, h - size, g), _randint(0, w - size, g), size, size)
+    if float(torch.rand((), generator=g)) < 0.5:
+        image = TF.horizontal_flip(image)
+    image = color_jitter(image, config.jitter, g)
+    return image, lighting_shift(config.lighting, g)
+
+
+def center_view(image: Tensor, config: FolderTransforms) -> Tensor:
+    """Shorter side resized to `test_resize`, then the central `image_size` square."""
+    image = TF.resize(image, [config.test_resize], antialias=True)
+    return TF.center_crop(image, [config.image_size])
+
+
+def ten_crop_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
+    """The standard 10-crop testing (Krizhevsky et al. 2012): after resizing the shorter side to
+    `test_resize`, the four corner and the centre crops and their mirror images."""
+    image = TF.resize(image, [config.test_resize], antialias=True)
+    return list(TF.ten_crop(image, [config.image_size]))
+
+
+def multi_scale_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
+    """Fully convolutional testing (section 3.4): the whole image with its shorter side at each
+    of `scales`, and its mirror image; global average pooling makes any size work."""
+    views = []
+    for side in config.scales:
+        resized = TF.resize(image, [side], antialias=True)
+        views += [resized, TF.horizontal_flip(resized)]
+    return views

@@ -1,0 +1,294 @@
+"""Exporting a network to ONNX, TorchScript, a torch.export program or safetensors, with a parity check.
+
+Each artefact is written into a fresh folder next to its destination, read back and run against
+the PyTorch model on the same random batch, and only then renamed into place: a failed export or
+a failed check leaves nothing behind. Artefacts are written for the CPU so that they load anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models.registry import create_model, model_entry
+from .models.vgg import VGG
+from .models.weights import load_state_dict
+
+FORMATS = ("onnx", "torchscript", "exported-program", "safetensors")
+ONNX_OPSET = 18
+ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")
+# torch.export specialises a dimension whose example size is 0 or 1, so the example batch is 2;
+# the check runs a batch of 3 through the formats whose batch dimension is meant to be free.
+EXPORT_BATCH, CHECK_BATCH = 2, 3
+DYNAMIC_BATCH = ("onnx", "torchscript", "exported-program")
+# Keys written by export_model itself; the `metadata` argument may not reuse them.
+RESERVED_KEYS = ("format", "model_name", "config", "options")
+EXTRA_FILE = "resnets.json"  # the metadata inside TorchScript and .pt2 archives
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    format: str
+    path: Path
+    max_abs_diff: float | None  # None when the check was skipped
+    seconds: float  # export and check together
+
+
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    out: str | Path,
+    *,
+    input_size: tuple[int, int, int] | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+    metadata: dict | None = None,
+) -> ExportResult:
+    """Write `model` to `out` as `fmt` (onnx, torchscript, exported-program or safetensors).
+
+    `input_size` is (C, H, W), by default the size the model's family was designed for; ONNX,
+    TorchScript and exported programs take any batch size. With `check`, the artefact is loaded
+    back and must match PyTorch within `atol` on a random batch, else a ValueError names the
+    difference. `metadata` entries (e.g. class names) are stored JSON-encoded in the artefact.
+
+    >>> from resnets import create_model
+    >>> model = create_model("resnet20")
+    >>> export_model(model, "torchscript", "resnet20.pt").max_abs_diff < 1e-4  # doctest: +SKIP
+    True
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; accepted: {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require_onnx_extra()
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise ValueError(f"output {str(out)!r} is a folder; give a file name")
+    input_size = _check_input_size(model, input_size or default_input_size(model))
+    model = _on_cpu(model)
+    meta = export_metadata(model, metadata)
+    start = time.perf_counter()
+    with _eval_mode(model), _staged(out) as staging:
+        example = torch.randn(EXPORT_BATCH, *input_size, generator=torch.Generator().manual_seed(0))
+        WRITERS[fmt](model, example, staging, meta)
+        diff = check_export(fmt, model, staging, input_size, atol) if check else None
+    return ExportResult(fmt, out, diff, time.perf_counter() - start)
+
+
+def require_onnx_extra() -> None:
+    """Raise a ModuleNotFoundError naming the packages of the `export` extra that are not installed."""
+    missing = []
+    for name in ONNX_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ModuleNotFoundError(
+            f"ONNX export needs the 'export' extra: pip install 'resnets[export]' (missing: {', '.join(missing)})"
+        )
+
+
+def default_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W): the model's input channels and its family's design size (224 without a registered name)."""
+    config = getattr(model, "config", None)
+    channels = config.in_channels if config is not None else getattr(model, "in_channels", 3)
+    name = getattr(model, "model_name", None)
+    _, height, width = model_entry(name).input_size if name else (3, 224, 224)
+    return (channels, height, width)
+
+
+def export_metadata(model: nn.Module, extra: dict | None = None) -> dict[str, str]:
+    """The string metadata stored in every artefact: model name, config and rebuild options, `extra` as JSON."""
+    meta = {"format": "pt"}  # the key safetensors readers (transformers, timm) look for
+    name = getattr(model, "model_name", None)
+    if name is not None:
+        meta["model_name"] = name
+        meta["options"] = json.dumps(rebuild_options(model))
+    meta["config"] = json.dumps(model_config(model))
+    for key, value in (extra or {}).items():
+        if key in RESERVED_KEYS:
+            raise ValueError(f"metadata key {key!r} is reserved; reserved keys: {', '.join(RESERVED_KEYS)}")
+        try:
+            meta[str(key)] = json.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"metadata[{key!r}] is not JSON-serialisable ({exc})") from exc
+    return meta
+
+
+def model_config(model: nn.Module) -> dict:
+    """A ResNet's config, or a VGG's constructor arguments, as a JSON-ready dict."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        return config.to_dict()
+    if isinstance(model, VGG):
+        dropout = next((m.p for m in model.classifier if isinstance(m, nn.Dropout)), 0.0)
+        keys = ("depth", "num_classes", "in_channels", "init")
+        return {**{k: getattr(model, k) for k in keys}, "dropout": dropout}
+    return {}
+
+
+def rebuild_options(model: nn.Module) -> dict:
+    """The `create_model` options that rebuild `model` from its name: its config where it differs from the default."""
+    with torch.device("meta"):  # builds without allocating or initialising weights
+        default = model_config(create_model(model.model_name))
+    return {k: v for k, v in model_config(model).items() if default.get(k) != v}
+
+
+def check_export(fmt: str, model: nn.Module, path: Path, input_size: tuple[int, int, int], atol: float) -> float:
+    """Run the artefact at `path` and `model` on one random batch; the max abs difference, at most `atol`."""
+    batch = CHECK_BATCH if fmt in DYNAMIC_BATCH else EXPORT_BATCH
+    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x)
+        actual = RUNNERS[fmt](path, x)
+    return compare_outputs(expected, actual, atol, fmt)
+
+
+def compare_outputs(expected: torch.Tensor, actual: torch.Tensor, atol: float, what: str) -> float:
+    """The max abs difference of two outputs; a ValueError naming it when it exceeds `atol` (or is NaN).
+
+    >>> compare_outputs(torch.zeros(2, 3), torch.full((2, 3), 1e-6), 1e-4, "onnx") <= 1e-4
+    True
+    """
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise ValueError(f"{what} output has shape {tuple(actual.shape)}, PyTorch's has {tuple(expected.shape)}")
+    diff = (actual.float() - expected.float()).abs().max().item()
+    if not diff <= atol:  # written so that NaN fails too
+        raise ValueError(f"{what} output differs from PyTorch's: max abs difference {diff:.3g} > atol {atol:g}")
+    return diff
+
+
+def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    # The torch.export-based exporter (dynamo=True, the default since torch 2.9): the TorchScript-based
+    # one is deprecated. It traces with a symbolic batch and emits a 'batch' dimension in the graph.
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        opset_version=ONNX_OPSET,
+        input_names=["input"],
+        output_names=["output"],
+        verbose=False,
+    )
+    program.model.metadata_props.update(meta)
+    # One self-contained file; a model over the 2 GB protobuf limit still gets its weights in a .data file beside it.
+    program.save(str(path), external_data=False)
+
+
+def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    with warnings.catch_warnings():
+        # The input-shape check compares Python values; tracing evaluates it once on the example and
+        # records nothing, so the traced graph has no check. That is the warning's whole content.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # check_trace re-traces and compares on the same batch; check_export does more, on the saved file.
+        traced = torch.jit.trace(model, example, check_trace=False)
+    torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
+
+
+def _write_exported_program(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path), extra_files={EXTRA_FILE: json.dumps(meta)})
+
+
+def _write_safetensors(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state_dict, str(path), metadata=meta)
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
+    return torch.jit.load(str(path), map_location="cpu")(x)
+
+
+def _run_exported_program(path: Path, x: torch.Tensor) -> torch.Tensor:
+    return torch.export.load(str(path)).module()(x)
+
+
+def _run_safetensors(path: Path, x: torch.Tensor) -> torch.Tensor:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "model_name" not in meta:
+        raise ValueError("checking safetensors needs a model built by create_model (it has no model_name); check=False")
+    with torch.device("meta"):  # every value comes from the file: skip the initialisation (and its random draws)
+        model = create_model(meta["model_name"], **json.loads(meta["options"]))
+    model = load_state_dict(model.to_empty(device="cpu"), load_file(str(path)))
+    return model.eval()(x)
+
+
+WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, dict[str, str]], None]] = {
+    "onnx": _write_onnx,
+    "torchscript": _write_torchscript,
+    "exported-program": _write_exported_program,
+    "safetensors": _write_safetensors,
+}
+RUNNERS: dict[str, Callable[[Path, torch.Tensor], torch.Tensor]] = {
+    "onnx": _run_onnx,
+    "torchscript": _run_torchscript,
+    "exported-program": _run_exported_program,
+    "safetensors": _run_safetensors,
+}
+
+
+def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(size) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+        raise ValueError(f"input_size={tuple(size)!r} must be three positive integers (C, H, W)")
+    if hasattr(model, "check_input"):  # before tracing, which would show the shape as tensors in the message
+        model.check_input(torch.empty(EXPORT_BATCH, *size, device="meta"))
+    return tuple(size)
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """`model` itself when it lives on the CPU, else a CPU copy (the caller's model stays where it is)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device.type == "cpu" for t in tensors):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A path in a fresh folder next to `out`; the folder's files replace `out` only if the block succeeds."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield folder / out.name
+        for f in folder.iterdir():  # the artefact, and an ONNX model's .data file when it has one
+            os.replace(f, out.parent / f.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

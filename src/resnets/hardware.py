@@ -1,0 +1,53 @@
+"""The machine a figure was measured on: every result this project writes names it."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cpu_name() -> str:
+    """The CPU model as the OS reports it (e.g. 'AMD EPYC'), or the architecture when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(device: torch.device | str | None = None) -> dict:
+    """CPU, cores, torch threads, GPU and torch version; `device` is the one the work runs on.
+
+    >>> sorted(describe("cpu"))
+    ['cores', 'cpu', 'device', 'gpu', 'threads', 'torch']
+    """
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "device": str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+    }
+
+
+def summary(info: dict) -> str:
+    """One line for a figure's caption: 'cpu (AMD EPYC, 2 cores, 2 threads), torch 2.14.1'.
+
+    >>> summary({"device": "cuda", "gpu": "NVIDIA H200", "torch": "2.11.0"})
+    'cuda (NVIDIA H200), torch 2.11.0'
+    """
+    device = str(info.get("device", "?"))
+    if device.startswith("cuda"):
+        where = info.get("gpu", "unknown GPU")
+    else:
+        parts = [info.get("cpu", "unknown CPU")]
+        parts += [f"{info[k]} {k}" for k in ("cores", "threads") if info.get(k) is not None]
+        where = ", ".join(str(p) for p in parts)
+    return f"{device} ({where}), torch {info.get('torch', '?')}"

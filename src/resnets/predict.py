@@ -1,0 +1,148 @@
+"""Using a trained network: class predictions and embeddings for image files."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
+
+from .data import normalize
+from .data.transforms import FolderTransforms, center_view
+from .train.checkpoint import model_from_checkpoint
+from .train.engine import resolve_device
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def expand_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by the image files under them (sorted); a missing path is an error."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {str(p)!r}")
+    if not paths:
+        raise ValueError(f"no image files found in {', '.join(map(str, inputs))}")
+    return paths
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)  # (class name, probability), best first
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "top": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+class Predictor:
+    """A trained network with the preprocessing it was trained with.
+
+    Small-image models (Fashion-MNIST, CIFAR) see each image resized to their training size;
+    image-folder models see the paper's centre view (shorter side to 256/224 of the crop, then
+    the central crop). Both then get the training set's normalisation.
+
+    >>> predictor = Predictor("runs/demo/resnet20-seed0/model.safetensors")  # doctest: +SKIP
+    >>> predictor.predict(["boot.png"], topk=1)[0].top  # doctest: +SKIP
+    [('Ankle boot', 0.97)]
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        model, meta = model_from_checkpoint(checkpoint)
+        self.model = model.to(self.device).eval()
+        n = model.num_classes
+        self.class_names = list(meta.get("class_names") or [str(i) for i in range(n)])
+        if "normalization" not in meta:
+            raise ValueError(
+                f"{checkpoint} holds no input normalisation: use a resnets checkpoint or model.safetensors"
+            )
+        norm = meta["normalization"]
+        self.mean, self.std = (torch.as_tensor(norm[k], dtype=torch.float32).to(self.device) for k in ("mean", "std"))
+        config = meta.get("config") or {}
+        self.folder_style = str(config.get("data", "")).startswith("imagefolder")
+        self.in_channels = self.mean.shape[0]
+        if self.folder_style:
+            size = int(meta.get("data", {}).get("image_size", [224])[0])
+            self.view = FolderTransforms(
+                image_size=size, resize_range=(size, size), test_resize=round(size * 256 / 224)
+            )
+            self.size = (size, size)
+        else:
+            self.size = tuple(self.mean.shape[-2:])
+
+    def load(self, path: str | Path) -> Tensor:
+        """An image file decoded to uint8 (C, H, W) with the model's channel count; ValueError if unreadable."""
+        mode = ImageReadMode.GRAY if self.in_channels == 1 else ImageReadMode.RGB
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+                image = decode_image(str(path), mode=mode)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ValueError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+        return image[0] if image.ndim == 4 else image
+
+    def preprocess(self, image: Tensor) -> Tensor:
+        """uint8 (C, H, W) of any size -> the normalised float input (C, h, w) the model was trained on."""
+        if self.folder_style:
+            image = center_view(image, self.view)
+        else:
+            image = TF.resize(image, list(self.size), antialias=True)
+        return normalize(image[None].to(self.device), self.mean, self.std)[0]
+
+    def _batches(self, paths: Sequence[Path], batch_size: int) -> Iterator[tuple[list[Path], Tensor | None, dict]]:
+        """(readable paths, their input batch, {path: error} for the unreadable ones), batch by batch."""
+        for i in range(0, len(paths), batch_size):
+            chunk, inputs, errors = [], [], {}
+            for path in paths[i : i + batch_size]:
+                try:
+                    inputs.append(self.preprocess(self.load(path)))
+                    chunk.append(path)
+                except ValueError as exc:
+                    errors[path] = str(exc)
+            yield chunk, (torch.stack(inputs) if inputs else None), errors
+
+    @torch.no_grad()
+    def predict(self, paths: Sequence[str | Path], topk: int = 5, batch_size: int = 64) -> list[Prediction]:
+        """Top-k classes with probabilities for each image, in the order given; unreadable ones carry an error."""
+        if topk < 1:
+            raise ValueError(f"topk={topk} must be a positive integer")
+        k = min(topk, len(self.class_names))
+        results: dict[Path, Prediction] = {}
+        ordered = [Path(p) for p in paths]
+        for chunk, batch, errors in self._batches(ordered, batch_size):
+            for path, error in errors.items():
+                results[path] = Prediction(str(path), error=error)
+            if batch is None:
+                continue
+            probs = F.softmax(self.model(batch).float(), dim=1)
+            values, indices = probs.topk(k, dim=1)
+            for path, v, idx in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+                results[path] = Prediction(str(path), [(self.class_names[j], p) for j, p in zip(idx, v, strict=True)])
+        return [results[p] for p in ordered]
+
+    @torch.no_grad()
+    def embed(self, paths: Sequence[str | Path], batch_size: int = 64) -> tuple[Tensor, list[Prediction]]:
+        """Pre-logits embeddings (N, num_features) of the readable images, and the failures."""
+        rows, failures = [], []
+        for _chunk, batch, errors in self._batches([Path(p) for p in paths], batch_size):
+            failures += [Prediction(str(p), error=e) for p, e in errors.items()]
+            if batch is not None:
+                rows.append(self.model.forward_head(self.model.forward_features(batch), pre_logits=True).float().cpu())
+        if not rows:
+            raise ValueError("no readable image to embed")
+        return torch.cat(rows), failures

@@ -1,0 +1,167 @@
+"""The training configuration: one dataclass, saved in the run folder and in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BAD_IMAGES = ("skip", "fail")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. Recipes (`recipes.py`) return one; the CLI overrides fields."""
+
+    recipe: str = "paper-cifar"  # the recipe these values started from (for the record)
+    model: str = "resnet20"  # a registered name, or resnet/plain + any 6n+2 depth
+    model_options: dict = field(default_factory=dict)  # more create_model options: shortcut, stride_at, ...
+    init: str = "he"  # he: the paper's; xavier: the source explainer's
+    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder:PATH | synthetic[:C,H,W,K]
+    data_dir: str | None = None  # where the dataset's files are (else $RESNETS_DATA, system folders, cache)
+    subset: int | None = None  # train on the first N training images
+    val_split: int = 0  # hold N training images out for validation (the paper's 45k/5k protocol)
+    test_subset: int | None = None  # report test error on the first N test images only (quick runs)
+    augment: bool = True  # pad-and-crop and flips (section 4.2); scale and colour for image folders
+    batch_size: int = 128  # the paper: 128 on CIFAR, 256 on ImageNet
+    eval_batch_size: int = 512
+    epochs: int = 10  # training length, unless `iterations` is set
+    iterations: int | None = None  # total SGD steps (the paper's 64k on CIFAR); overrides `epochs`
+    lr: float = 0.1  # the paper's initial learning rate
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4  # the paper's; the explainer lists 1e-5
+    schedule: str = "step"  # step | plateau | onecycle | cosine | constant
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training, lr /= 10
+    gamma: float = 0.1  # the factor at each milestone or plateau
+    plateau_patience: int = 3  # plateau: epochs without improvement before the lr drops
+    onecycle_warmup: float = 0.25  # onecycle: fraction of training spent rising to `lr`
+    warmup_lr: float | None = None  # the paper's ResNet-110: lr 0.01 until training error < warmup_until_err
+    warmup_until_err: float = 0.8
+    label_smoothing: float = 0.0
+    tta_flip: bool = False  # average the logits of each test image and its mirror image
+    seed: int = 0
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    amp: bool = True  # bf16 autocast on CUDA (fp32 elsewhere)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    out: str | None = None  # run folder; default runs/<model>-<data>-<time>
+    keep: int = 3  # newest step checkpoints kept besides last.pt and best.pt
+    checkpoint_every: int | None = None  # also checkpoint every N steps inside an epoch
+    log_every: int = 50  # steps between progress lines (and the only host syncs of the loop)
+    tensorboard: bool = False
+    num_workers: int = 4  # image folders: DataLoader worker processes
+    bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
+    init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
+    num_classes: int | None = None  # override the dataset's class count (fine-tuning)
+    freeze_backbone: bool = False  # fine-tuning: train only the new head
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first field whose value is out of range."""
+        for name, accepted in (("schedule", SCHEDULES), ("device", DEVICES), ("bad_images", BAD_IMAGES)):
+            value = getattr(self, name)
+            if name == "device" and isinstance(value, str) and value.split(":")[0] in ("cuda", "mps"):
+                continue
+            if value not in accepted:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(accepted)}")
+        if self.init not in ("he", "xavier"):
+            raise ValueError(f"init={self.init!r} is not one of he, xavier")
+        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        for name in ("iterations", "checkpoint_every", "subset", "test_subset", "num_classes"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if self.val_split < 0:
+            raise ValueError(f"val_split={self.val_split!r} must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr={self.lr!r} must be a positive number")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"weight_decay={self.weight_decay!r} and momentum={self.momentum!r} must be >= 0, < 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones={self.milestones!r} must be increasing fractions of training in (0, 1)")
+        if self.freeze_backbone and not self.init_from:
+            raise ValueError("freeze_backbone needs init_from: a frozen random backbone learns nothing")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from plain values (a YAML file, a checkpoint), refusing unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key {unknown[0]!r}; accepted: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some fields changed, each converted to its declared type."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        values = self.to_dict()
+        for key, value in changes.items():
+            if key not in known:
+                raise ValueError(f"unknown config key {key!r}; accepted: {', '.join(sorted(known))}")
+            values[key] = coerce(key, value)
+        return TrainConfig(**values)
+
+
+def coerce(name: str, value: object) -> object:
+    """Convert a value from the command line or YAML to the field's type, naming the field on failure."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if value is None or (optional and value in ("none", "None", "null")):
+        if optional:
+            return None
+        raise ValueError(f"{name} cannot be empty")
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    kind = typing.get_origin(base) or base
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[value.lower()]
+            return bool(value)
+        if kind is int:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(value)
+        if kind is list:
+            return [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+        if kind is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+        return str(value)
+    except (TypeError, ValueError, KeyError):
+        raise ValueError(f"{name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML config file (`--config FILE`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, found {type(values).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}

@@ -1,0 +1,131 @@
+"""Top-1 and top-5 error of a model over a loader, with test-time views (flips, crops, scales)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EvalResult:
+    top1_err: float
+    top5_err: float
+    loss: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n}
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; nothing elsewhere (fp32 on CPU is faster than emulated bf16)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]],
+    *,
+    amp: bool = True,
+    channels_last: bool = True,
+    tta_flip: bool = False,
+) -> EvalResult:
+    """Errors of `model` (put in eval mode, restored after) over `batches` of (images, labels).
+
+    `images` is a batch, or a list of views of the same images (ten crops, scales) whose
+    softmax scores are averaged, as in the paper's 10-crop and multi-scale testing.
+    With `tta_flip` each view's mirror image is added.
+
+    >>> import torch
+    >>> from resnets import create_model
+    >>> x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    >>> evaluate(create_model("resnet20"), [(x, y)]).n
+    4
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct1 = torch.zeros((), device=device, dtype=torch.long)
+    correct5 = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    n = 0
+    try:
+        for images, labels in batches:
+            views = list(images) if isinstance(images, list | tuple) else [images]
+            if tta_flip:
+                views += [v.flip(-1) for v in views]
+            probs = None
+            for view in views:
+                if channels_last:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                with autocast(device, amp):
+                    logits = model(view)
+                p = F.softmax(logits.float(), dim=1)
+                probs = p if probs is None else probs + p
+            probs = probs / len(views)
+            labels = labels.to(device)
+            k = min(5, probs.shape[1])
+            top = probs.topk(k, dim=1).indices
+            hits = top == labels[:, None]
+            correct1 += hits[:, 0].sum()
+            correct5 += hits.any(dim=1).sum()
+            loss_sum += -torch.log(probs.gather(1, labels[:, None]).clamp_min(1e-12)).sum().double()
+            n += labels.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluation got no images")
+    return EvalResult(1 - correct1.item() / n, 1 - correct5.item() / n, loss_sum.item() / n, n)
+
+
+VIEWS = ("center", "ten_crop", "multi_scale")
+
+
+def evaluate_checkpoint(
+    path: str,
+    data: str | None = None,
+    data_dir: str | None = None,
+    view: str = "center",
+    device: str = "auto",
+    batch_size: int | None = None,
+) -> EvalResult:
+    """Top-1/top-5 test error of a trained checkpoint, on its own dataset unless `data` names another.
+
+    `view` is the paper's test protocol: `center`, `ten_crop`, or `multi_scale` (fully
+    convolutional, shorter side in {224, 256, 384, 480, 640}; image folders only).
+    """
+    from ..data import load_dataset
+    from .checkpoint import model_from_checkpoint
+    from .engine import resolve_device
+
+    if view not in VIEWS:
+        raise ValueError(f"view={view!r} is not one of {', '.join(VIEWS)}")
+    model, meta = model_from_checkpoint(path)
+    config = meta.get("config", {})
+    target = resolve_device(device)
+    model.to(target, memory_format=torch.channels_last)
+    bundle = load_dataset(
+        data or config.get("data", "fashion-mnist"),
+        data_dir=data_dir or config.get("data_dir"),
+        device=target,
+        batch_size=batch_size or config.get("batch_size", 128),
+        eval_batch_size=batch_size or config.get("eval_batch_size", 512),
+        seed=config.get("seed", 0),
+        subset=config.get("subset") if data is None else None,
+        val_split=config.get("val_split", 0) if data is None else 0,
+        augment=False,
+    )
+    if bundle.info.num_classes != model.num_classes:
+        raise ValueError(
+            f"the checkpoint predicts {model.num_classes} classes, {bundle.info.name} has {bundle.info.num_classes}"
+        )
+    batches = bundle.test.epoch(0) if view == "center" else bundle.test_views(view)
+    return evaluate(model, batches, tta_flip=bool(config.get("tta_flip", False)))

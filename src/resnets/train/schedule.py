@@ -1,0 +1,69 @@
+"""Learning-rate schedules as functions of the step, so that a resumed run picks up exactly."""
+
+from __future__ import annotations
+
+import math
+
+from .config import TrainConfig
+
+
+class LRSchedule:
+    """The learning rate at each step, plus the little state that plateaus and warm-ups need.
+
+    >>> from resnets.train.config import TrainConfig
+    >>> s = LRSchedule(TrainConfig(lr=0.1, schedule="step", milestones=[0.5, 0.75]), total_steps=64000)
+    >>> [round(s.lr(k), 4) for k in (0, 31999, 32000, 48000)]
+    [0.1, 0.1, 0.01, 0.001]
+    """
+
+    def __init__(self, config: TrainConfig, total_steps: int) -> None:
+        self.config = config
+        self.total_steps = max(1, total_steps)
+        self.scale = 1.0  # plateau: the product of the drops so far
+        self.best = math.inf  # plateau: the best monitored value
+        self.bad_epochs = 0
+        self.warming_up = config.warmup_lr is not None
+
+    def lr(self, step: int) -> float:
+        c = self.config
+        if self.warming_up:
+            return float(c.warmup_lr)
+        t = step / self.total_steps
+        if c.schedule == "step":
+            return c.lr * c.gamma ** sum(t >= m for m in c.milestones)
+        if c.schedule == "plateau":
+            return c.lr * self.scale
+        if c.schedule == "onecycle":
+            w = c.onecycle_warmup
+            return c.lr * (t / w if t < w else max(0.0, (1 - t) / (1 - w)))
+        if c.schedule == "cosine":
+            return c.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return c.lr
+
+    def observe_train_error(self, err: float) -> bool:
+        """End the warm-up once training error is below the threshold; True when it just ended."""
+        if self.warming_up and err < self.config.warmup_until_err:
+            self.warming_up = False
+            return True
+        return False
+
+    def observe_epoch(self, monitored: float) -> bool:
+        """Plateau schedule: divide the lr after `plateau_patience` epochs without improvement."""
+        if self.config.schedule != "plateau":
+            return False
+        if monitored < self.best - 1e-4:
+            self.best, self.bad_epochs = monitored, 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.config.plateau_patience:
+            self.scale *= self.config.gamma
+            self.bad_epochs = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad_epochs": self.bad_epochs, "warming_up": self.warming_up}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best = float(state["scale"]), float(state["best"])
+        self.bad_epochs, self.warming_up = int(state["bad_epochs"]), bool(state["warming_up"])

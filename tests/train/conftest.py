@@ -1,0 +1,38 @@
+import pytest
+
+from resnets.train import TrainConfig
+
+# A run small enough for a test: ResNet-8 on 16x16 synthetic images, a few dozen steps.
+TINY = {
+    "recipe": "test",
+    "model": "resnet8",
+    "data": "synthetic:1,16,16,4",
+    "subset": 256,
+    "batch_size": 32,
+    "eval_batch_size": 128,
+    "epochs": 2,
+    "lr": 0.05,
+    "log_every": 4,
+    "device": "cpu",
+    "seed": 1,
+}
+
+
+@pytest.fixture
+def tiny_argv():
+    """The `resnets train` flags of the tiny run, writing to `out`."""
+
+    def make(out, **changes) -> list[str]:
+        values = {**TINY, **changes, "out": str(out)}
+        values.pop("recipe")
+        return [part for k, v in values.items() for part in (f"--{k.replace('_', '-')}", str(v))]
+
+    return make
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    def make(**changes) -> TrainConfig:
+        return TrainConfig(**{**TINY, "out": str(tmp_path / "run"), **changes})
+
+    return make

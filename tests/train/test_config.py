@@ -1,0 +1,112 @@
+"""Recipes hold the paper's numbers; YAML files and flags override them, bad values are named."""
+
+import pytest
+
+from resnets.cli import build_parser, resolve_train_config
+from resnets.train import RECIPES, TrainConfig, get_recipe
+from resnets.train.schedule import LRSchedule
+
+
+def test_paper_cifar_is_section_4_2():
+    c = get_recipe("paper-cifar", "resnet56")
+    assert (c.batch_size, c.lr, c.momentum, c.weight_decay, c.init) == (128, 0.1, 0.9, 1e-4, "he")
+    assert c.iterations == 64_000 and c.schedule == "step"
+    schedule = LRSchedule(c, c.iterations)
+    assert [schedule.lr(s) for s in (0, 31_999)] == [0.1, 0.1]
+    assert schedule.lr(32_000) == pytest.approx(0.01) and schedule.lr(48_000) == pytest.approx(0.001)
+    assert c.warmup_lr is None
+
+
+def test_paper_cifar_warms_up_110_layers_and_deeper():
+    for name in ("resnet110", "resnet1202", "plain110"):
+        c = get_recipe("paper-cifar", name)
+        assert c.warmup_lr == 0.01 and c.warmup_until_err == 0.8
+
+
+def test_paper_imagenet_and_explainer_recipes():
+    imagenet = get_recipe("paper-imagenet", "resnet50")
+    assert (imagenet.batch_size, imagenet.lr, imagenet.weight_decay, imagenet.schedule) == (256, 0.1, 1e-4, "plateau")
+    assert imagenet.iterations == 600_000 and imagenet.init == "he"
+    explainer = get_recipe("explainer", "resnet20")
+    assert (explainer.init, explainer.weight_decay, explainer.batch_size, explainer.lr) == ("xavier", 1e-5, 256, 0.1)
+    fast = get_recipe("fast", "resnet20")
+    assert fast.nesterov and fast.schedule == "onecycle" and fast.label_smoothing > 0 and fast.tta_flip
+    assert set(RECIPES) == {"paper-cifar", "paper-imagenet", "explainer", "fast"}
+
+
+def parse(*argv):
+    return resolve_train_config(build_parser().parse_args(["train", *argv]))
+
+
+def test_flags_override_yaml_which_overrides_the_recipe(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("lr: 0.05\nbatch_size: 64\nmilestones: [0.3, 0.6]\nnesterov: true\n")
+    c = parse("--recipe", "paper-cifar", "--config", str(config_file), "--batch-size", "32", "--model", "resnet110")
+    assert (c.lr, c.batch_size, c.milestones, c.nesterov) == (0.05, 32, [0.3, 0.6], True)
+    assert c.warmup_lr == 0.01  # the recipe was resolved for the chosen model
+    assert c.weight_decay == 1e-4 and c.iterations == 64_000
+
+
+def test_epochs_replace_the_recipes_iterations():
+    c = parse("--epochs", "3")
+    assert c.epochs == 3 and c.iterations is None
+    c = parse("--iterations", "500", "--lr", "0.2", "--no-amp", "--shortcut", "B")
+    assert c.iterations == 500 and c.lr == 0.2 and c.amp is False and c.model_options == {"shortcut": "B"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--schedule", "linear"], "schedule='linear' is not one of step, plateau"),
+        (["--lr", "fast"], "lr='fast' is not a valid float"),
+        (["--batch-size", "0"], "batch_size=0 must be a positive integer"),
+        (["--milestones", "0.8,0.2"], "milestones"),
+        (["--recipe", "speedy"], "unknown recipe 'speedy'; accepted: paper-cifar"),
+        (["--device", "tpu"], "device='tpu' is not one of auto, cpu, cuda, mps"),
+        (["--freeze-backbone"], "freeze_backbone needs init_from"),
+    ],
+)
+def test_bad_values_are_named(argv, fragment):
+    with pytest.raises(ValueError) as err:
+        parse(*argv)
+    assert fragment in str(err.value)
+
+
+def test_yaml_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown config key 'learning_rate'"):
+        parse("--config", str(bad))
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml"):
+        parse("--config", str(tmp_path / "missing.yaml"))
+
+
+def test_config_round_trips_through_a_dict():
+    c = TrainConfig(model="resnet32", lr=0.05, model_options={"shortcut": "B"})
+    assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_schedules():
+    c = TrainConfig(lr=0.4, schedule="onecycle", onecycle_warmup=0.25)
+    s = LRSchedule(c, 100)
+    assert s.lr(0) == 0 and s.lr(25) == pytest.approx(0.4) and s.lr(100) == 0
+    assert s.lr(50) == pytest.approx(0.4 * 50 / 75)
+    cosine = LRSchedule(TrainConfig(lr=0.1, schedule="cosine"), 100)
+    assert cosine.lr(50) == pytest.approx(0.05) and cosine.lr(100) == pytest.approx(0.0)
+
+
+def test_plateau_divides_after_patience_and_restores_from_state():
+    s = LRSchedule(TrainConfig(lr=0.1, schedule="plateau", plateau_patience=2), 1000)
+    assert not s.observe_epoch(0.5)
+    assert not s.observe_epoch(0.5)  # one epoch without improvement
+    assert s.observe_epoch(0.51) and s.lr(10) == pytest.approx(0.01)
+    copy = LRSchedule(TrainConfig(lr=0.1, schedule="plateau", plateau_patience=2), 1000)
+    copy.load_state_dict(s.state_dict())
+    assert copy.lr(10) == s.lr(10) and copy.best == 0.5
+
+
+def test_warmup_holds_lr_until_training_error_below_80_percent():
+    s = LRSchedule(get_recipe("paper-cifar", "resnet110"), 64_000)
+    assert s.lr(0) == 0.01
+    assert not s.observe_train_error(0.85) and s.lr(300) == 0.01
+    assert s.observe_train_error(0.79) and s.lr(400) == 0.1
