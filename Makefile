@@ -22,9 +22,7 @@ data:
 	fi
 
 demo: $(STAMP) data
-	$(PY) -m resnets models
-	$(PY) -m resnets flops resnet34
-	$(PY) -m resnets flops resnet50
+	$(PY) -m resnets demo --out runs/demo
 
 test: $(STAMP) data
 	$(PY) -m pytest -q -m "not slow"

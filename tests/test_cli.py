@@ -85,3 +85,41 @@ def test_entry_point_runs_as_a_module():
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["train", "--data", "mnist-digits"], "unknown dataset 'mnist-digits'; accepted: fashion-mnist"),
+        (["train", "--model", "resnet7"], "unknown model 'resnet7'"),
+        (["train", "--schedule", "linear"], "schedule='linear' is not one of"),
+        (["train", "--bad-images", "ignore"], "bad_images='ignore' is not one of skip, fail"),
+        (["eval", "--checkpoint", "missing.pt"], "missing.pt"),
+        (["experiment", "degradation", "--depths", "20", "21"], "depth 21 is not of the form 6n+2"),
+        (["report", "no-such-dir", "--out", "r.html"], "no-such-dir"),
+    ],
+)
+def test_training_commands_name_bad_values_in_one_line(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_convert_command_gives_a_model_with_torchvisions_outputs(capsys, tmp_path):
+    import torch
+    import torchvision
+
+    from resnets import create_model
+
+    reference = torchvision.models.resnet18(weights=None, num_classes=7).eval()
+    source, target = tmp_path / "tv.pth", tmp_path / "r18.safetensors"
+    torch.save(reference.state_dict(), source)
+    assert main(["convert", str(source), "--from", "torchvision", "--to", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18 (stride_at='3x3', num_classes=7)" in out and "outputs equal torchvision's" in out
+    model = create_model("resnet18", weights=str(target), stride_at="3x3", num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)

@@ -213,7 +213,8 @@ def test_runs_without_summary_are_grouped_by_model_with_the_paper_beside_them(tm
     [
         ({"plain20": 0.1, "plain56": 0.2, "resnet20": 0.1, "resnet56": 0.05}, "shows"),
         ({"plain20": 0.2, "plain56": 0.1, "resnet20": 0.1, "resnet56": 0.05}, "absent"),
-        ({"plain20": 0.1, "plain56": 0.2, "resnet20": 0.1, "resnet56": 0.15}, "both"),
+        ({"plain20": 0.1, "plain56": 0.2, "resnet20": 0.1, "resnet56": 0.18}, "both"),
+        ({"plain20": 0.1, "plain56": 0.3, "resnet20": 0.1, "resnet56": 0.15}, "smaller"),
     ],
 )
 def test_verdict_says_whether_the_degradation_shows(tmp_path, errors, state):

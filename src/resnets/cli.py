@@ -280,7 +280,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_degradation(args: argparse.Namespace) -> int:
-    from .experiments.degradation import run_degradation, summary_table, verdict
+    from .experiments.degradation import assess, run_degradation, summary_table, verdict
 
     overrides = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
     for key in ("data", "out"):
@@ -290,6 +290,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     )
     print(summary_table(summary, args.data))
     print("\n".join(verdict(summary)))
+    print(assess(summary)[1])
     print(f"outputs in {args.out}: fig6.png, table.txt, summary.json, curves.json")
     return 0
 

@@ -273,29 +273,14 @@ def _notes(src: Source) -> list[str]:
 
 def _verdict(summary: dict[str, dict]) -> str:
     """Whether the degradation problem shows: deeper plain nets train to a higher error, residual nets do not."""
-    from .experiments.degradation import verdict
+    from .experiments.degradation import assess, verdict
 
     nets = {k: v for k, v in summary.items() if v.get("family") in ("plain", "resnet") and v.get("depth")}
-    if len({v["depth"] for v in nets.values()}) < 2 or any(v.get("train_err_mean") is None for v in nets.values()):
+    if any(v.get("train_err_mean") is None for v in nets.values()):
         return ""
-
-    def rises(family: str) -> bool | None:
-        err = {v["depth"]: v["train_err_mean"] for v in nets.values() if v["family"] == family}
-        depths = sorted(err)
-        return any(err[d] > err[depths[0]] for d in depths[1:]) if len(depths) > 1 else None
-
-    plain, resnet = rises("plain"), rises("resnet")
-    if plain is None:
+    state, text = assess(nets)
+    if not state:
         return ""
-    if plain and not resnet:
-        state, text = "shows", "The degradation problem shows: the deeper plain net reaches a higher training error"
-        text += " than the shallower one" + (", and the deeper residual net does not." if resnet is False else ".")
-    elif plain:
-        state = "both"
-        text = "Deeper nets of both kinds reach a higher training error than the shallower ones here."
-    else:
-        state = "absent"
-        text = "The degradation problem does not show here: no deeper plain net reaches a higher training error."
     items = "".join(f"<li>{esc(line)}</li>" for line in verdict(nets))
     return f'<div class="verdict" data-degradation="{state}"><p>{esc(text)}</p><ul>{items}</ul></div>'
 

@@ -68,3 +68,19 @@ def test_wrong_architecture_is_refused_with_names_and_shapes():
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         read_weights(tmp_path / "nope.pt")
+
+
+def test_a_malicious_weights_file_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "created-by-unpickling"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": Exploit()}, evil)
+    with pytest.raises(ValueError, match=r"refused: .*weights_only=True"):
+        create_model("resnet20", weights=str(evil))
+    assert not marker.exists()

@@ -61,7 +61,7 @@ def plot_training_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
             ax.plot(epochs, train, "--", color=colour, linewidth=1.2)
             ax.plot(epochs, test, "-", color=colour, linewidth=2.2, label=f"{label}-{_depth(name)}")
         ax.set_xlabel("epoch")
-        ax.set_title(f"{label} nets")
+        ax.set_title("plain nets" if label == "plain" else "residual nets")
         ax.grid(alpha=0.3)
         ax.legend(title="dashed: training, bold: test", fontsize=8, title_fontsize=8)
     axes[0][0].set_ylabel("error (%)")

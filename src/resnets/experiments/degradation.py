@@ -89,21 +89,55 @@ def run_degradation(
     return summary
 
 
+def depth_penalties(summary: dict, family: str) -> dict[int, float]:
+    """Training error of each deeper net minus the shallowest one's, in percentage points."""
+    err = {v["depth"]: 100 * v["train_err_mean"] for v in summary.values() if v.get("family") == family}
+    if len(err) < 2:
+        return {}
+    shallow = min(err)
+    return {d: err[d] - err[shallow] for d in sorted(err) if d != shallow}
+
+
 def verdict(summary: dict) -> list[str]:
-    """Sentences saying whether the degradation problem showed, depth by depth."""
+    """Each deeper net's final training error against the shallowest of its family."""
     lines = []
-    depths = sorted({v["depth"] for v in summary.values()})
-    shallow = depths[0]
     for family, label in (("plain", "plain"), ("resnet", "ResNet")):
-        base = summary.get(f"{family}{shallow}")
-        for depth in depths[1:]:
-            deep = summary.get(f"{family}{depth}")
-            if base is None or deep is None:
-                continue
-            a, b = 100 * base["train_err_mean"], 100 * deep["train_err_mean"]
-            relation = "higher than" if b > a else "at or below"
-            lines.append(f"{label}-{depth} training error {b:.2f}% is {relation} {label}-{shallow}'s {a:.2f}%")
+        err = {v["depth"]: 100 * v["train_err_mean"] for v in summary.values() if v.get("family") == family}
+        for depth, penalty in depth_penalties(summary, family).items():
+            shallow = min(err)
+            relation = "higher than" if penalty > 0 else "at or below"
+            lines.append(
+                f"{label}-{depth} training error {err[depth]:.2f}% is {relation} {label}-{shallow}'s "
+                f"{err[shallow]:.2f}% ({penalty:+.2f} points)"
+            )
     return lines
+
+
+def assess(summary: dict) -> tuple[str, str]:
+    """(state, headline): does the degradation problem show?
+
+    `shows`: deeper plain nets train to a higher error, deeper residual nets do not;
+    `smaller`: both rise, the residual nets by less than half as much (short runs: the paper's
+    deeper ResNets pass the shallower ones only after tens of thousands of iterations);
+    `both`: both rise alike; `absent`: the plain nets do not degrade; "" when there is nothing to compare.
+    """
+    plain, residual = depth_penalties(summary, "plain"), depth_penalties(summary, "resnet")
+    if not plain:
+        return "", ""
+    worst_plain = max(plain.values())
+    worst_residual = max(residual.values()) if residual else None
+    if worst_plain <= 0:
+        return "absent", "The degradation problem does not show here: no deeper plain net trains to a higher error."
+    if worst_residual is None or worst_residual <= 0:
+        tail = "; the deeper residual nets do not." if worst_residual is not None else "."
+        return "shows", f"The degradation problem shows: the deeper plain nets train to a higher error{tail}"
+    if worst_residual < worst_plain / 2:
+        return "smaller", (
+            f"Depth costs the plain nets {worst_plain:.1f} points of training error and the residual nets "
+            f"{worst_residual:.1f}: shortcuts remove most of the degradation. At this training length the deeper "
+            "residual net has not yet passed the shallower one; in the paper it does after 64k iterations."
+        )
+    return "both", "Deeper nets of both kinds train to a higher error here: the run is too short to tell them apart."
 
 
 def summary_table(summary: dict, data: str) -> str:
@@ -133,7 +167,7 @@ def write_outputs(summary: dict, out: Path, data: str) -> None:
     slim = {k: {f: v[f] for f in v if f != "curves"} for k, v in summary.items()}
     atomic_write(out / "summary.json", (json.dumps(slim, indent=2) + "\n").encode())
     atomic_write(out / "curves.json", (json.dumps({k: v["curves"] for k, v in summary.items()}) + "\n").encode())
-    text = summary_table(summary, data) + "\n\n" + "\n".join(verdict(summary)) + "\n"
+    text = summary_table(summary, data) + "\n\n" + "\n".join([*verdict(summary), assess(summary)[1]]) + "\n"
     atomic_write(out / "table.txt", text.encode())
     plot_training_curves(
         {k: v["curves"] for k, v in summary.items()},

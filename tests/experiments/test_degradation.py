@@ -1,0 +1,78 @@
+"""The degradation experiment: every run resumable and reused, outputs the paper's way, bad depths refused."""
+
+import io
+import json
+
+import pytest
+
+from resnets.experiments.degradation import assess, run_degradation, verdict
+from resnets.experiments.demo import demo_overrides
+
+TINY = {"epochs": 1, "subset": 96, "test_subset": 64, "batch_size": 32, "device": "cpu", "log_every": 3}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    out = tmp_path_factory.mktemp("degradation")
+    summary = run_degradation("synthetic:1,16,16,4", [8, 14], seeds=2, overrides=TINY, out=out, stream=io.StringIO())
+    return out, summary
+
+
+def test_summary_json_holds_mean_and_std_over_seeds(experiment):
+    out, _ = experiment
+    saved = json.loads((out / "summary.json").read_text())
+    assert set(saved) == {"plain8", "resnet8", "plain14", "resnet14"}
+    for name, row in saved.items():
+        assert set(row) >= {"train_err_mean", "train_err_std", "test_err_mean", "test_err_std", "params", "seeds"}
+        finals = [json.loads((out / f"{name}-seed{s}" / "metrics.jsonl").read_text().splitlines()[-1]) for s in (0, 1)]
+        assert row["train_err_mean"] == pytest.approx(sum(f["train_err"] for f in finals) / 2)
+        assert row["train_err_std"] == pytest.approx(abs(finals[0]["train_err"] - finals[1]["train_err"]) / 2)
+        assert row["seeds"] == 2
+    assert saved["plain8"]["params"] == saved["resnet8"]["params"]  # option A: shortcuts are free
+    for name in ("fig6.png", "table.txt", "curves.json"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_finished_runs_are_reused(experiment):
+    out, summary = experiment
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/step-*.pt")}
+    log = io.StringIO()
+    again = run_degradation("synthetic:1,16,16,4", [8, 14], seeds=2, overrides=TINY, out=out, stream=log)
+    assert "resuming" in log.getvalue() and "epoch 1 step" not in log.getvalue()
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/step-*.pt")} == stamps
+    assert {k: v["train_err_mean"] for k, v in again.items()} == {k: v["train_err_mean"] for k, v in summary.items()}
+
+
+def test_a_depth_the_family_lacks_is_refused_before_any_training(tmp_path):
+    with pytest.raises(ValueError, match=r"depth 21 is not of the form 6n\+2"):
+        run_degradation("synthetic:1,16,16,4", [20, 21], overrides=TINY, out=tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()
+
+
+def summary_of(errors: dict[str, float]) -> dict:
+    return {n: {"family": n.rstrip("0123456789"), "depth": int(n.lstrip("plainrest")), "train_err_mean": e}
+            for n, e in errors.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("errors", "state"),
+    [
+        ({"plain20": 0.10, "plain56": 0.20, "resnet20": 0.10, "resnet56": 0.08}, "shows"),
+        ({"plain20": 0.16, "plain56": 0.35, "resnet20": 0.11, "resnet56": 0.17}, "smaller"),
+        ({"plain20": 0.10, "plain56": 0.20, "resnet20": 0.10, "resnet56": 0.19}, "both"),
+        ({"plain20": 0.20, "plain56": 0.10, "resnet20": 0.10, "resnet56": 0.05}, "absent"),
+    ],
+)
+def test_assessment_names_what_the_numbers_show(errors, state):
+    assert assess(summary_of(errors))[0] == state
+    lines = verdict(summary_of(errors))
+    plain56 = 100 * (errors["plain56"] - errors["plain20"])
+    assert (
+        f"plain-56 training error {100 * errors['plain56']:.2f}%" in lines[0] and f"{plain56:+.2f} points" in lines[0]
+    )
+
+
+def test_the_demo_uses_a_subset_on_a_cpu_and_everything_on_a_gpu():
+    cpu, gpu = demo_overrides("cpu"), demo_overrides("cuda")
+    assert cpu["subset"] and cpu["device"] == "cpu" and "subset" not in gpu and gpu["device"] == "cuda"
+    assert cpu["lr"] == gpu["lr"] == 0.1  # the paper's learning rate

@@ -1,0 +1,43 @@
+"""Folding BN into convolutions for inference keeps the outputs and removes every foldable BN."""
+
+import pytest
+import torch
+from torch import nn
+
+from resnets import create_model
+from resnets.models.fuse import fuse_bn
+
+
+def randomise_bn(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "size"),
+    [("resnet20", {}, 32), ("plain20", {}, 32), ("resnet50", {}, 64), ("resnet34", {"shortcut": "C"}, 64)],
+)
+def test_fused_outputs_equal_and_no_bn_is_left(name, options, size):
+    model = randomise_bn(create_model(name, **options))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_bn(model)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the original is untouched
+
+
+def test_pre_activation_nets_keep_their_bn():
+    model = randomise_bn(create_model("preact_resnet18"))
+    fused = fuse_bn(model)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) == n_bn
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fused(x), model(x))
