@@ -4,7 +4,7 @@ Both nets are the same architecture (`stride_at="3x3"`, torchvision's layout) wi
 weights, checked to give the same outputs first. On a CPU: fp32 at a small batch; on a GPU:
 bf16 autocast and channels_last at batch 256, eager and torch.compile'd. resnets is timed
 as it is and with BN folded into the convolutions (`resnets.models.fuse.fuse_bn`). Timings
-alternate between the contenders and report the median; GPU timings use CUDA events.
+alternate between the contenders (in rotating order) and report the median; GPU timings use CUDA events.
 
     python benchmarks/inference.py                 # CPU: batch 8
     python benchmarks/inference.py --device cuda   # GPU: batch 256, eager and compiled
@@ -88,9 +88,10 @@ def main() -> None:
     if cuda:
         torch.cuda.synchronize()
     times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(args.repeats):
-        for name, model in contenders.items():
-            times[name].append(measure(lambda model=model: run(model)))
+    names = list(contenders)
+    for r in range(args.repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no one always goes first
+            times[name].append(measure(lambda model=contenders[name]: run(model)))
     print(
         f"ResNet-50 inference, batch {batch}, {'bf16' if cuda else 'fp32'}, channels_last; {summary(describe(device))}"
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import platform
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ import torch
 
 from resnets import create_model
 from resnets.data import load_dataset
+from resnets.hardware import describe, summary
 from resnets.train import TrainConfig, train
 from resnets.train.engine import resolve_device
 
@@ -30,9 +30,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(model_name: str, data: str, batch: int, steps: int, device: torch.device, amp: bool) -> float:
+def bare_loop(model_name: str, data: str, subset: int | None, batch: int, device: torch.device, amp: bool) -> float:
     """The plainest loop: pre-normalised batches already on the device, forward, backward, SGD step."""
-    bundle = load_dataset(data, device=device, batch_size=batch, augment=False)
+    bundle = load_dataset(data, device=device, batch_size=batch, augment=False, subset=subset)
     info = bundle.info
     torch.manual_seed(0)
     model = create_model(model_name, in_channels=info.in_channels, num_classes=info.num_classes)
@@ -52,14 +52,15 @@ def bare_loop(model_name: str, data: str, batch: int, steps: int, device: torch.
         step(x, y)
     synchronize(device)
     start = time.perf_counter()
-    for i in range(steps):
-        x, y = batches[i % len(batches)]
+    for x, y in batches:
         step(x, y)
     synchronize(device)
-    return steps * batch / (time.perf_counter() - start)
+    return len(batches) * batch / (time.perf_counter() - start)
 
 
-def trainer(model_name: str, data: str, batch: int, epochs: int, device: torch.device, augment: bool) -> float:
+def trainer(
+    model_name: str, data: str, subset: int | None, batch: int, epochs: int, device: torch.device, augment: bool
+) -> float:
     """`resnets train`'s own images/s over its last epoch (training only, evaluation excluded)."""
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
@@ -71,6 +72,7 @@ def trainer(model_name: str, data: str, batch: int, epochs: int, device: torch.d
             augment=augment,
             out=out,
             log_every=50,
+            subset=subset,
             schedule="constant",
             test_subset=batch,
         )
@@ -82,24 +84,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--data", default="synthetic:3,32,32,10")
+    parser.add_argument("--subset", type=int, help="training images per epoch (default: the whole set)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    steps_per_epoch = 1024 // args.batch_size  # the synthetic set has 1024 training images
-    epochs = 2
-    where = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{platform.processor() or 'CPU'}, {torch.get_num_threads()} threads"
-    )
-    print(f"{args.model}, batch {args.batch_size}, {args.data}, {device} ({where}), torch {torch.__version__}")
+    epochs = 2  # the first is warm-up; the second is timed
+    print(f"{args.model}, batch {args.batch_size}, {args.data}; {summary(describe(device))}")
     bare, plain, augmented = [], [], []
     for _ in range(args.repeats):
-        bare.append(bare_loop(args.model, args.data, args.batch_size, steps_per_epoch, device, amp=True))
-        plain.append(trainer(args.model, args.data, args.batch_size, epochs, device, augment=False))
-        augmented.append(trainer(args.model, args.data, args.batch_size, epochs, device, augment=True))
+        bare.append(bare_loop(args.model, args.data, args.subset, args.batch_size, device, amp=True))
+        plain.append(trainer(args.model, args.data, args.subset, args.batch_size, epochs, device, augment=False))
+        augmented.append(trainer(args.model, args.data, args.subset, args.batch_size, epochs, device, augment=True))
     b, p, a = (statistics.median(v) for v in (bare, plain, augmented))
     print(f"bare PyTorch loop           {b:9.0f} img/s")
     print(f"resnets train, no augment   {p:9.0f} img/s   ratio {p / b:.3f}")

@@ -104,7 +104,7 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))  # the residual F(x)
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
     def last_bn(self) -> nn.BatchNorm2d:
@@ -151,7 +151,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
     def last_bn(self) -> nn.BatchNorm2d:
