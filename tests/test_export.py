@@ -43,7 +43,6 @@ def test_exported_program_round_trip_has_a_dynamic_batch(tmp_path, resnet20):
         assert torch.allclose(program(x), resnet20.eval()(x), atol=1e-5)
 
 
-@pytest.mark.slow
 def test_onnx_exported_at_batch_2_runs_at_batch_5_in_onnxruntime(tmp_path, resnet20):
     import onnx
     import onnxruntime

@@ -25,7 +25,7 @@ from ..models import create_model
 from ..models.weights import clean_state_dict, read_weights
 from .checkpoint import atomic_write, latest_valid, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .evaluate import autocast, evaluate
+from .evaluate import EvalResult, autocast, evaluate
 from .metrics import MetricsLog, Progress
 from .schedule import LRSchedule
 
@@ -196,7 +196,11 @@ def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
 
 
 class Trainer:
-    """One training run. `Trainer(config).run()`; see `train()` for the one-call form."""
+    """One training run: `Trainer(config).run()`; see `train()` for the one-call form.
+
+    The loop keeps its counters on the host and its sums on the device; `_check_interval` is
+    its only host synchronisation, every `log_every` steps.
+    """
 
     def __init__(self, config: TrainConfig, resume: bool = False, stream=None) -> None:
         self.config = config
@@ -216,14 +220,36 @@ class Trainer:
         print(text, file=self.stream, flush=True)
 
     def run(self) -> RunResult:
+        self.started = time.perf_counter()
+        self._setup()
+        self._restore()
+        self.metrics = MetricsLog(self.run_dir, self.history, tensorboard=self.config.tensorboard)
+        self.progress = Progress(self.total_steps, self.step, self.stream)
+        self.log(
+            f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) on "
+            f"{self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
+            f"{self.total_steps} steps, device {self.device}, run folder {self.run_dir}"
+        )
+        set_train_mode(self.model)
+        with stop_signals() as received:
+            try:
+                while self.epoch < self.n_epochs:
+                    self._train_epoch(received)
+                    self._end_epoch()
+            finally:
+                self.progress.close()
+                self.metrics.close()
+        return self._finish()
+
+    # ------------------------------------------------------------------------- set-up
+
+    def _setup(self) -> None:
         c = self.config
-        started = time.perf_counter()
         torch.manual_seed(c.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
         atomic_write(self.run_dir / "hardware.json", (json.dumps(hardware.describe(self.device)) + "\n").encode())
-
-        data = load_dataset(
+        self.data = load_dataset(
             c.data,
             data_dir=c.data_dir,
             device=self.device,
@@ -236,201 +262,203 @@ class Trainer:
             bad_images=c.bad_images,
             num_workers=c.num_workers,
         )
-        info = data.info
+        self.info = info = self.data.info
         num_classes = c.num_classes or info.num_classes
         if num_classes < info.num_classes:
             raise ValueError(f"num_classes={num_classes} is fewer than the {info.num_classes} classes of {info.name}")
-        model = build_model(c, info.in_channels, num_classes, tuple(info.image_size))
-        model.to(self.device, memory_format=torch.channels_last if c.channels_last else torch.preserve_format)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+        self.model = build_model(c, info.in_channels, num_classes, tuple(info.image_size))
+        self.model.to(self.device, memory_format=torch.channels_last if c.channels_last else torch.preserve_format)
+        self.optimizer = torch.optim.SGD(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=c.lr,
+            momentum=c.momentum,
+            nesterov=c.nesterov,
+            weight_decay=c.weight_decay,
         )
-        steps_per_epoch = len(data.train)
-        total_steps = c.iterations or c.epochs * steps_per_epoch
-        n_epochs = math.ceil(total_steps / steps_per_epoch)
-        schedule = LRSchedule(c, total_steps)
-        forward = torch.compile(model) if c.compile else model
+        self.steps_per_epoch = len(self.data.train)
+        self.total_steps = c.iterations or c.epochs * self.steps_per_epoch
+        self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.schedule = LRSchedule(c, self.total_steps)
+        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+        self.mean, self.std = (t.detach().cpu() for t in self.data.normalization)
+        # Where the run stands: restored from a checkpoint on resume.
+        self.step, self.epoch, self.epoch_step, self.best = 0, 0, 0, math.inf
+        self.sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss sum, error count) this epoch
+        self.seen = 0  # images seen this epoch
+        self.history: list[dict] = []
+        # Per-step (loss, errors) since the last host sync.
+        self.interval = torch.zeros(c.log_every, 2, device=self.device)
+        self.pending = 0
 
-        step, epoch, epoch_step, best = 0, 0, 0, math.inf
-        sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss sum, error count) this epoch
-        seen = 0  # images seen this epoch
-        history: list[dict] = []
-        if self.resume_from is not None:
-            path, state = self.resume_from
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["scheduler"])
-            step, epoch, epoch_step, best = state["step"], state["epoch"], state["epoch_step"], state["best"]
-            sums.copy_(state["sums"])
-            seen, history = state["seen"], state["history"]
-            set_rng_state(state["rng"])
-            self.log(f"resuming {self.run_dir} from {path.name} (epoch {epoch}, step {step})")
-        metrics = MetricsLog(self.run_dir, history, tensorboard=c.tensorboard)
-        class_names = list(info.class_names)
-        mean, std = (t.detach().cpu() for t in data.normalization)
+    def _restore(self) -> None:
+        if self.resume_from is None:
+            return
+        path, state = self.resume_from
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.best, self.seen, self.history = state["best"], state["seen"], state["history"]
+        self.sums.copy_(state["sums"])
+        set_rng_state(state["rng"])
+        self.log(f"resuming {self.run_dir} from {path.name} (epoch {self.epoch}, step {self.step})")
 
-        def checkpoint(is_best: bool = False) -> Path:
-            state = {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "epoch_step": epoch_step,
-                "best": best,
-                "sums": sums.detach().cpu(),
-                "seen": seen,
-                "history": metrics.history,
-                "rng": rng_state(),
-                "config": c.to_dict(),
-                "model_name": c.model,
-                "model_options": rebuild_options(model),
-                "class_names": class_names,
-                "normalization": {"mean": mean, "std": std},
-                "data": {"name": c.data, "image_size": list(info.image_size), "in_channels": info.in_channels},
-            }
-            return save_checkpoint(state, self.ckpt_dir, step, c.keep, is_best)
+    def _data_meta(self) -> dict:
+        info = self.info
+        return {"name": self.config.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
 
-        criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-        interval = torch.zeros(c.log_every, 2, device=self.device)  # per-step (loss, errors) since the last check
-        pending = 0  # steps in `interval`
-        interval_start = step
-        interval_images = 0
-        clock = time.perf_counter()
-        progress = Progress(total_steps, step, self.stream)
-        self.log(
-            f"training {c.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {c.data}: "
-            f"{info.n_train} images, {steps_per_epoch} steps/epoch, {total_steps} steps, device {self.device}, "
-            f"run folder {self.run_dir}"
-        )
+    def _checkpoint(self, is_best: bool = False) -> Path:
+        state = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "best": self.best,
+            "sums": self.sums.detach().cpu(),
+            "seen": self.seen,
+            "history": self.metrics.history,
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+            "model_name": self.config.model,
+            "model_options": rebuild_options(self.model),
+            "class_names": list(self.info.class_names),
+            "normalization": {"mean": self.mean, "std": self.std},
+            "data": self._data_meta(),
+        }
+        return save_checkpoint(state, self.ckpt_dir, self.step, self.config.keep, is_best)
 
-        def check_interval() -> None:
-            """The loop's one host sync: stop on a non-finite loss, report progress, end the warm-up."""
-            nonlocal pending, interval_start, interval_images, clock
-            if pending == 0:
-                return
-            values = interval[:pending].cpu()
-            bad = (~torch.isfinite(values[:, 0])).nonzero()
-            if len(bad):
-                at = interval_start + int(bad[0]) + 1
-                raise Diverged(
-                    f"non-finite loss ({values[int(bad[0]), 0].item()}) at step {at} (epoch {epoch}); "
-                    f"stopped, the last good checkpoint in {self.ckpt_dir} is intact; try a lower --lr"
-                )
-            now = time.perf_counter()
-            err = values[:, 1].sum().item() / max(interval_images, 1)
-            progress.update(
-                step,
-                epoch + 1,
-                values[:, 0].mean().item(),
-                err,
-                schedule.lr(step - 1),
-                interval_images / max(now - clock, 1e-9),
+    # ------------------------------------------------------------------------- the loop
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One SGD step; its loss and errors stay on the device."""
+        c = self.config
+        lr = self.schedule.lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if c.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, c.amp):
+            logits = self.forward(x)
+            loss = self.criterion(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        errors = (logits.detach().argmax(1) != y).sum()
+        loss = loss.detach().float()
+        self.interval[self.pending, 0] = loss
+        self.interval[self.pending, 1] = errors
+        self.sums[0] += loss.double() * y.shape[0]
+        self.sums[1] += errors
+        self.seen += y.shape[0]
+        self.interval_images += y.shape[0]
+        self.epoch_images += y.shape[0]
+        self.pending += 1
+        self.step += 1
+        self.epoch_step += 1
+
+    def _check_interval(self) -> None:
+        """The loop's one host sync: stop on a non-finite loss, report progress, end the warm-up."""
+        if self.pending == 0:
+            return
+        c = self.config
+        values = self.interval[: self.pending].cpu()
+        bad = (~torch.isfinite(values[:, 0])).nonzero()
+        if len(bad):
+            at = self.interval_start + int(bad[0]) + 1
+            raise Diverged(
+                f"non-finite loss ({values[int(bad[0]), 0].item()}) at step {at} (epoch {self.epoch + 1}); "
+                f"stopped, the last good checkpoint in {self.ckpt_dir} is intact; try a lower --lr"
             )
-            if schedule.observe_train_error(err):
-                progress.message(
-                    f"step {step}: training error {100 * err:.1f}% < "
-                    f"{100 * c.warmup_until_err:.0f}%, warm-up over, lr {schedule.lr(step)}"
-                )
-            pending, interval_start, interval_images, clock = 0, step, 0, now
+        now = time.perf_counter()
+        err = values[:, 1].sum().item() / max(self.interval_images, 1)
+        speed = self.interval_images / max(now - self.clock, 1e-9)
+        lr = self.schedule.lr(self.step - 1)
+        self.progress.update(self.step, self.epoch + 1, values[:, 0].mean().item(), err, lr, speed)
+        if self.schedule.observe_train_error(err):
+            self.progress.message(
+                f"step {self.step}: training error {100 * err:.1f}% < {100 * c.warmup_until_err:.0f}%, "
+                f"warm-up over, lr {self.schedule.lr(self.step)}"
+            )
+        self.pending, self.interval_start, self.interval_images, self.clock = 0, self.step, 0, now
 
-        set_train_mode(model)
-        with stop_signals() as received:
-            try:
-                while epoch < n_epochs:
-                    epoch_started = time.perf_counter()
-                    epoch_images = 0
-                    steps_this_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-                    for x, y in data.train.epoch(epoch, start=epoch_step) if epoch_step < steps_this_epoch else ():
-                        lr = schedule.lr(step)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr
-                        if c.channels_last:
-                            x = x.contiguous(memory_format=torch.channels_last)
-                        with autocast(self.device, c.amp):
-                            logits = forward(x)
-                            loss = criterion(logits, y)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        errors = (logits.detach().argmax(1) != y).sum()
-                        loss = loss.detach().float()
-                        interval[pending, 0] = loss
-                        interval[pending, 1] = errors
-                        sums[0] += loss.double() * y.shape[0]
-                        sums[1] += errors
-                        seen += y.shape[0]
-                        interval_images += y.shape[0]
-                        epoch_images += y.shape[0]
-                        pending += 1
-                        step += 1
-                        epoch_step += 1
-                        if pending == c.log_every:
-                            check_interval()
-                        if received:
-                            check_interval()
-                            raise Interrupted(received[0], step, checkpoint(), self.run_dir)
-                        if c.checkpoint_every and step % c.checkpoint_every == 0:
-                            check_interval()
-                            checkpoint()
-                        if epoch_step >= steps_this_epoch:
-                            break
-                    check_interval()
-                    train_seconds = time.perf_counter() - epoch_started
-                    record = {"epoch": epoch + 1, "step": step, "lr": schedule.lr(step - 1)}
-                    record["train_loss"] = sums[0].item() / max(seen, 1)
-                    record["train_err"] = sums[1].item() / max(seen, 1)
-                    if data.val is not None:
-                        val = evaluate(
-                            model, data.val.epoch(0), amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip
-                        )
-                        record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
-                    test = evaluate(
-                        model,
-                        take_images(data.test.epoch(0), c.test_subset),
-                        amp=c.amp,
-                        channels_last=c.channels_last,
-                        tta_flip=c.tta_flip,
-                    )
-                    set_train_mode(model)
-                    record.update(test_err=test.top1_err, test_top5_err=test.top5_err, test_loss=test.loss)
-                    record["images_per_s"] = epoch_images / max(train_seconds, 1e-9)
-                    record["epoch_time"] = time.perf_counter() - epoch_started
-                    record["elapsed"] = time.perf_counter() - started
-                    if data.train.bad_images:
-                        record["bad_images"] = data.train.bad_images
-                        progress.message(f"epoch {epoch + 1}: {data.train.bad_images} unreadable images skipped")
-                    # The test set never steers training: the plateau and best.pt watch validation, else training.
-                    monitored = record.get("val_err", record["train_loss"])
-                    if schedule.observe_epoch(monitored):
-                        progress.message(f"epoch {epoch + 1}: plateau, lr now {schedule.lr(step)}")
-                    is_best = monitored < best
-                    best = min(best, monitored)
-                    metrics.add(record)
-                    epoch, epoch_step, seen = epoch + 1, 0, 0
-                    sums.zero_()
-                    checkpoint(is_best)  # holds the record: a crash after it loses nothing
-                    metrics.write_last()
-                    progress.message(format_record(record))
-            finally:
-                progress.close()
-                metrics.close()
+    def _train_epoch(self, received: list[int]) -> None:
+        c = self.config
+        self.epoch_started = self.clock = time.perf_counter()
+        self.epoch_images = self.interval_images = 0
+        self.interval_start = self.step
+        steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
+        batches = self.data.train.epoch(self.epoch, start=self.epoch_step) if self.epoch_step < steps else ()
+        for x, y in batches:
+            self._train_step(x, y)
+            if self.pending == c.log_every:
+                self._check_interval()
+            if received:
+                self._check_interval()
+                raise Interrupted(received[0], self.step, self._checkpoint(), self.run_dir)
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self._check_interval()
+                self._checkpoint()
+            if self.epoch_step >= steps:
+                break
+        self._check_interval()
 
+    def _evaluate(self, loader, limit: int | None = None) -> EvalResult:
+        c = self.config
+        batches = take_images(loader.epoch(0), limit)
+        result = evaluate(self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip)
+        set_train_mode(self.model)
+        return result
+
+    def _end_epoch(self) -> None:
+        """Evaluate, record, step the plateau schedule, checkpoint."""
+        train_seconds = time.perf_counter() - self.epoch_started
+        record = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "lr": self.schedule.lr(self.step - 1),
+            "train_loss": self.sums[0].item() / max(self.seen, 1),
+            "train_err": self.sums[1].item() / max(self.seen, 1),
+        }
+        if self.data.val is not None:
+            val = self._evaluate(self.data.val)
+            record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
+        test = self._evaluate(self.data.test, self.config.test_subset)
+        record.update(test_err=test.top1_err, test_top5_err=test.top5_err, test_loss=test.loss)
+        record["images_per_s"] = self.epoch_images / max(train_seconds, 1e-9)
+        record["epoch_time"] = time.perf_counter() - self.epoch_started
+        record["elapsed"] = time.perf_counter() - self.started
+        if self.data.train.bad_images:
+            record["bad_images"] = self.data.train.bad_images
+            self.progress.message(f"epoch {self.epoch + 1}: {self.data.train.bad_images} unreadable images skipped")
+        # The test set never steers training: the plateau and best.pt watch validation, else training.
+        monitored = record.get("val_err", record["train_loss"])
+        if self.schedule.observe_epoch(monitored):
+            self.progress.message(f"epoch {self.epoch + 1}: plateau, lr now {self.schedule.lr(self.step)}")
+        is_best = monitored < self.best
+        self.best = min(self.best, monitored)
+        self.metrics.add(record)
+        self.epoch, self.epoch_step, self.seen = self.epoch + 1, 0, 0
+        self.sums.zero_()
+        self._checkpoint(is_best)  # holds the record: a crash after it loses nothing
+        self.metrics.write_last()
+        self.progress.message(format_record(record))
+
+    def _finish(self) -> RunResult:
+        """The final weights as safetensors, with what `resnets predict` needs in the metadata."""
         weights = self.run_dir / "model.safetensors"
-        export_model(
-            model,
-            "safetensors",
-            weights,
-            input_size=(info.in_channels, *info.image_size),
-            metadata={
-                "class_names": class_names,
-                "train_config": c.to_dict(),
-                "normalization": {"mean": mean.tolist(), "std": std.tolist()},
-                "data": {"name": c.data, "image_size": list(info.image_size), "in_channels": info.in_channels},
-            },
-        )
-        return RunResult(self.run_dir, model, metrics.history, time.perf_counter() - started, weights, class_names)
+        metadata = {
+            "class_names": list(self.info.class_names),
+            "train_config": self.config.to_dict(),
+            "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+            "data": self._data_meta(),
+        }
+        size = (self.info.in_channels, *self.info.image_size)
+        export_model(self.model, "safetensors", weights, input_size=size, metadata=metadata)
+        seconds = time.perf_counter() - self.started
+        return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, list(self.info.class_names))
 
 
 def take_images(batches, limit: int | None):
