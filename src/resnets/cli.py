@@ -320,7 +320,8 @@ def cmd_grad_flow(args: argparse.Namespace) -> int:
     for target, f in zip(targets, flows, strict=True):
         gains = [b.gain for b in f.blocks]
         when = "trained" if isinstance(target, Path) else "init"
-        rows.append([f.model, when, f"{f.first_last_ratio:,.1f}", f"{min(gains):.3f}", f"{max(gains):.3f}"])
+        ratio = f"{f.first_last_ratio:,.0f}" if f.first_last_ratio >= 1000 else f"{f.first_last_ratio:.3g}"
+        rows.append([f.model, when, ratio, f"{min(gains):.3f}", f"{max(gains):.3f}"])
     print(table(["model", "weights", "first/last conv grad", "min block gain", "max block gain"], rows))
     print(f"per-layer figures: {out / 'gradflow.json'}; plot: {out / 'gradflow.png'}")
     return 0
@@ -349,7 +350,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
-    path = build_report(args.dirs, args.out, args.title)
+    path = build_report(args.dirs, args.out, args.title, args.note)
     print(f"report written to {path}")
     return 0
 
@@ -431,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p.add_argument("--out", required=True, help="the .html file to write")
     p.add_argument("--title")
+    p.add_argument("--note", help="a paragraph under the title: what the runs are, what is still to do")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint")

@@ -525,12 +525,13 @@ footer { color: var(--muted); font-size: .85rem; padding: 0 1.5rem 2.5rem; }
 """
 
 
-def build_report(dirs: list[str | Path], out: str | Path, title: str | None = None) -> Path:
+def build_report(dirs: list[str | Path], out: str | Path, title: str | None = None, note: str | None = None) -> Path:
     """Write one self-contained HTML page describing experiment and run folders; return its path.
 
     Each folder is an experiment (summary.json, fig6.png and run folders) or one or more run
-    folders (config.yaml and metrics.jsonl). The file is replaced atomically: a failure leaves
-    any earlier report as it was and no partial file.
+    folders (config.yaml and metrics.jsonl). `note` is a paragraph shown under the title (what
+    the runs are and are not). The file is replaced atomically: a failure leaves any earlier
+    report as it was and no partial file.
 
     >>> build_report(["runs/degradation"], "report.html")  # doctest: +SKIP
     PosixPath('report.html')
@@ -552,6 +553,7 @@ def build_report(dirs: list[str | Path], out: str | Path, title: str | None = No
 <title>{esc(title)}</title><style>{CSS}</style><script>{HEAD_SCRIPT}</script></head>
 <body><header><div><h1>{esc(title)}</h1>
 <p class="lede">Deep residual learning (He, Zhang, Ren, Sun, CVPR 2016) reproduced: {esc(lede)}</p>
+{f'<p class="note">{esc(note)}</p>' if note else ""}
 {_hardware(sources, here)}</div></header>
 <main>{"".join(_source_section(i, s) for i, s in enumerate(sources, 1))}</main>
 <footer>Errors are top-1 error rates in percent at the end of training. Paper figures: K. He, X. Zhang, S. Ren,

@@ -62,6 +62,7 @@ class GradFlow:
     loss: float
     layers: list[LayerGrad] = field(default_factory=list)
     blocks: list[BlockGrad] = field(default_factory=list)
+    weights: str = "init"  # init: at He initialisation; trained: from a checkpoint
 
     @property
     def first_last_ratio(self) -> float:
@@ -72,12 +73,13 @@ class GradFlow:
         return convs[0].weight_grad_norm / convs[-1].weight_grad_norm
 
     def to_dict(self) -> dict:
-        """JSON-ready: model, plain, depth, loss, first_last_ratio, layers, blocks (each with its gain)."""
+        """JSON-ready: model, plain, depth, loss, weights, first_last_ratio, layers, blocks (each with its gain)."""
         return {
             "model": self.model,
             "plain": self.plain,
             "depth": self.depth,
             "loss": self.loss,
+            "weights": self.weights,
             "first_last_ratio": self.first_last_ratio,
             "layers": [asdict(layer) for layer in self.layers],
             "blocks": [{**asdict(block), "gain": block.gain} for block in self.blocks],
@@ -219,7 +221,9 @@ def gradient_flow_for(
         model = model.to(device)
         images, labels = next(iter(bundle.train.epoch(0)))
         check_fits(model, str(name_or_checkpoint), images, info.name, info.num_classes)
-        return gradient_flow(model, images, labels)
+        flow = gradient_flow(model, images, labels)
+        flow.weights = "trained" if checkpoint else "init"
+        return flow
 
 
 def _is_checkpoint(name_or_checkpoint: str | Path) -> bool:

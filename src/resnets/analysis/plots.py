@@ -81,7 +81,15 @@ def _depth_colours(depths: Sequence[int]) -> dict[int, tuple]:
 
 
 def _label(result: Mapping) -> str:
-    return f"{'plain' if result['plain'] else 'ResNet'}-{result['depth']} ({result['model']})"
+    label = f"{'plain' if result['plain'] else 'ResNet'}-{result['depth']}"
+    return label + (", trained" if result.get("weights") == "trained" else "")
+
+
+def _style(result: Mapping, colours: dict[int, tuple]) -> dict:
+    """Plain dashed, residual solid, one colour per depth; trained weights drawn thin with dots."""
+    trained = result.get("weights") == "trained"
+    style = dict(color=colours[result["depth"]], linestyle="--" if result["plain"] else "-", linewidth=1.6)
+    return {**style, "linewidth": 1.0, "marker": "o", "markersize": 2} if trained else style
 
 
 def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> Path:
@@ -98,11 +106,11 @@ def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> 
     colours = _depth_colours([d["depth"] for d in dicts])
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for d in dicts:
-        style = dict(color=colours[d["depth"]], linestyle="--" if d["plain"] else "-", linewidth=1.6)
+        style = _style(d, colours)
         layers = [layer for layer in d["layers"] if layer["depth"] is not None]
         left.plot([la["depth"] for la in layers], [la["weight_grad_norm"] for la in layers], **style, label=_label(d))
         blocks = d["blocks"]
-        right.plot([b["index"] for b in blocks], [b["gain"] for b in blocks], **style, marker=".", label=_label(d))
+        right.plot([b["index"] for b in blocks], [b["gain"] for b in blocks], **style, label=_label(d))
     left.set_yscale("log")
     left.set_xlabel("layer (depth index)")
     left.set_ylabel("||dL/dW||")
@@ -137,14 +145,17 @@ def plot_responses(results: Sequence, path: str | Path, title: str = "") -> Path
     colours = _depth_colours([d["depth"] for d in dicts])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7))
     for d in dicts:
-        style = dict(color=colours[d["depth"]], linestyle="--" if d["plain"] else "-", linewidth=1.6)
+        style = _style(d, colours)
         top.plot([la["index"] for la in d["layers"]], [la["std"] for la in d["layers"]], **style, label=_label(d))
         bottom.plot(range(1, len(d["sorted"]) + 1), d["sorted"], **style, label=_label(d))
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
+    stds = [s for d in dicts for s in d["sorted"] if s > 0]
     for ax in (top, bottom):
         ax.set_ylabel("std")
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
+        if stds and max(stds) > 20 * min(stds):  # a net that failed to train would flatten the others
+            ax.set_yscale("log")
     top.legend(title="dashed: plain, solid: ResNet", fontsize=8, title_fontsize=8)
     if title:
         fig.suptitle(title)
