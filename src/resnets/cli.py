@@ -115,22 +115,31 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 # TrainConfig fields that get no flag of their own (set through --recipe, --shortcut, ...).
 _NO_FLAG = {"recipe", "model_options"}
-# Convenience flags that land in `model_options`.
-_MODEL_OPTION_FLAGS = {"shortcut": str, "stride_at": str}
 
 
 def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field, its help taken from the field's comment."""
+    from .train.config import field_help
+
+    helps = field_help()
     for f in fields_of_config():
         if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "").replace("%", "%%")
         if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper())
+            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(), help=text)
     p.add_argument("--shortcut", choices=["A", "B", "C"], help="model option: shortcut type")
     p.add_argument("--stride-at", dest="stride_at_", choices=["1x1", "3x3"], help="model option: bottleneck stride")
-    p.add_argument("--zero-init-residual", dest="zero_init_residual_", action="store_true", default=None)
+    p.add_argument(
+        "--zero-init-residual",
+        dest="zero_init_residual_",
+        action="store_true",
+        default=None,
+        help="model option: start each residual branch at zero",
+    )
 
 
 def resolve_train_config(args: argparse.Namespace):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -151,6 +152,22 @@ def coerce(name: str, value: object) -> object:
         return str(value)
     except (TypeError, ValueError, KeyError):
         raise ValueError(f"{name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def field_help() -> dict[str, str]:
+    """Each field's comment in the TrainConfig source, for `--help` (one source of truth for both).
+
+    >>> field_help()["weight_decay"]
+    "the paper's; the explainer lists 1e-5"
+    """
+    import inspect
+
+    helps = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?  # (.*)$", line)
+        if match:
+            helps[match.group(1)] = match.group(2)
+    return helps
 
 
 def load_yaml(path: str | Path) -> dict:
