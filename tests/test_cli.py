@@ -95,6 +95,7 @@ def test_entry_point_runs_as_a_module():
         (["train", "--schedule", "linear"], "schedule='linear' is not one of"),
         (["train", "--bad-images", "ignore"], "bad_images='ignore' is not one of skip, fail"),
         (["eval", "--checkpoint", "missing.pt"], "missing.pt"),
+        (["train", "--out", "nowhere", "--resume"], "nothing to resume: nowhere/config.yaml does not exist"),
         (["experiment", "degradation", "--depths", "20", "21"], "depth 21 is not of the form 6n+2"),
         (["report", "no-such-dir", "--out", "r.html"], "no-such-dir"),
     ],

@@ -143,15 +143,21 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
 
 
 def resolve_train_config(args: argparse.Namespace):
-    """recipe(model) < YAML file < command-line flags."""
-    from .train import get_recipe
+    """recipe(model) < YAML file < command-line flags; with `--resume --out RUN`, RUN's own config < flags."""
+    from .train import TrainConfig, get_recipe
     from .train.config import load_yaml
 
     file_values = load_yaml(args.config) if args.config else {}
     cli = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
-    model = cli.get("model") or file_values.get("model") or "resnet20"
-    recipe = args.recipe or file_values.pop("recipe", None) or "paper-cifar"
-    config = get_recipe(recipe, str(model))
+    saved = Path(cli["out"]) / "config.yaml" if getattr(args, "resume", False) and cli.get("out") else None
+    if saved is not None and not (args.recipe or args.config):
+        if not saved.is_file():
+            raise ValueError(f"nothing to resume: {saved} does not exist")
+        config = TrainConfig.from_dict(load_yaml(saved))
+    else:
+        model = cli.get("model") or file_values.get("model") or "resnet20"
+        recipe = args.recipe or file_values.pop("recipe", None) or "paper-cifar"
+        config = get_recipe(recipe, str(model))
     for values in (file_values, cli):
         if "epochs" in values and "iterations" not in values:
             values = {**values, "iterations": None}  # a length in epochs replaces the recipe's iterations

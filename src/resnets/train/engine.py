@@ -302,7 +302,7 @@ class Trainer:
         self.best, self.seen, self.history = state["best"], state["seen"], state["history"]
         self.sums.copy_(state["sums"])
         set_rng_state(state["rng"])
-        self.log(f"resuming {self.run_dir} from {path.name} (epoch {self.epoch}, step {self.step})")
+        self.log(f"resuming {self.run_dir} from {path.name} (epoch {self.epoch + 1}, step {self.step})")
 
     def _data_meta(self) -> dict:
         info = self.info
