@@ -50,8 +50,11 @@ def test_a_depth_the_family_lacks_is_refused_before_any_training(tmp_path):
 
 
 def summary_of(errors: dict[str, float]) -> dict:
-    return {n: {"family": n.rstrip("0123456789"), "depth": int(n.lstrip("plainrest")), "train_err_mean": e}
-            for n, e in errors.items()}  # fmt: skip
+    def entry(name: str, err: float) -> dict:
+        family = name.rstrip("0123456789")
+        return {"family": family, "depth": int(name[len(family) :]), "train_err_mean": err}
+
+    return {name: entry(name, err) for name, err in errors.items()}
 
 
 @pytest.mark.parametrize(

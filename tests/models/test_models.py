@@ -147,8 +147,9 @@ def test_options_a_b_c_place_projections_as_described():
     assert _shortcut_kinds(c) == ["proj"] * 16
     # Table 3: A has no extra parameters; B adds the three projections; C adds one per block.
     assert n_params(a) == n_params(create_model("plain34"))
-    proj_b = sum(128 * 64 + 2 * 128 for _ in [0]) + (256 * 128 + 2 * 256) + (512 * 256 + 2 * 512)
-    assert n_params(b) - n_params(a) == proj_b
+    # Each projection is a 1x1 conv (in x out weights) and a BN (2 x out): 64->128, 128->256, 256->512.
+    projections = sum(c_in * c_out + 2 * c_out for c_in, c_out in ((64, 128), (128, 256), (256, 512)))
+    assert n_params(b) - n_params(a) == projections
     assert n_params(c) > n_params(b)
 
 

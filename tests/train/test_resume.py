@@ -90,7 +90,10 @@ def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tmp_path, command):
     # The command the message suggests, which names nothing but the run folder, finishes the run.
     proc = subprocess.run(
         [sys.executable, "-m", "resnets", "train", "--out", str(stopped), "--resume"],
-        capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert_same_run(reference, stopped)
