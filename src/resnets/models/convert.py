@@ -172,7 +172,10 @@ def source_model(name: str, options: dict, source: str) -> nn.Module:
     """The torchvision or timm network `name`, randomly initialised, with the head and input of `options`."""
     num_classes, in_channels = options["num_classes"], options.get("in_channels", 3)
     if source == "timm":
-        import timm
+        try:
+            import timm
+        except ImportError:
+            raise ValueError("checking against timm needs timm, which is not installed (pip install timm)") from None
 
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     import torchvision
