@@ -6,22 +6,12 @@ import pytest
 import timm
 import torch
 import torchvision
+from bn import randomise_bn
 
 from resnets import create_model
 from resnets.models import convert as convert_module
 from resnets.models.convert import convert_file, convert_state_dict
 from resnets.models.hub import SHARED_RESNETS
-
-
-def randomise_bn_statistics(model: torch.nn.Module) -> torch.nn.Module:
-    """Random running statistics and affine terms, so eval-mode BN is not the identity."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.0)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
 
 
 def source_model(source: str, name: str, **kwargs) -> torch.nn.Module:
@@ -46,7 +36,7 @@ def max_diff(a: torch.nn.Module, b: torch.nn.Module, channels: int = 3) -> float
     ],
 )
 def test_converted_weights_give_the_source_models_outputs(source, name):
-    reference = randomise_bn_statistics(source_model(source, name))
+    reference = randomise_bn(source_model(source, name))
     found, options, state_dict = convert_state_dict(reference.state_dict(), source)
     assert (found, options) == (name, {"stride_at": "3x3", "num_classes": 1000})
     ours = create_model(found, **options)
@@ -79,7 +69,7 @@ def test_files_without_bn_counters_convert():
 
 
 def test_a_data_parallel_file_converts_verifies_and_reloads(tmp_path):
-    reference = randomise_bn_statistics(torchvision.models.resnet18(num_classes=10))
+    reference = randomise_bn(torchvision.models.resnet18(num_classes=10))
     src = tmp_path / "ddp.pth"
     torch.save({f"module.{k}": v for k, v in reference.state_dict().items()}, src)
     out = tmp_path / "resnet18.safetensors"
@@ -103,7 +93,7 @@ def test_a_data_parallel_file_converts_verifies_and_reloads(tmp_path):
 
 
 def test_a_timm_file_is_verified_against_timm(tmp_path):
-    reference = randomise_bn_statistics(timm.create_model("resnet18", pretrained=False, num_classes=0))
+    reference = randomise_bn(timm.create_model("resnet18", pretrained=False, num_classes=0))
     src = tmp_path / "timm.pth"
     torch.save(reference.state_dict(), src)
     result = convert_file(src, "timm", tmp_path / "out.safetensors")

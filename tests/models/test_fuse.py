@@ -2,20 +2,11 @@
 
 import pytest
 import torch
+from bn import randomise_bn
 from torch import nn
 
 from resnets import create_model
 from resnets.models.fuse import fuse_bn
-
-
-def randomise_bn(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 @pytest.mark.parametrize(

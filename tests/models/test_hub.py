@@ -5,28 +5,18 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
+from bn import randomise_bn
 
 from resnets import create_model
 from resnets.models import hub
 from resnets.models.hub import published_weights, torchvision_weights
 
 
-def randomise_bn_statistics(model: torch.nn.Module) -> torch.nn.Module:
-    """Random running statistics and affine terms, so eval-mode BN is not the identity."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.0)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
-
-
 class FakeFetch:
     """Stands in for the download: the weights of a randomly initialised torchvision model."""
 
     def __init__(self, name: str, drop_bn_counters: bool = False) -> None:
-        self.reference = randomise_bn_statistics(torchvision.models.get_model(name, weights=None))
+        self.reference = randomise_bn(torchvision.models.get_model(name, weights=None))
         self.state_dict = {
             k: v
             for k, v in self.reference.state_dict().items()

@@ -3,10 +3,12 @@
 import pytest
 import torch
 import torchvision
+from bn import randomise_bn
 
 from resnets import create_model
 from resnets.models.weights import load_state_dict, read_weights
 
+# The spec, written out: every architecture torchvision also has (resnets.models.hub keeps its own list).
 SHARED = [
     "resnet18",
     "resnet34",
@@ -22,20 +24,10 @@ SHARED = [
 ]
 
 
-def randomise_bn_statistics(model: torch.nn.Module) -> None:
-    """Random running statistics and affine terms, so eval-mode BN is not the identity."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.0)
-            m.bias.data.uniform_(-0.1, 0.1)
-
-
 @pytest.mark.parametrize("name", SHARED)
 def test_torchvision_state_dict_loads_strictly_and_gives_the_same_outputs(name):
     reference = getattr(torchvision.models, name)(weights=None).eval()
-    randomise_bn_statistics(reference)
+    randomise_bn(reference)
     options = {} if name.startswith("vgg") else {"stride_at": "3x3"}
     ours = create_model(name, **options).eval()
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
@@ -49,7 +41,7 @@ def test_torchvision_state_dict_loads_strictly_and_gives_the_same_outputs(name):
 
 def test_data_parallel_prefix_is_stripped(tmp_path):
     reference = torchvision.models.resnet18(weights=None).eval()
-    randomise_bn_statistics(reference)
+    randomise_bn(reference)
     wrapped = {f"module.{k}": v for k, v in reference.state_dict().items()}
     path = tmp_path / "ddp.pth"
     torch.save(wrapped, path)
