@@ -1,25 +1,34 @@
 """The `resnets` command: parses arguments and calls the library, nothing more.
 
-Every error a user can cause (a bad name, value, file) surfaces as one line on stderr
-and exit status 2.
+Every error a user can cause (a bad name, value, file) surfaces as one line on stderr and exit
+status 2; a fault of the environment (a full or read-only disk) as one line and exit status 1;
+Ctrl-C or SIGTERM as one line and 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import shlex
+import signal
 import statistics
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
 from .analysis import complexity
 from .models import list_models, model_entry
 from .paper import TABLE1_GMACS, paper_figures
-from .text import human_count, table
+from .text import human_count, printable, table
 
 EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 1
+# OS errors that mean a bad argument (a path that is missing, or of the wrong kind), not a faulty machine.
+ARGUMENT_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +36,36 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def pixel_limit(text: str) -> int | None:
+    """argparse type: a positive number of pixels, or none (no limit)."""
+    if text.lower() in ("none", "0"):
+        return None
+    return positive_int(text)
+
+
+def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
+    from .data.images import DEFAULT_MAX_PIXELS
+
+    p.add_argument(
+        "--max-image-pixels",
+        type=pixel_limit,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse image files of more pixels, undecoded (default {DEFAULT_MAX_PIXELS:,}, Pillow's; none: no limit)",
+    )
 
 
 def _print_json(obj: object) -> None:
@@ -205,7 +244,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.ten_crop and args.multi_scale:
         raise ValueError("--ten-crop and --multi-scale are exclusive: choose one test view")
     view = "ten_crop" if args.ten_crop else "multi_scale" if args.multi_scale else "center"
-    result = evaluate_checkpoint(args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.data_dir,
+        view,
+        args.device,
+        args.batch_size,
+        allow_other_classes=args.allow_other_classes,
+        max_image_pixels=args.max_image_pixels,
+    )
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -223,14 +271,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, expand_paths
 
     paths = expand_paths(args.images)
-    results = Predictor(args.checkpoint, args.device).predict(paths, args.topk, args.batch_size)
+    predictor = Predictor(args.checkpoint, args.device, args.max_image_pixels)
+    results = predictor.predict(paths, args.topk, args.batch_size)
     for r in results:
         if args.json:
             print(json.dumps(r.to_dict()))
         elif r.error is None:
-            print(f"{r.path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in r.top))
+            print(f"{printable(r.path)}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in r.top))
         if r.error is not None:
-            print(f"resnets: {r.error}", file=sys.stderr)
+            print(f"resnets: {printable(r.error)}", file=sys.stderr)
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"resnets: {failed} of {len(results)} images could not be read", file=sys.stderr)
@@ -238,34 +287,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    import io
-
-    import numpy as np
-
     from .predict import Predictor, expand_paths
-    from .train.checkpoint import atomic_write
 
+    out = Path(args.out)
+    if out.is_dir():  # before the work, not after it
+        raise ValueError(f"--out {out} is a folder; give the .npy file to write")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
     paths = expand_paths(args.images)
-    embeddings, failures = Predictor(args.checkpoint, args.device).embed(paths, args.batch_size)
-    buffer = io.BytesIO()
-    np.save(buffer, embeddings.numpy())
-    atomic_write(Path(args.out), buffer.getvalue())
-    for f in failures:
-        print(f"resnets: {f.error}", file=sys.stderr)
-    print(f"{embeddings.shape[0]} embeddings of size {embeddings.shape[1]} written to {args.out}")
-    return 1 if failures else 0
+    result = Predictor(args.checkpoint, args.device, args.max_image_pixels).embed(paths, args.batch_size)
+    npy, index = result.save(out)
+    for f in result.failures:
+        print(f"resnets: {printable(str(f.error))}", file=sys.stderr)
+    rows, size = result.vectors.shape
+    print(f"{rows} embeddings of size {size} written to {npy}; the file of each row in {index}")
+    return 1 if result.failures else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
-    from .train.checkpoint import model_from_checkpoint
+    from .train.checkpoint import model_from_checkpoint, trained_metadata
 
     model, meta = model_from_checkpoint(args.checkpoint)
     data = meta.get("data") or {}
-    size = (data["in_channels"], *data["image_size"]) if "image_size" in data else None
-    extra = {k: meta[k] for k in ("class_names",) if k in meta}
-    if "normalization" in meta:
-        extra["normalization"] = {k: v.tolist() for k, v in meta["normalization"].items()}
+    size = (data["in_channels"], *data["image_size"]) if "image_size" in data and "in_channels" in data else None
+    extra = trained_metadata(meta)  # what the run's own model.safetensors carries
     result = export_model(model, args.format, args.out, input_size=size, check=args.check, metadata=extra)
     checked = (
         f", max abs difference {result.max_abs_diff:.2e} against PyTorch" if result.max_abs_diff is not None else ""
@@ -300,9 +346,10 @@ def cmd_degradation(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
     for key in ("data", "out"):
         overrides.pop(key)
-    summary = run_degradation(
-        args.data, args.depths, seeds=args.seeds, recipe=args.recipe, overrides=overrides, out=args.out
-    )
+    with _experiment_resume_hint(args):
+        summary = run_degradation(
+            args.data, args.depths, seeds=args.seeds, recipe=args.recipe, overrides=overrides, out=args.out
+        )
     print(summary_table(summary, args.data))
     print("\n".join(verdict(summary)))
     print(assess(summary)[1])
@@ -373,8 +420,31 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .experiments.demo import run_demo
 
-    run_demo(args.out, args.device)
+    with _experiment_resume_hint(args):
+        run_demo(args.out, args.device)
     return 0
+
+
+class _ExperimentStopped(Exception):
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextmanager
+def _experiment_resume_hint(args: argparse.Namespace):
+    """An experiment is many runs: a stop is resumed by running the same command, not one model's run."""
+    from .train import Interrupted
+
+    try:
+        yield
+    except Interrupted as stop:
+        command = "resnets " + shlex.join(args.argv)
+        raise _ExperimentStopped(
+            f"{stop.what} ({stop.run_dir.name}); runs that finished are kept: resume the whole experiment "
+            f"by running the same command again: {command}",
+            stop.signum,
+        ) from None
 
 
 # ----------------------------------------------------------------------------- parser
@@ -409,8 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--ten-crop", action="store_true", help="average 10 crops (corners, centre, flips)")
     p.add_argument("--multi-scale", action="store_true", help="fully convolutional, 5 scales (image folders)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--allow-other-classes",
+        action="store_true",
+        help="evaluate on a dataset whose class names differ from the checkpoint's (labels compared by index)",
+    )
+    _add_pixel_limit(p)
     p.add_argument("--json", action="store_true", help="print {top1_err, top5_err, n} as JSON on stdout")
     p.set_defaults(func=cmd_eval)
 
@@ -453,18 +529,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto")
+    _add_pixel_limit(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("embed", help="pre-logits embeddings of image files, saved as .npy")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--out", required=True, help="the .npy file to write (N, num_features)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--out", required=True, help="the .npy file to write (N, num_features); OUT.paths.json lists each row's file"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto")
+    _add_pixel_limit(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("export", help="ONNX, TorchScript, torch.export or safetensors, checked against PyTorch")
@@ -498,16 +578,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training run: unwind (closing files, releasing locks) as Ctrl-C does."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum, _frame) -> None:
+    raise _Terminated
+
+
+def _fail(message: str, status: int) -> int:
+    print(printable(f"resnets: {message}".splitlines()[0]), file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
+    from .train import Diverged, Interrupted
+
+    restore = None
+    if threading.current_thread() is threading.main_thread():
+        restore = signal.signal(signal.SIGTERM, _terminate)
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, KeyError, ModuleNotFoundError) as exc:
+    except Interrupted as stop:
+        return _fail(str(stop), 128 + stop.signum)
+    except _ExperimentStopped as stop:
+        return _fail(str(stop), 128 + stop.signum)
+    except Diverged as exc:
+        return _fail(str(exc), EXIT_ENVIRONMENT)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        return _fail(f"{name}: stopped; files already written are intact", 128 + signum)
+    except (ValueError, KeyError, ModuleNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"resnets: error: {message}".splitlines()[0], file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(f"error: {message}", EXIT_USAGE)
+    except OSError as exc:
+        text = str(exc) if exc.strerror is None else f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        status = EXIT_USAGE if isinstance(exc, FileNotFoundError) or exc.errno in ARGUMENT_ERRNOS else EXIT_ENVIRONMENT
+        return _fail(f"error: {text}", status)
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +10,12 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 
 from .data import normalize
+from .data.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
 from .models.fuse import fuse_bn
-from .train.checkpoint import model_from_checkpoint
+from .train.checkpoint import atomic_write, model_from_checkpoint
 from .train.engine import resolve_device
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -62,7 +61,10 @@ class Predictor:
     [('Ankle boot', 0.97)]
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+    def __init__(
+        self, checkpoint: str | Path, device: str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ) -> None:
+        self.max_pixels = check_max_pixels(max_pixels)
         self.device = resolve_device(device)
         model, meta = model_from_checkpoint(checkpoint)
         self.model = fuse_bn(model).to(self.device)  # BN folded into the convs: same outputs, 10-15% faster
@@ -74,28 +76,25 @@ class Predictor:
             )
         norm = meta["normalization"]
         self.mean, self.std = (torch.as_tensor(norm[k], dtype=torch.float32).to(self.device) for k in ("mean", "std"))
-        config = meta.get("config") or {}
-        self.folder_style = str(config.get("data", "")).startswith("imagefolder")
+        data, config = meta.get("data") or {}, meta.get("config") or {}
+        self.folder_style = str(data.get("name") or config.get("data", "")).startswith("imagefolder")
         self.in_channels = self.mean.shape[0]
+        spatial = tuple(self.mean.shape[-2:])  # a mean image (small datasets) has the training size
+        size = tuple(data["image_size"]) if "image_size" in data else spatial if spatial != (1, 1) else None
         if self.folder_style:
-            size = int(meta.get("data", {}).get("image_size", [224])[0])
+            side = size[0] if size else 224
             self.view = FolderTransforms(
-                image_size=size, resize_range=(size, size), test_resize=round(size * 256 / 224)
+                image_size=side, resize_range=(side, side), test_resize=round(side * 256 / 224)
             )
-            self.size = (size, size)
+            self.size = (side, side)
+        elif size is None:
+            raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
         else:
-            self.size = tuple(self.mean.shape[-2:])
+            self.size = size
 
     def load(self, path: str | Path) -> Tensor:
         """An image file decoded to uint8 (C, H, W) with the model's channel count; ValueError if unreadable."""
-        mode = ImageReadMode.GRAY if self.in_channels == 1 else ImageReadMode.RGB
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
-                image = decode_image(str(path), mode=mode)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ValueError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-        return image[0] if image.ndim == 4 else image
+        return read_image(str(path), self.in_channels, self.max_pixels)
 
     def preprocess(self, image: Tensor) -> Tensor:
         """uint8 (C, H, W) of any size -> the normalised float input (C, h, w) the model was trained on."""
@@ -120,8 +119,9 @@ class Predictor:
     @torch.no_grad()
     def predict(self, paths: Sequence[str | Path], topk: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Top-k classes with probabilities for each image, in the order given; unreadable ones carry an error."""
-        if topk < 1:
-            raise ValueError(f"topk={topk} must be a positive integer")
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"topk={topk!r} must be a positive integer")
+        check_batch_size(batch_size)
         k = min(topk, len(self.class_names))
         results: dict[Path, Prediction] = {}
         ordered = [Path(p) for p in paths]
@@ -137,13 +137,54 @@ class Predictor:
         return [results[p] for p in ordered]
 
     @torch.no_grad()
-    def embed(self, paths: Sequence[str | Path], batch_size: int = 64) -> tuple[Tensor, list[Prediction]]:
-        """Pre-logits embeddings (N, num_features) of the readable images, and the failures."""
-        rows, failures = [], []
-        for _chunk, batch, errors in self._batches([Path(p) for p in paths], batch_size):
+    def embed(self, paths: Sequence[str | Path], batch_size: int = 64) -> Embeddings:
+        """Pre-logits embeddings (N, num_features) of the readable images, the file of each row, and the failures."""
+        check_batch_size(batch_size)
+        rows, kept, failures = [], [], []
+        for chunk, batch, errors in self._batches([Path(p) for p in paths], batch_size):
             failures += [Prediction(str(p), error=e) for p, e in errors.items()]
             if batch is not None:
                 rows.append(self.model.forward_head(self.model.forward_features(batch), pre_logits=True).float().cpu())
+                kept += [str(p) for p in chunk]
         if not rows:
             raise ValueError("no readable image to embed")
-        return torch.cat(rows), failures
+        return Embeddings(torch.cat(rows), kept, failures)
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of the readable images: row i is the file `paths[i]`; `failures` were skipped."""
+
+    vectors: Tensor  # (N, num_features)
+    paths: list[str]
+    failures: list[Prediction]
+
+    def save(self, out: str | Path) -> tuple[Path, Path]:
+        """Write the vectors to `out` (.npy) and the file of each row to `out` with .paths.json beside it.
+
+        The JSON list keeps the row-to-file mapping when unreadable files were skipped (and any
+        character a file name may hold). Both files are replaced atomically.
+        """
+        import io
+        import json
+
+        import numpy as np
+
+        out = Path(out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give the .npy file to write")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+        buffer = io.BytesIO()
+        np.save(buffer, self.vectors.numpy())
+        index = out.with_name(out.name.removesuffix(".npy") + ".paths.json")
+        atomic_write(index, (json.dumps(self.paths, ensure_ascii=False, indent=0) + "\n").encode())
+        atomic_write(out, buffer.getvalue())
+        return out, index
+
+
+def check_batch_size(batch_size: object) -> int:
+    """`batch_size` if it is a positive integer, else a ValueError naming it."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    return batch_size

@@ -15,7 +15,8 @@ import math
 import re
 import statistics
 import struct
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from .train.checkpoint import atomic_write
 NAME = re.compile(r"(plain|resnet)(\d+)$")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # in model.safetensors, not parameters
 TITLES = {"gradflow": "Gradient flow", "responses": "Layer responses"}
+TEXT_FIELDS = ("name", "model", "note")  # epoch-record fields that are not numbers
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Source:
     summary_file: str
     runs: list[Run]
     curves: dict[str, list[dict]]
+    problems: list[str] = field(default_factory=list)  # files and lines skipped, each naming where and why
 
     @property
     def seconds(self) -> float:
@@ -66,21 +69,63 @@ class Source:
         return {r.config.get(key) for r in self.runs} - {None}
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, problems: list[str], kind: type = dict):
+    """The JSON value in `path` if it is a `kind`; else None, with the reason added to `problems`."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problems.append(f"{path}: skipped, not readable JSON ({e})")
+        return None
+    if not isinstance(value, kind):
+        problems.append(f"{path}: skipped, a JSON {type(value).__name__} where a {kind.__name__} was expected")
+        return None
+    return value
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_yaml(path: Path, problems: list[str]) -> dict:
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        problems.append(f"{path}: skipped, not readable YAML ({str(e).splitlines()[0]})")
+        return {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{path}: skipped, a YAML {type(value).__name__} where a mapping of settings was expected")
+        return {}
+    return value
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
+    """The epoch records of a metrics.jsonl; a bad line (or a bad value in one) is skipped and reported."""
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a crash mid-append leaves a partial last line
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        problems.append(f"{path}: skipped ({e.strerror or e})")
+        return records
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:  # a crash mid-append leaves a partial last line
+            problems.append(f"{path} line {number}: skipped, not valid JSON ({e.msg})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"{path} line {number}: skipped, a JSON {type(record).__name__}, not an epoch record")
+            continue
+        bad = [k for k, v in record.items() if k not in TEXT_FIELDS and not _is_number(v)]
+        if bad:
+            problems.append(f"{path} line {number}: {', '.join(bad)} not a number, left out")
+            record = {k: v for k, v in record.items() if k not in bad}
+        records.append(record)
     return records
+
+
+def _is_number(value: object) -> bool:
+    """A finite or missing metric value: a number that is not a bool, or None (NaN is written as null)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))
 
 
 def _natural(text: str) -> list:
@@ -94,17 +139,21 @@ def _count_params(path: Path) -> int | None:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(min(n, 1 << 26)))
-    except (OSError, ValueError, struct.error):
+        return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__" and not k.endswith(BUFFERS))
+    except (OSError, ValueError, struct.error, TypeError, KeyError, AttributeError):  # a damaged header
         return None
-    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__" and not k.endswith(BUFFERS))
 
 
-def load_run(path: Path, root: Path) -> Run:
+def load_run(path: Path, root: Path, problems: list[str]) -> Run:
+    """One run folder; whatever cannot be read is left out and reported in `problems`."""
     config_file, hardware_file = path / "config.yaml", path / "hardware.json"
-    config = (yaml.safe_load(config_file.read_text()) or {}) if config_file.is_file() else {}
-    hardware = _read_json(hardware_file) if hardware_file.is_file() else None
+    config = _read_yaml(config_file, problems) if config_file.is_file() else {}
+    hardware = _read_json(hardware_file, problems) if hardware_file.is_file() else None
     label = path.resolve().name if path == root else str(path.relative_to(root))
-    return Run(path, label, config, _read_jsonl(path / "metrics.jsonl"), hardware)
+    history = _read_jsonl(path / "metrics.jsonl", problems)
+    if not history:
+        problems.append(f"{path}: no usable epoch record in metrics.jsonl (a run that has not finished an epoch?)")
+    return Run(path, label, config, history, hardware)
 
 
 def summarize(runs: list[Run]) -> dict[str, dict]:
@@ -143,17 +192,32 @@ def load_source(directory: str | Path) -> Source:
     run_dirs = sorted({p.parent for p in path.rglob("metrics.jsonl")}, key=lambda p: _natural(str(p)))
     if not summary_file.is_file() and not run_dirs:
         raise ValueError(f"{path} has no metrics (no summary.json or metrics.jsonl)")
-    runs = [load_run(p, path) for p in run_dirs]
-    if summary_file.is_file():
-        summary, source = _read_json(summary_file), "summary.json"
-    else:
+    problems: list[str] = []
+    runs = [load_run(p, path, problems) for p in run_dirs]
+    summary = _read_summary(summary_file, problems) if summary_file.is_file() else None
+    source = "summary.json"
+    if summary is None:
         summary, source = summarize(runs), "metrics.jsonl"
-        if not summary:
-            raise ValueError(f"{path} has no metrics (its metrics.jsonl files hold no finished epoch)")
     curves = {r.label: r.history for r in runs if r.history}
     if not curves and (path / "curves.json").is_file():
-        curves = _read_json(path / "curves.json")
-    return Source(path, summary, source, runs, curves)
+        stored = _read_json(path / "curves.json", problems) or {}
+        curves = {k: v for k, v in stored.items() if isinstance(v, list) and all(isinstance(r, dict) for r in v)}
+    return Source(path, summary, source, runs, curves, problems)
+
+
+def _read_summary(path: Path, problems: list[str]) -> dict[str, dict] | None:
+    """An experiment's summary.json: per model, a mapping of numbers; bad entries are left out."""
+    summary = _read_json(path, problems)
+    if summary is None:
+        return None
+    good = {}
+    for name, entry in summary.items():
+        numbers = {k: v for k, v in entry.items() if k == "family" or _is_number(v)} if isinstance(entry, dict) else {}
+        if not isinstance(entry, dict) or len(numbers) < len(entry):
+            problems.append(f"{path}: entry {name!r} holds values that are not numbers, left out")
+            continue
+        good[str(name)] = numbers
+    return good
 
 
 def this_machine() -> dict:
@@ -338,14 +402,20 @@ def _runs_table(src: Source) -> str:
 
 
 def _settings(c: dict) -> list[tuple[str, str]]:
-    length = f"{c['iterations']:,} iterations" if c.get("iterations") else f"{c.get('epochs', '?')} epochs"
+    """The settings shown for a run; a value of the wrong type (a hand-edited config) is shown as it is."""
+
+    def number(value: object, spec: str) -> str:
+        return format(value, spec) if _is_number(value) and value is not None else str(value)
+
+    length = f"{number(c['iterations'], ',')} iterations" if c.get("iterations") else f"{c.get('epochs', '?')} epochs"
     schedule = str(c.get("schedule", "?"))
-    if schedule == "step" and c.get("milestones"):
-        at = ", ".join(f"{100 * m:.0f}%" for m in c["milestones"])
-        schedule += f" ×{c.get('gamma', 0.1):g} at {at}"
-    subset = "all" if c.get("subset") is None else f"{c['subset']:,}"
+    milestones = c.get("milestones")
+    if schedule == "step" and isinstance(milestones, list) and all(_is_number(m) and m for m in milestones):
+        at = ", ".join(f"{100 * m:.0f}%" for m in milestones)
+        schedule += f" ×{number(c.get('gamma', 0.1), 'g')} at {at}"
+    subset = "all" if c.get("subset") is None else number(c["subset"], ",")
     if c.get("test_subset") is not None:
-        subset += f" (test {c['test_subset']:,})"
+        subset += f" (test {number(c['test_subset'], ',')})"
     return [
         ("model", str(c.get("model", "?"))),
         ("data", str(c.get("data", "?"))),
@@ -406,8 +476,9 @@ def _extras(src: Source) -> str:
             continue
         figure = _figure(png.read_bytes(), png.name, png.name)
         data = png.with_suffix(".json")
-        if data.is_file():
-            text = json.dumps(_read_json(data), indent=1)
+        value = _read_json(data, src.problems, object) if data.is_file() else None
+        if value is not None:
+            text = json.dumps(value, indent=1)
             text = text if len(text) < 20_000 else text[:20_000] + "\n..."
             title = TITLES.get(png.stem, png.stem.replace("_", " ").capitalize())
             parts.append(
@@ -425,6 +496,9 @@ def _source_section(i: int, src: Source) -> str:
     kind = "experiment" if src.summary_file == "summary.json" else ("run" if len(src.runs) == 1 else "runs")
     facts = [datas, f"{recipes} recipe" if recipes else "", f"{len(src.runs)} runs", _duration(src.seconds)]
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in _notes(src))
+    if src.problems:
+        items = "".join(f"<li>{esc(p)}</li>" for p in src.problems)
+        notes += f'<div class="note problems"><p>Left out of this report:</p><ul>{items}</ul></div>'
     runs = f"<h3>Runs</h3>{_runs_table(src)}" if src.runs else ""
     configs = _configs_table(src)
     return (
@@ -525,20 +599,28 @@ footer { color: var(--muted); font-size: .85rem; padding: 0 1.5rem 2.5rem; }
 """
 
 
-def build_report(dirs: list[str | Path], out: str | Path, title: str | None = None, note: str | None = None) -> Path:
+def build_report(
+    dirs: list[str | Path], out: str | Path, title: str | None = None, note: str | None = None, stream=None
+) -> Path:
     """Write one self-contained HTML page describing experiment and run folders; return its path.
 
     Each folder is an experiment (summary.json, fig6.png and run folders) or one or more run
     folders (config.yaml and metrics.jsonl). `note` is a paragraph shown under the title (what
     the runs are and are not). The file is replaced atomically: a failure leaves any earlier
-    report as it was and no partial file.
+    report as it was and no partial file. A malformed file or line is left out, named in the
+    page and in a warning on `stream` (default stderr); a run with nothing usable is shown as such.
 
     >>> build_report(["runs/degradation"], "report.html")  # doctest: +SKIP
     PosixPath('report.html')
     """
     if not dirs:
         raise ValueError("no folders given: name at least one experiment or run folder")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the .html file to write")
     sources = [load_source(d) for d in dirs]
+    for problem in (p for s in sources for p in s.problems):
+        print(f"resnets: warning: {problem}", file=stream or sys.stderr)
     here = this_machine()
     title = title or "Residual networks: " + ", ".join(s.path.resolve().name for s in sources)
     n_runs = sum(len(s.runs) for s in sources)
@@ -560,7 +642,6 @@ def build_report(dirs: list[str | Path], out: str | Path, title: str | None = No
 J. Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, arXiv:1512.03385, Table 6.</footer>
 <script>{BODY_SCRIPT}</script></body></html>
 """
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, page.encode())
     return out

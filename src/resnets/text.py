@@ -30,3 +30,14 @@ def human_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(int(n))
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped, so that a file name holding a newline stays on one line.
+
+    >>> printable("a\\nb.png")
+    'a\\\\nb.png'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

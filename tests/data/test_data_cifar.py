@@ -112,7 +112,7 @@ def test_a_truncated_batch_names_the_file(cifar10):
 
 def test_a_missing_batch_names_the_file(cifar10):
     (cifar10["folder"] / "data_batch_4").unlink()
-    with pytest.raises(FileNotFoundError, match="data_batch_4 is missing"):
+    with pytest.raises(FileNotFoundError, match="lacks data_batch_4"):
         load_arrays("cifar10", cifar10["folder"], download=False)
 
 
@@ -130,9 +130,16 @@ def test_a_corrupt_archive_names_itself(tmp_path):
         load_arrays("cifar10", archive, download=False)
 
 
-def test_nothing_found_and_no_download_says_where_it_looked(tmp_path):
+def test_nothing_found_and_no_download_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_DATA", str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match=f"cifar10 .* not found in {tmp_path / 'nothing'}, "):
-        load_arrays("cifar10", tmp_path / "nothing", download=False)
+        load_arrays("cifar10", download=False)
+
+
+def test_a_missing_data_dir_is_refused_never_replaced_by_another_copy(cifar10, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_DATA", str(cifar10["folder"].parent))  # a good copy elsewhere
+    with pytest.raises(FileNotFoundError, match=f"--data-dir {tmp_path / 'typo'} does not exist"):
+        load_arrays("cifar10", tmp_path / "typo", download=True)
 
 
 def test_a_download_is_checked_extracted_into_the_cache_and_the_archive_removed(cifar10, tmp_path, monkeypatch):

@@ -100,7 +100,10 @@ def test_the_default_transport_is_urllib_with_a_timeout(tmp_path, monkeypatch):
 def test_search_order_and_cache_come_from_the_arguments_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNETS_DATA", str(tmp_path / "shared"))
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
-    dirs = search_dirs("cifar10", tmp_path / "mine", (tmp_path / "system",))
-    expected = ["mine", "mine/cifar10", "shared", "shared/cifar10", "system", "cache/cifar10"]
+    dirs = search_dirs("cifar10", None, (tmp_path / "system",))
+    expected = ["shared", "shared/cifar10", "system", "cache/cifar10"]
     assert [str(d.relative_to(tmp_path)) for d in dirs] == expected
+    # An explicit folder is the only place looked in: used or refused, never replaced.
+    dirs = search_dirs("cifar10", tmp_path / "mine", (tmp_path / "system",))
+    assert [str(d.relative_to(tmp_path)) for d in dirs] == ["mine", "mine/cifar10"]
     assert cache_dir("cifar10") == tmp_path / "cache" / "cifar10"

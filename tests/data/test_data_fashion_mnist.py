@@ -74,11 +74,22 @@ def test_files_are_looked_up_in_data_dir_then_resnets_data_then_the_system_then_
     assert find_files(mine, system=(system,), download_missing=False)["t10k-images-idx3-ubyte"].parent == mine
 
 
-def test_a_folder_missing_a_file_is_passed_over_and_nothing_found_says_where_it_looked(tmp_path):
+def test_a_folder_missing_a_file_is_passed_over_and_nothing_found_says_where_it_looked(tmp_path, monkeypatch):
     partial = fake_release(tmp_path / "partial")
     (partial / "t10k-labels-idx1-ubyte").unlink()
+    monkeypatch.setenv("RESNETS_DATA", str(partial))
     with pytest.raises(FileNotFoundError, match=f"not found in {partial}, .*dataset-fashion-mnist"):
-        find_files(partial, system=(), download_missing=False)
+        find_files(None, system=(), download_missing=False)
+
+
+def test_an_incomplete_or_missing_data_dir_is_refused_never_replaced(tmp_path):
+    system = fake_release(tmp_path / "debian", gz=True)  # a complete copy the lookup must not fall back to
+    partial = fake_release(tmp_path / "partial")
+    (partial / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match=f"--data-dir {partial} lacks t10k-labels-idx1-ubyte"):
+        find_files(partial, system=(system,), download_missing=True)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_files(tmp_path / "typo", system=(system,), download_missing=True)
 
 
 def test_files_of_the_wrong_shape_are_refused(tmp_path):

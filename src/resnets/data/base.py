@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .images import DEFAULT_MAX_PIXELS, check_max_pixels
+
 # How the evaluator may look at each test image (He et al. 2016, section 3.4): one centre crop,
 # the standard 10 crops, or the fully convolutional multi-scale views.
 VIEWS = ("center", "ten_crop", "multi_scale")
@@ -165,6 +167,9 @@ class LoaderOptions:
     padding: int | None = None  # pad-and-crop margin of small images; None: the dataset's default
     num_workers: int = 4  # DataLoader workers (image folders only)
     bad_images: str = "skip"  # skip (and count) or fail on unreadable images (image folders only)
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger image files are refused undecoded (image folders)
+    # (mean, std) in pixel units to use instead of the training set's: a trained model's own
+    normalization: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size)
@@ -178,6 +183,7 @@ class LoaderOptions:
             raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
         if self.bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={self.bad_images!r} is not one of {', '.join(BAD_IMAGES)}")
+        check_max_pixels(self.max_image_pixels)
 
     @property
     def eval_batch(self) -> int:

@@ -175,13 +175,18 @@ def safe_extract(archive: Path, dest: Path) -> None:
             entry.replace(target)
 
 
+def _missing(release: CifarRelease, folder: Path) -> list[str]:
+    """The files of the release that `folder` lacks."""
+    return [n for n in (*release.train, release.test, release.meta) if not (folder / n).is_file()]
+
+
 def _find(release: CifarRelease, data_dir: str | Path | None) -> tuple[Path, bool] | None:
     """(location, is_archive) of the first copy in the search folders, or None."""
     for base in search_dirs(release.name, data_dir):
         if base.is_file() and base.name.endswith((".tar.gz", ".tgz")):
             return base, True
         for folder in (base, base / release.folder):
-            if (folder / release.test).is_file() and (folder / release.meta).is_file():
+            if not _missing(release, folder):
                 return folder, False
         if (base / release.archive).is_file():
             return base / release.archive, True
@@ -195,6 +200,16 @@ def locate(
     found = _find(release, data_dir)
     if found:
         return found
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        if not root.exists():
+            where = "does not exist"
+        else:
+            partial = min((root, root / release.folder), key=lambda d: len(_missing(release, d)))
+            where = f"holds no complete copy ({partial} lacks {', '.join(_missing(release, partial))})"
+        raise FileNotFoundError(
+            f"--data-dir {data_dir} {where}: it must hold {release.folder}/ (or its files) or {release.archive}"
+        )
     if not download_missing:
         searched = ", ".join(str(d) for d in search_dirs(release.name, data_dir))
         raise FileNotFoundError(

@@ -115,7 +115,7 @@ def device_bundle(
     device = options.device
     images = images[: n_train + n_val].to(device)
     labels = labels[: n_train + n_val].to(device, torch.int64)
-    stats = pixel_statistics(images[:n_train])
+    stats = pixel_statistics(images[:n_train]) if options.normalization is None else fitted(options, images, name)
     padding = padding if options.padding is None else options.padding
 
     def loader(x: Tensor, y: Tensor, train: bool) -> DeviceLoader:
@@ -149,6 +149,18 @@ def device_bundle(
         normalization=stats,
         views=views,
     )
+
+
+def fitted(options: LoaderOptions, images: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """`options.normalization` on the device, refused when it does not fit the images (N, C, H, W)."""
+    mean, std = (t.to(options.device, torch.float32) for t in options.normalization)
+    c, h, w = images.shape[1:]
+    if mean.shape not in ((c, 1, 1), (c, h, w)) or std.numel() != c:
+        raise ValueError(
+            f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
+            f"{name}'s images of {c}x{h}x{w}"
+        )
+    return mean, std.reshape(c, 1, 1)
 
 
 def _views(loader: DeviceLoader, view: str, padding: int) -> Iterator[ViewBatch]:

@@ -43,17 +43,22 @@ def cache_dir(name: str) -> Path:
 
 
 def search_dirs(name: str, data_dir: str | Path | None, system: tuple[Path, ...] = ()) -> list[Path]:
-    """The folders to look in, in order: data_dir, $RESNETS_DATA (each itself or its `name`
-    subfolder), the system folders, the cache.
+    """The folders to look in, in order.
 
-    >>> [p.name for p in search_dirs("cifar10", "/data")][:2]
+    An explicit `data_dir` is the only place looked in (itself and its `name` subfolder): a
+    path the user gives is used or refused, never silently replaced by another copy. Without
+    it: $RESNETS_DATA (itself or its `name` subfolder), the system folders, the cache.
+
+    >>> [p.name for p in search_dirs("cifar10", "/data")]
     ['data', 'cifar10']
     """
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        return [root, root / name]
     dirs: list[Path] = []
-    for root in (data_dir, os.environ.get("RESNETS_DATA")):
-        if root:
-            root = Path(root).expanduser()
-            dirs += [root, root / name]
+    if root := os.environ.get("RESNETS_DATA"):
+        root = Path(root).expanduser()
+        dirs += [root, root / name]
     return [*dirs, *system, cache_dir(name)]
 
 

@@ -118,6 +118,10 @@ def _in_folder(folder: Path) -> dict[str, Path] | None:
     return found
 
 
+def _present(folder: Path) -> set[str]:
+    return {name for name in FILES if (folder / name).is_file() or (folder / f"{name}.gz").is_file()}
+
+
 def find_files(
     data_dir: str | Path | None = None,
     *,
@@ -127,6 +131,9 @@ def find_files(
 ) -> dict[str, Path]:
     """The paths of the four files, downloaded into the cache if allowed and found nowhere.
 
+    An explicit `data_dir` must hold all four (itself or its fashion-mnist/ subfolder): it is
+    used or refused, never replaced by another copy or a download.
+
     >>> find_files()["train-images-idx3-ubyte"]  # doctest: +SKIP
     PosixPath('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz')
     """
@@ -134,6 +141,14 @@ def find_files(
     for folder in dirs:
         if found := _in_folder(folder):
             return found
+    if data_dir:
+        folder = max(dirs, key=lambda d: len(_present(d)))
+        missing = [name for name in FILES if name not in _present(folder)]
+        where = "does not exist" if not Path(data_dir).expanduser().is_dir() else f"lacks {', '.join(missing)}"
+        raise FileNotFoundError(
+            f"--data-dir {data_dir} {where}: it must hold the four Fashion-MNIST IDX files ({', '.join(FILES)}, "
+            "each plain or .gz)"
+        )
     if not download_missing:
         searched = ", ".join(str(d) for d in dict.fromkeys(dirs))
         raise FileNotFoundError(f"Fashion-MNIST files ({', '.join(FILES)}) not found in {searched}; {HINT}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -19,8 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image
 
+from ..hardware import usable_cores
 from .base import (
     Batch,
     DataBundle,
@@ -33,6 +32,7 @@ from .base import (
     split_sizes,
     train_batches,
 )
+from .images import DEFAULT_MAX_PIXELS, read_image
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -91,20 +91,6 @@ def scan(root: str | Path) -> tuple[list[str], list[Sample], list[Sample]]:
     return classes, train, test
 
 
-def decode_rgb(path: str) -> Tensor:
-    """An image file as uint8 RGB (3, H, W): greyscale, palette and alpha images converted.
-
-    >>> decode_rgb("photo.jpg").shape  # doctest: +SKIP
-    torch.Size([3, 375, 500])
-    """
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which this project
-        # does not depend on yet; they still work, and warning once per image would drown the log.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        image = decode_image(path, mode=ImageReadMode.RGB)
-    return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
-
-
 class Unreadable(NamedTuple):
     path: str
     error: str
@@ -117,12 +103,15 @@ class ImageFiles(Dataset):
     None, label), or an `Unreadable` for a file that cannot be decoded.
     """
 
-    def __init__(self, samples: list[Sample], mode: str, config: FolderTransforms) -> None:
+    def __init__(
+        self, samples: list[Sample], mode: str, config: FolderTransforms, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
         self.samples = samples
         self.mode = mode
         self.config = config
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -131,7 +120,7 @@ class ImageFiles(Dataset):
         index, seed = key
         path, label = self.samples[index]
         try:
-            image = decode_rgb(path)
+            image = read_image(path, 3, self.max_pixels)
         except (RuntimeError, OSError, ValueError) as exc:
             return Unreadable(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if self.mode == "train" and seed is not None:
@@ -198,8 +187,10 @@ class FolderLoader:
         *,
         train: bool = False,
         batch_size: int | None = None,
+        source: str = "the image folder",
     ) -> None:
-        self.dataset = ImageFiles(samples, mode, config)
+        self.dataset = ImageFiles(samples, mode, config, options.max_image_pixels)
+        self.source = source  # the folder the samples come from, for error messages
         self.options = options
         self.mean, self.std = normalization
         self.train = train
@@ -228,24 +219,34 @@ class FolderLoader:
         loader = DataLoader(
             self.dataset,
             batch_sampler=_BatchKeys(self, epoch, start),
-            num_workers=options.num_workers,
+            # More workers than cores only adds processes that wait for a core.
+            num_workers=min(options.num_workers, usable_cores()),
             collate_fn=collate,
             pin_memory=device.type == "cuda",
             # Only to keep the DataLoader off the global RNG (it draws worker base seeds from it).
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "workers", epoch)),
         )
+        readable, first_bad = 0, None
         for views, shifts, labels, bad in loader:
             if bad and options.bad_images == "fail":
                 raise ValueError(
                     f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' skips such files"
                 )
             self.bad_images += len(bad)
+            first_bad = first_bad or (bad[0] if bad else None)
             if labels is None:
                 continue
+            readable += labels.shape[0]
             views = [normalize(v.to(device, non_blocking=True), self.mean, self.std) for v in views]
             if shifts is not None:  # PCA lighting: the same RGB offset on every pixel, so added after normalising
                 views[0] += (shifts.to(device, non_blocking=True) / self.std.reshape(1, -1))[:, :, None, None]
             yield views, labels.to(device, non_blocking=True)
+        if readable == 0 and first_bad is not None and start == 0:
+            # Skipping every image would report a 0% error on nothing: no readable image is an error.
+            raise ValueError(
+                f"no readable image in {self.source}: all {self.num_samples} files failed to decode "
+                f"(first: {first_bad.path}: {first_bad.error})"
+            )
 
 
 def imagefolder_bundle(
@@ -265,12 +266,23 @@ def imagefolder_bundle(
         torch.tensor(IMAGENET_MEAN, device=device).reshape(3, 1, 1) * 255,
         torch.tensor(IMAGENET_STD, device=device).reshape(3, 1, 1) * 255,
     )
-    test_loader = FolderLoader(test, "center", config, options, stats)
+    if options.normalization is not None:
+        mean, std = (t.to(device, torch.float32) for t in options.normalization)
+        if mean.shape != (3, 1, 1) or std.numel() != 3:
+            raise ValueError(
+                f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
+                f"the RGB images of {root}: it needs one mean and one std per channel"
+            )
+        stats = (mean, std.reshape(3, 1, 1))
+    root = Path(root).expanduser()
+    test_source, train_source = str(root / "val"), str(root / "train")
+    test_loader = FolderLoader(test, "center", config, options, stats, source=test_source)
 
     def views(view: str) -> Iterator[ViewBatch]:
         # Views of different sizes cannot share a batch: multi-scale goes one image at a time.
         batch_size = 1 if view == "multi_scale" else None
-        return FolderLoader(test, view, config, options, stats, batch_size=batch_size).view_batches()
+        loader = FolderLoader(test, view, config, options, stats, batch_size=batch_size, source=test_source)
+        return loader.view_batches()
 
     return DataBundle(
         info=DatasetInfo(
@@ -283,8 +295,12 @@ def imagefolder_bundle(
             n_val=n_val,
             n_test=len(test),
         ),
-        train=FolderLoader(train[:n_train], "train", config, options, stats, train=True),
-        val=FolderLoader(train[n_train : n_train + n_val], "center", config, options, stats) if n_val else None,
+        train=FolderLoader(train[:n_train], "train", config, options, stats, train=True, source=train_source),
+        val=(
+            FolderLoader(train[n_train : n_train + n_val], "center", config, options, stats, source=train_source)
+            if n_val
+            else None
+        ),
         test=test_loader,
         normalization=stats,
         views=views,

@@ -10,6 +10,7 @@ from .base import DataBundle, LoaderOptions
 from .cifar import RELEASES, cifar_bundle
 from .fashion_mnist import fashion_mnist_bundle
 from .imagefolder import imagefolder_bundle
+from .images import DEFAULT_MAX_PIXELS
 from .synthetic import parse_shape, synthetic_bundle
 from .transforms import FolderTransforms
 
@@ -30,6 +31,8 @@ def load_dataset(
     download: bool = True,
     bad_images: str = "skip",
     num_workers: int = 4,
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    normalization: tuple[torch.Tensor, torch.Tensor] | None = None,
     padding: int | None = None,
     folder_transforms: FolderTransforms | None = None,
 ) -> DataBundle:
@@ -37,7 +40,9 @@ def load_dataset(
 
     name: fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic[:C,H,W,K].
     eval_batch_size defaults to twice batch_size; `padding` (small images) and
-    `folder_transforms` (image folders) override the paper's augmentation sizes.
+    `folder_transforms` (image folders) override the paper's augmentation sizes;
+    `normalization` (mean, std in pixel units) replaces the training set's statistics, as a
+    trained model's own must when it is evaluated.
 
     >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=32, val_split=24, seed=1)
     >>> bundle.info.n_train, bundle.info.n_val, len(bundle.train), tuple(next(bundle.train.epoch(0))[0].shape)
@@ -54,6 +59,8 @@ def load_dataset(
         padding=padding,
         num_workers=num_workers,
         bad_images=bad_images,
+        max_image_pixels=max_image_pixels,
+        normalization=normalization,
     )
     kind, _, arg = name.partition(":")
     if name == "fashion-mnist":

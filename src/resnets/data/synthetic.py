@@ -16,6 +16,10 @@ from .device_loader import device_bundle
 
 DEFAULT_SHAPE = (3, 32, 32, 10)  # C, H, W, classes: CIFAR-10's
 N_TRAIN, N_TEST = 1024, 256
+# Generating takes 8 bytes a value (int64 noise): 1024 images of 3x256x256 need 1.6 GB at the peak, and
+# ImageNet's 3x224x224 fits; a bigger request would exhaust a machine's memory before training begins.
+MAX_VALUES = 3 * 256 * 256
+MAX_CLASSES = 100_000
 
 
 def synthetic_arrays(
@@ -54,6 +58,12 @@ def parse_shape(spec: str) -> tuple[int, int, int, int]:
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(
             f"synthetic:{spec} must be synthetic:C,H,W,K with four positive integers, e.g. synthetic:3,32,32,10"
+        )
+    c, h, w, k = shape
+    if c * h * w > MAX_VALUES or k > MAX_CLASSES:
+        raise ValueError(
+            f"synthetic:{spec} is too large: at most C*H*W = {MAX_VALUES:,} values an image (e.g. 3,256,256) "
+            f"and {MAX_CLASSES:,} classes"
         )
     return shape
 

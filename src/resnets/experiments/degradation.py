@@ -18,6 +18,7 @@ from ..paper import TABLE6_TEST_ERR
 from ..text import table
 from ..train import get_recipe, train
 from ..train.checkpoint import atomic_write
+from ..train.rundir import holds_run
 
 FAMILIES = ("plain", "resnet")
 
@@ -51,9 +52,10 @@ def run_degradation(
     """
     stream = stream or sys.stderr
     check_depths(depths)
-    if seeds < 1:
-        raise ValueError(f"seeds={seeds} must be at least 1")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be at least 1")
     out = Path(out)
+    check_experiment_folder(out)
     overrides = dict(overrides or {})
     summary: dict[str, dict] = {}
     for depth in depths:
@@ -87,6 +89,24 @@ def run_degradation(
             }
     write_outputs(summary, out, data)
     return summary
+
+
+def check_experiment_folder(out: Path) -> None:
+    """Refuse an output that is a file, or a non-empty folder holding neither an experiment nor a run.
+
+    The experiment writes summary.json, table.txt, curves.json and fig6.png there: they must never
+    replace files of the user's.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not an experiment folder: choose a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if (out / "summary.json").is_file() or any(holds_run(d) for d in out.iterdir() if d.is_dir()):
+        return
+    raise ValueError(
+        f"--out {out} is a folder that holds no experiment, and it is not empty: "
+        "choose a new or empty folder (nothing of yours is overwritten)"
+    )
 
 
 def depth_penalties(summary: dict, family: str) -> dict[int, float]:

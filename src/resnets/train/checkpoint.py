@@ -63,24 +63,60 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def save_checkpoint(state: dict, directory: Path, step: int, keep: int, best: bool) -> Path:
-    """Write `step-NNNNNNNN.pt` (+ checksum), point last.pt (and best.pt) at it, prune old steps."""
+    """Write `step-NNNNNNNN.pt` (+ checksum), point last.pt (and best.pt) at it, prune old steps.
+
+    Step files beyond the newest `keep - 1` are deleted before the new one is written, so that a
+    nearly full disk needs room for `keep` of them, not `keep + 1`; last.pt (and best.pt) are
+    replaced only once the new file is complete. A failed write (a full disk) leaves them as they
+    were and raises a CheckpointWriteError naming the file and the checkpoint still intact.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     path = directory / f"step-{step:08d}.pt"
-    atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {len(data)}\n".encode())
-    atomic_write(path, data)
-    for alias in ["last.pt"] + (["best.pt"] if best else []):
-        target = directory / alias
-        atomic_write(target.with_name(alias + ".sha256"), f"{digest}  {len(data)}\n".encode())
-        _link_or_copy(path, target)
-    for old in step_checkpoints(directory)[keep:]:
-        old.unlink(missing_ok=True)
-        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    _prune(directory, keep - 1, spare=path)
+    try:
+        atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {len(data)}\n".encode())
+        atomic_write(path, data)
+        for alias in ["last.pt"] + (["best.pt"] if best else []):
+            target = directory / alias
+            # The checksum first: a crash between the two leaves a mismatch, which resume skips.
+            atomic_write(target.with_name(alias + ".sha256"), f"{digest}  {len(data)}\n".encode())
+            _link_or_copy(path, target)
+    except OSError as exc:
+        intact = directory / "last.pt"
+        kept = f"{intact} is intact" if verify(intact) is None else "no earlier checkpoint is intact"
+        reason = exc.strerror or str(exc)
+        raise CheckpointWriteError(f"could not write checkpoint {path} ({reason}); {kept}") from exc
+    _prune(directory, keep)
     _fsync_dir(directory)
     return path
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full or read-only disk); the earlier ones are untouched."""
+
+
+def _prune(directory: Path, keep: int, spare: Path | None = None) -> None:
+    """Delete all but the newest `keep` step checkpoints (never `spare`), with their checksums."""
+    for old in [p for p in step_checkpoints(directory) if p != spare][max(keep, 0) :]:
+        old.unlink(missing_ok=True)
+        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None.
+
+    >>> first_non_finite({"a": torch.ones(2), "b": torch.tensor([1.0, float("inf")])})
+    'b'
+    """
+    names = [k for k, v in tensors.items() if v.is_floating_point()]
+    if not names:
+        return None
+    finite = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).tolist()  # one device sync
+    return next((k for k, ok in zip(names, finite, strict=True) if not ok), None)
 
 
 def step_checkpoints(directory: Path) -> list[Path]:
@@ -96,7 +132,12 @@ def verify(path: Path) -> str | None:
         return "file is missing"
     if not sidecar.is_file():
         return "no checksum file beside it"
-    expected, _, size = sidecar.read_text().strip().partition("  ")
+    try:
+        expected, _, size = sidecar.read_text(encoding="ascii").strip().partition("  ")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"checksum file {sidecar.name} is unreadable ({exc})"
+    if not re.fullmatch(r"[0-9a-f]{64}", expected) or (size and not size.isdigit()):
+        return f"checksum file {sidecar.name} is malformed (expected 'SHA256  SIZE')"
     actual_size = path.stat().st_size
     if size and int(size) != actual_size:
         return f"{actual_size} bytes, expected {int(size)} (truncated?)"
@@ -122,15 +163,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # the unpickler raises many kinds
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"checkpoint {path} refused: it does not load with weights_only=True ({first})") from exc
+        raise CheckpointError(
+            f"checkpoint {path} refused: it does not load with weights_only=True ({unpickling_reason(exc)})"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resnets training checkpoint (no '{FORMAT}' marker)")
     return state
 
 
+def unpickling_reason(exc: BaseException) -> str:
+    """Why torch's safe loader refused a file, in one line, without its advice to load it unsafely.
+
+    torch's message names the offending global on a "WeightsUnpickler error" line and suggests
+    `weights_only=False`, which would run whatever code the file holds: that advice is dropped.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error" in line:
+            return line
+    safe = [line for line in lines if "weights_only=False" not in line and "two options" not in line]
+    return safe[0] if safe else type(exc).__name__
+
+
 def latest_valid(directory: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint in `directory` that verifies and loads, warning about each one skipped."""
+    """The newest checkpoint in `directory` that verifies, loads and holds finite weights.
+
+    Each one skipped is reported in a warning that says why.
+    """
     candidates = [directory / "last.pt", *step_checkpoints(directory)]
     for path in candidates:
         if not path.exists():
@@ -138,7 +197,12 @@ def latest_valid(directory: Path) -> tuple[Path, dict] | None:
         problem = verify(path)
         if problem is None:
             try:
-                return path, load_checkpoint(path)
+                state = load_checkpoint(path)
+                weights = state.get("model")
+                bad = first_non_finite(weights) if isinstance(weights, dict) else "model (no weights)"
+                if bad is None:
+                    return path, state
+                problem = f"non-finite values in {bad}"
             except CheckpointError as exc:
                 problem = str(exc)
         warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
@@ -173,20 +237,108 @@ def set_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------- models from files
 
+# What a trained network carries besides its weights, under the names of a checkpoint's entries;
+# a safetensors file stores each as JSON under the name on the right ("config" is taken there by
+# the model's own config, so the training config is "train_config").
+TRAINED_FIELDS = {
+    "class_names": "class_names",
+    "config": "train_config",
+    "normalization": "normalization",
+    "data": "data",
+}
+
+
+def trained_metadata(meta: dict) -> dict:
+    """The JSON-ready metadata that an exported file carries, from `read_trained`'s metadata.
+
+    The same entries as a run's own `model.safetensors`: class names, training config, input
+    normalisation and data description, so that an exported file evaluates and predicts alike.
+
+    >>> trained_metadata({"class_names": ["a"], "normalization": {"mean": torch.zeros(1), "std": torch.ones(1)}})
+    {'class_names': ['a'], 'normalization': {'mean': [0.0], 'std': [1.0]}}
+    """
+    extra = {}
+    for key, stored in TRAINED_FIELDS.items():
+        if key not in meta:
+            continue
+        value = meta[key]
+        if key == "normalization":
+            value = {k: torch.as_tensor(v).tolist() for k, v in value.items()}
+        extra[stored] = value
+    return extra
+
+
+def _field_error(path: Path, name: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: metadata field {name!r} {problem}")
+
+
+def check_metadata(meta: dict, path: Path) -> dict:
+    """`meta` with its types checked; a CheckpointError names the file and the first bad field.
+
+    A forged or damaged file must fail here in one line, not deep inside the model or the
+    preprocessing: model_name a string, model_options a mapping, class_names a list of strings,
+    config and data mappings, normalisation finite numbers of matching channels.
+    """
+    if not isinstance(meta.get("model_name"), str):
+        raise _field_error(path, "model_name", f"must be a model name, found {meta.get('model_name')!r}")
+    options = meta.get("model_options", {})
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise _field_error(path, "model_options", f"must be a mapping of option names, found {type(options).__name__}")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise _field_error(path, "class_names", "must be a list of strings")
+    for key in ("config", "data"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise _field_error(path, key, f"must be a mapping, found {type(meta[key]).__name__}")
+    data = meta.get("data") or {}
+    size = data.get("image_size")
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)
+    ):
+        raise _field_error(path, "data", f"image_size must be two positive integers, found {size!r}")
+    if "normalization" in meta:
+        meta["normalization"] = _check_normalization(meta["normalization"], path)
+    return meta
+
+
+def _check_normalization(norm: object, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
+        raise _field_error(path, "normalization", "must be a mapping of 'mean' and 'std'")
+    tensors = {}
+    for key in ("mean", "std"):
+        try:
+            tensors[key] = torch.as_tensor(norm[key], dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise _field_error(path, "normalization", f"{key} must be numbers, found {norm[key]!r:.60}") from None
+    mean, std = tensors["mean"], tensors["std"]
+    channels = std.numel()
+    if mean.ndim not in (1, 3) or mean.shape[0] != channels or channels not in (1, 3) or std.ndim not in (1, 3):
+        raise _field_error(
+            path, "normalization", f"mean {tuple(mean.shape)} and std {tuple(std.shape)} must have 1 or 3 channels"
+        )
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise _field_error(path, "normalization", "must hold finite numbers and a positive std")
+    if mean.ndim == 1:
+        mean = mean.reshape(-1, 1, 1)
+    return {"mean": mean, "std": std.reshape(-1, 1, 1)}
+
 
 def read_trained(path: str | Path) -> tuple[dict, dict]:
     """(state dict, metadata) from a training checkpoint or a run's `model.safetensors`.
 
     The metadata holds `model_name`, `model_options` (for `create_model`), `class_names`,
-    the training `config` and the input `normalization` (mean, std tensors in pixel units).
+    the training `config`, the input `normalization` (mean, std tensors in pixel units) and
+    `data` (name, image_size, in_channels), each checked (`check_metadata`).
     """
     import json
 
     path = Path(path)
     if path.suffix != ".safetensors":
         state = load_checkpoint(path)
-        keys = ("model_name", "model_options", "class_names", "config", "normalization", "data")
-        return state["model"], {k: state[k] for k in keys if k in state}
+        keys = ("model_name", "model_options", *TRAINED_FIELDS)
+        if not isinstance(state.get("model"), dict):
+            raise CheckpointError(f"{path} holds no model weights")
+        return state["model"], check_metadata({k: state[k] for k in keys if k in state}, path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
     from safetensors import safe_open
@@ -200,22 +352,22 @@ def read_trained(path: str | Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
     if "model_name" not in raw:
         raise CheckpointError(f"{path} has no resnets metadata (model_name); load it with create_model(weights=...)")
-    meta = {"model_name": raw["model_name"], "model_options": json.loads(raw.get("options", "{}"))}
-    for key, name in (
-        ("class_names", "class_names"),
-        ("train_config", "config"),
-        ("normalization", "normalization"),
-        ("data", "data"),
-    ):
-        if key in raw:
-            meta[name] = json.loads(raw[key])
-    if "normalization" in meta:
-        meta["normalization"] = {k: torch.tensor(v) for k, v in meta["normalization"].items()}
-    return weights, meta
+    meta: dict = {"model_name": raw["model_name"]}
+    for name, stored in (("model_options", "options"), *TRAINED_FIELDS.items()):
+        if stored in raw:
+            try:
+                meta[name] = json.loads(raw[stored])
+            except json.JSONDecodeError as exc:
+                raise _field_error(path, stored, f"is not valid JSON ({exc})") from None
+    meta.setdefault("model_options", {})
+    return weights, check_metadata(meta, path)
 
 
 def model_from_checkpoint(path: str | Path):
     """The trained network saved in `path` (checkpoint or safetensors), in eval mode, with its metadata.
+
+    Refuses, naming the file and the field, metadata that does not describe the weights (class
+    names of another count, options the model does not take) and weights that are not finite.
 
     >>> model, meta = model_from_checkpoint("runs/demo/resnet20/checkpoints/best.pt")  # doctest: +SKIP
     >>> meta["class_names"][:2]  # doctest: +SKIP
@@ -225,6 +377,25 @@ def model_from_checkpoint(path: str | Path):
     from ..models.weights import load_state_dict
 
     weights, meta = read_trained(path)
-    model = create_model(meta["model_name"], **meta.get("model_options", {}))
-    load_state_dict(model, weights)
+    try:
+        model = create_model(meta["model_name"], **meta.get("model_options", {}))
+    except (TypeError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise CheckpointError(f"{path}: model_name/model_options do not build a model ({message})") from None
+    try:
+        load_state_dict(model, weights)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    bad = first_non_finite(model.state_dict())
+    if bad is not None:
+        raise CheckpointError(f"{path} holds non-finite values in {bad} (a diverged run?): refused")
+    names = meta.get("class_names")
+    if names is not None and len(names) != model.num_classes:
+        raise _field_error(path, "class_names", f"lists {len(names)} names for a model of {model.num_classes} classes")
+    norm = meta.get("normalization")
+    in_channels = model.config.in_channels if hasattr(model, "config") else getattr(model, "in_channels", None)
+    if norm is not None and in_channels is not None and norm["std"].shape[0] != in_channels:
+        raise _field_error(
+            path, "normalization", f"has {norm['std'].shape[0]} channels for a model of {in_channels} input channels"
+        )
     return model.eval(), meta

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import yaml
 
+from ..data.images import DEFAULT_MAX_PIXELS, check_max_pixels
+
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; derive_seed's keys are 63-bit
+MAX_LOG_EVERY = 1_000_000  # a progress line at least every million steps (and once an epoch anyway)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BAD_IMAGES = ("skip", "fail")
 
@@ -60,6 +64,7 @@ class TrainConfig:
     tensorboard: bool = False
     num_workers: int = 4  # image folders: DataLoader worker processes
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
     init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
     num_classes: int | None = None  # override the dataset's class count (fine-tuning)
     freeze_backbone: bool = False  # fine-tuning: train only the new head
@@ -69,6 +74,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise a ValueError naming the first field whose value is out of range."""
+        _check_types(self)
         for name, accepted in (("schedule", SCHEDULES), ("device", DEVICES), ("bad_images", BAD_IMAGES)):
             value = getattr(self, name)
             if name == "device" and isinstance(value, str) and value.split(":")[0] in ("cuda", "mps"):
@@ -80,6 +86,10 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if self.log_every > MAX_LOG_EVERY:
+            raise ValueError(f"log_every={self.log_every!r} must be at most {MAX_LOG_EVERY:,} steps")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed={self.seed!r} must be between 0 and 2**63 - 1")
         for name in ("iterations", "checkpoint_every", "subset", "test_subset", "num_classes"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
@@ -88,8 +98,21 @@ class TrainConfig:
             raise ValueError(f"val_split={self.val_split!r} must be >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr={self.lr!r} must be a positive number")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"weight_decay={self.weight_decay!r} and momentum={self.momentum!r} must be >= 0, < 1")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma={self.gamma!r} must be in (0, 1]: the factor the lr is multiplied by")
+        if self.plateau_patience < 0:
+            raise ValueError(f"plateau_patience={self.plateau_patience!r} must be >= 0 epochs")
+        if not 0 < self.onecycle_warmup < 1:
+            raise ValueError(f"onecycle_warmup={self.onecycle_warmup!r} must be a fraction of training in (0, 1)")
+        if self.warmup_lr is not None and not (self.warmup_lr > 0 and math.isfinite(self.warmup_lr)):
+            raise ValueError(f"warmup_lr={self.warmup_lr!r} must be a positive number (or none: no warm-up)")
+        if not 0 < self.warmup_until_err <= 1:
+            raise ValueError(f"warmup_until_err={self.warmup_until_err!r} must be a training error in (0, 1]")
+        check_max_pixels(self.max_image_pixels)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
@@ -120,6 +143,30 @@ class TrainConfig:
         return TrainConfig(**values)
 
 
+def _check_types(config: TrainConfig) -> None:
+    """Each field holds a value of its declared type (a YAML `epochs: true` is not a number)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            continue
+        base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
+        kind = typing.get_origin(base) or base
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind in (int, float):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = number and (kind is float or value == int(value))
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ValueError(f"{f.name}={value!r} is not a valid {getattr(kind, '__name__', kind)}")
+    if any(isinstance(m, bool) or not isinstance(m, int | float) for m in config.milestones):
+        raise ValueError(f"milestones={config.milestones!r} must be a list of numbers")
+
+
 def coerce(name: str, value: object) -> object:
     """Convert a value from the command line or YAML to the field's type, naming the field on failure."""
     hint = typing.get_type_hints(TrainConfig)[name]
@@ -135,7 +182,11 @@ def coerce(name: str, value: object) -> object:
         if kind is bool:
             if isinstance(value, str):
                 return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[value.lower()]
-            return bool(value)
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(value, bool) and kind in (int, float, list):
+            raise ValueError  # YAML's `epochs: true` is not a number
         if kind is int:
             number = float(value) if isinstance(value, str) else value
             if isinstance(number, float) and not number.is_integer():
@@ -144,7 +195,10 @@ def coerce(name: str, value: object) -> object:
         if kind is float:
             return float(value)
         if kind is list:
-            return [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+            items = value.split(",") if isinstance(value, str) else value
+            if any(isinstance(v, bool) for v in items):
+                raise ValueError
+            return [float(v) for v in items]
         if kind is dict:
             if not isinstance(value, dict):
                 raise ValueError

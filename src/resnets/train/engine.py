@@ -23,10 +23,19 @@ from ..data import load_dataset
 from ..export import export_model, rebuild_options
 from ..models import create_model
 from ..models.weights import clean_state_dict, read_weights
-from .checkpoint import atomic_write, latest_valid, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    atomic_write,
+    first_non_finite,
+    latest_valid,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trained_metadata,
+)
 from .config import TrainConfig
 from .evaluate import EvalResult, autocast, evaluate
 from .metrics import MetricsLog, Progress
+from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
 
 # Fields that may change between a run and its resumption: they do not touch the arithmetic.
@@ -41,23 +50,64 @@ RESUMABLE_CHANGES = {
     "eval_batch_size",
     "compile",
     "data_dir",
+    "max_image_pixels",
 }
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was written."""
+    """SIGINT or SIGTERM arrived; a checkpoint was written (None: the run stopped during start-up)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path, run_dir: Path) -> None:
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, run_dir: Path) -> None:
         self.signum, self.step, self.checkpoint, self.run_dir = signum, step, checkpoint, run_dir
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} at step {step}: checkpoint written to {checkpoint}; resume with: "
-            f"resnets train --out {run_dir} --resume"
-        )
+        super().__init__(f"{self.what}; resume with: resnets train --out {run_dir} --resume")
+
+    @property
+    def what(self) -> str:
+        """What happened and what was saved, without the advice on resuming."""
+        name = signal.Signals(self.signum).name
+        if self.checkpoint is None:
+            return f"{name} during start-up, before any training step: nothing new was saved in {self.run_dir}"
+        return f"{name} at step {self.step}: checkpoint written to {self.checkpoint}"
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss or the weights became NaN or infinite; no such checkpoint is written."""
+
+
+class StopRequest:
+    """SIGINT/SIGTERM turned into a flag that the loop checks between steps.
+
+    A second signal raises KeyboardInterrupt at once (the user insists), except while a
+    checkpoint is being written (`shielded`): that finishes first, so it is never lost half-way.
+    """
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self._shields = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.signals)
+
+    @property
+    def signum(self) -> int:
+        return self.signals[0]
+
+    @contextmanager
+    def shielded(self):
+        self._shields += 1
+        try:
+            yield
+        finally:
+            self._shields -= 1
+
+    def handle(self, signum: int, _frame=None) -> None:
+        self.signals.append(signum)
+        if len(self.signals) > 1 and not self._shields:
+            raise KeyboardInterrupt
+
+
+class _StopEvaluation(Exception):
+    """A stop signal arrived during an evaluation pass: abandon it, checkpoint, stop."""
 
 
 @dataclass
@@ -163,22 +213,16 @@ def set_train_mode(model: nn.Module) -> None:
 
 @contextmanager
 def stop_signals():
-    """Turn SIGINT/SIGTERM into a flag that the loop checks between steps."""
-    received: list[int] = []
+    """SIGINT/SIGTERM, while the block runs, set a `StopRequest` instead of killing the process."""
+    request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield request
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, _frame):
-        if received:  # a second signal: the user insists
-            raise KeyboardInterrupt
-        received.append(signum)
-
     for s in previous:
-        signal.signal(s, handler)
+        signal.signal(s, request.handle)
     try:
-        yield received
+        yield request
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -207,12 +251,15 @@ class Trainer:
         self.stream = stream or sys.stderr
         self.run_dir = Path(config.out) if config.out else default_run_dir(config)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        check_out_folder(self.run_dir)
         self.device = resolve_device(config.device)
         self.resume_from = None
+        self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
         found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
         if found is not None:
             check_resumable(found[1]["config"], config, self.run_dir)
             self.resume_from = found
+            self.last_good = found[0]
         elif resume:
             raise ValueError(f"nothing to resume: {self.ckpt_dir} holds no valid checkpoint")
 
@@ -220,33 +267,55 @@ class Trainer:
         print(text, file=self.stream, flush=True)
 
     def run(self) -> RunResult:
+        """Train, holding the run folder (refused when another run holds it) and honouring stop signals.
+
+        A stop signal (SIGINT, SIGTERM) during start-up stops before training, during training or
+        evaluation it writes a checkpoint first; either way `Interrupted` says what was saved. One
+        that arrives while the final weights are written lets them be written.
+        """
         self.started = time.perf_counter()
+        with stop_signals() as self.stop, claimed(self.run_dir) as created:
+            try:
+                return self._run()
+            except BaseException:
+                if created and self.last_good is None:  # a failed start leaves no half-made run folder behind
+                    remove_new_folder(self.run_dir)
+                raise
+
+    def _run(self) -> RunResult:
         self._setup()
         self._restore()
+        if self.stop:
+            raise Interrupted(self.stop.signum, self.step, None, self.run_dir)
         self.metrics = MetricsLog(self.run_dir, self.history, tensorboard=self.config.tensorboard)
         self.progress = Progress(self.total_steps, self.step, self.stream)
         self.log(
-            f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) on "
-            f"{self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
+            f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
+            f"on {self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
             f"{self.total_steps} steps, device {self.device}, run folder {self.run_dir}"
         )
         set_train_mode(self.model)
-        with stop_signals() as received:
-            try:
-                while self.epoch < self.n_epochs:
-                    self._train_epoch(received)
-                    self._end_epoch()
-            finally:
-                self.progress.close()
-                self.metrics.close()
-        return self._finish()
+        try:
+            while self.epoch < self.n_epochs:
+                self._train_epoch()
+                self._end_epoch()
+                if self.stop:
+                    raise Interrupted(self.stop.signum, self.step, self.last_good, self.run_dir)
+        finally:
+            self.progress.close()
+            self.metrics.close()
+        with self.stop.shielded():
+            result = self._finish()
+        if self.stop:
+            name = signal.Signals(self.stop.signum).name
+            self.log(f"{name} arrived after the last epoch: the run is complete, {result.weights} written")
+        return result
 
     # ------------------------------------------------------------------------- set-up
 
     def _setup(self) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
         atomic_write(self.run_dir / "hardware.json", (json.dumps(hardware.describe(self.device)) + "\n").encode())
         self.data = load_dataset(
@@ -261,6 +330,7 @@ class Trainer:
             augment=c.augment,
             bad_images=c.bad_images,
             num_workers=c.num_workers,
+            max_image_pixels=c.max_image_pixels,
         )
         self.info = info = self.data.info
         num_classes = c.num_classes or info.num_classes
@@ -287,8 +357,8 @@ class Trainer:
         self.sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss sum, error count) this epoch
         self.seen = 0  # images seen this epoch
         self.history: list[dict] = []
-        # Per-step (loss, errors) since the last host sync.
-        self.interval = torch.zeros(c.log_every, 2, device=self.device)
+        # Per-step (loss, errors) since the last host sync (synced at least once an epoch).
+        self.interval = torch.zeros(min(c.log_every, self.steps_per_epoch), 2, device=self.device)
         self.pending = 0
 
     def _restore(self) -> None:
@@ -308,9 +378,22 @@ class Trainer:
         info = self.info
         return {"name": self.config.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
 
+    def _good_checkpoint_text(self) -> str:
+        if self.last_good is None:
+            return f"no checkpoint was written before (nothing in {self.ckpt_dir} to resume from)"
+        return f"the last good checkpoint is {self.last_good}"
+
     def _checkpoint(self, is_best: bool = False) -> Path:
+        """Save the run's whole state; refuses (Diverged) weights or BN statistics that are not finite."""
+        weights = self.model.state_dict()
+        bad = first_non_finite(weights)
+        if bad is not None:
+            raise Diverged(
+                f"non-finite values in {bad} at step {self.step} (epoch {self.epoch + 1}): not saved; "
+                f"{self._good_checkpoint_text()}; try a lower --lr"
+            )
         state = {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in weights.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "step": self.step,
@@ -328,7 +411,10 @@ class Trainer:
             "normalization": {"mean": self.mean, "std": self.std},
             "data": self._data_meta(),
         }
-        return save_checkpoint(state, self.ckpt_dir, self.step, self.config.keep, is_best)
+        with self.stop.shielded():
+            save_checkpoint(state, self.ckpt_dir, self.step, self.config.keep, is_best)
+        self.last_good = self.ckpt_dir / "last.pt"
+        return self.last_good
 
     # ------------------------------------------------------------------------- the loop
 
@@ -369,8 +455,8 @@ class Trainer:
         if len(bad):
             at = self.interval_start + int(bad[0]) + 1
             raise Diverged(
-                f"non-finite loss ({values[int(bad[0]), 0].item()}) at step {at} (epoch {self.epoch + 1}); "
-                f"stopped, the last good checkpoint in {self.ckpt_dir} is intact; try a lower --lr"
+                f"non-finite loss ({values[int(bad[0]), 0].item()}) at step {at} (epoch {self.epoch + 1}): "
+                f"stopped; {self._good_checkpoint_text()}; try a lower --lr"
             )
         now = time.perf_counter()
         err = values[:, 1].sum().item() / max(self.interval_images, 1)
@@ -384,7 +470,7 @@ class Trainer:
             )
         self.pending, self.interval_start, self.interval_images, self.clock = 0, self.step, 0, now
 
-    def _train_epoch(self, received: list[int]) -> None:
+    def _train_epoch(self) -> None:
         c = self.config
         self.epoch_started = self.clock = time.perf_counter()
         self.epoch_images = self.interval_images = 0
@@ -395,9 +481,9 @@ class Trainer:
             self._train_step(x, y)
             if self.pending == c.log_every:
                 self._check_interval()
-            if received:
+            if self.stop:
                 self._check_interval()
-                raise Interrupted(received[0], self.step, self._checkpoint(), self.run_dir)
+                raise Interrupted(self.stop.signum, self.step, self._checkpoint(), self.run_dir)
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self._check_interval()
                 self._checkpoint()
@@ -407,13 +493,33 @@ class Trainer:
 
     def _evaluate(self, loader, limit: int | None = None) -> EvalResult:
         c = self.config
-        batches = take_images(loader.epoch(0), limit)
-        result = evaluate(self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip)
-        set_train_mode(self.model)
-        return result
+        batches = self._unless_stopped(take_images(loader.epoch(0), limit))
+        try:
+            return evaluate(self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip)
+        finally:
+            set_train_mode(self.model)
+
+    def _unless_stopped(self, batches):
+        """`batches`, abandoned (`_StopEvaluation`) as soon as a stop signal arrives: a long test pass
+        must not keep a scheduler's SIGTERM waiting."""
+        for batch in batches:
+            if self.stop:
+                raise _StopEvaluation
+            yield batch
 
     def _end_epoch(self) -> None:
-        """Evaluate, record, step the plateau schedule, checkpoint."""
+        """Evaluate, record, step the plateau schedule, checkpoint.
+
+        A stop signal during the evaluation abandons it and checkpoints the epoch's trained state,
+        so the resumed run evaluates the epoch again and goes on exactly as an uninterrupted one.
+        """
+        try:
+            self._record_epoch()
+        except _StopEvaluation:
+            self._check_interval()
+            raise Interrupted(self.stop.signum, self.step, self._checkpoint(), self.run_dir) from None
+
+    def _record_epoch(self) -> None:
         train_seconds = time.perf_counter() - self.epoch_started
         record = {
             "epoch": self.epoch + 1,
@@ -427,7 +533,8 @@ class Trainer:
             record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
         test = self._evaluate(self.data.test, self.config.test_subset)
         record.update(test_err=test.top1_err, test_top5_err=test.top5_err, test_loss=test.loss)
-        record["images_per_s"] = self.epoch_images / max(train_seconds, 1e-9)
+        # None when no step ran since the start or the resumption (an epoch evaluated again after a stop).
+        record["images_per_s"] = self.epoch_images / max(train_seconds, 1e-9) if self.epoch_images else None
         record["epoch_time"] = time.perf_counter() - self.epoch_started
         record["elapsed"] = time.perf_counter() - self.started
         if self.data.train.bad_images:
@@ -447,16 +554,33 @@ class Trainer:
         self.progress.message(format_record(record))
 
     def _finish(self) -> RunResult:
-        """The final weights as safetensors, with what `resnets predict` needs in the metadata."""
+        """The final weights as safetensors, with what `resnets predict` needs in the metadata.
+
+        The file is checked against the model on real test images. The weights are already safe in
+        the last checkpoint; should the check fail, they are written unchecked with a warning, never
+        dropped.
+        """
         weights = self.run_dir / "model.safetensors"
-        metadata = {
-            "class_names": list(self.info.class_names),
-            "train_config": self.config.to_dict(),
-            "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
-            "data": self._data_meta(),
-        }
+        metadata = trained_metadata(
+            {
+                "class_names": list(self.info.class_names),
+                "config": self.config.to_dict(),
+                "normalization": {"mean": self.mean, "std": self.std},
+                "data": self._data_meta(),
+            }
+        )
         size = (self.info.in_channels, *self.info.image_size)
-        export_model(self.model, "safetensors", weights, input_size=size, metadata=metadata)
+        batches = self.data.test.epoch(0)
+        try:
+            inputs = next(batches, (None,))[0]
+        finally:
+            batches.close()
+        inputs = inputs[:8] if inputs is not None else None
+        try:
+            export_model(self.model, "safetensors", weights, input_size=size, metadata=metadata, check_inputs=inputs)
+        except ValueError as exc:
+            export_model(self.model, "safetensors", weights, input_size=size, metadata=metadata, check=False)
+            self.log(f"warning: {exc}; {weights} written unchecked (the same weights are in {self.last_good})")
         seconds = time.perf_counter() - self.started
         return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, list(self.info.class_names))
 

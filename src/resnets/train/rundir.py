@@ -1,0 +1,87 @@
+"""The run folder: used by one run at a time, and never a folder of someone else's files.
+
+A run marks its folder with `.resnets-run` and holds an exclusive lock on `.lock` (which
+records its process id) while it trains. The lock is the operating system's (`flock`), so it
+dies with its process: a run killed with SIGKILL leaves no stale lock behind, and resuming it
+needs no clean-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None
+
+MARKER = ".resnets-run"
+LOCK = ".lock"
+
+
+class RunFolderInUse(ValueError):
+    """Another process is training in this run folder."""
+
+
+def holds_run(path: Path) -> bool:
+    """Whether `path` is a run folder: marked as one, or holding a run's checkpoint (older runs have no mark)."""
+    return (path / MARKER).is_file() or (path / "checkpoints" / "last.pt").is_file()
+
+
+def check_out_folder(path: Path) -> None:
+    """Refuse, before anything is written, an `--out` that is a file or a non-empty folder holding no run."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a run folder: choose a folder")
+    if path.is_dir() and not holds_run(path) and any(path.iterdir()):
+        raise ValueError(
+            f"--out {path} is a folder that holds no run, and it is not empty: "
+            "choose a new or empty folder (nothing of yours is overwritten)"
+        )
+
+
+@contextmanager
+def claimed(path: Path) -> Iterator[bool]:
+    """Hold `path` as this process's run folder; yields whether it was created for the run.
+
+    Refuses a file, a non-empty folder holding no run, and a folder that another run holds
+    (RunFolderInUse names the folder and the other process).
+    """
+    check_out_folder(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    handle = _lock(path)
+    try:
+        (path / MARKER).write_text("a resnets run folder: config.yaml, metrics, checkpoints/, model.safetensors\n")
+        yield created
+    finally:
+        handle.close()
+
+
+def _lock(path: Path):
+    handle = open(path / LOCK, "a+")  # noqa: SIM115 (held open for the whole run, closed by `claimed`)
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunFolderInUse(
+            f"run folder {path} is in use by another run (process {holder}); "
+            "wait for it to finish or choose another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def remove_new_folder(path: Path) -> None:
+    """Delete a run folder that this process created and that holds no result yet (a failed start)."""
+    shutil.rmtree(path, ignore_errors=True)
