@@ -15,6 +15,7 @@ import signal
 import statistics
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -588,6 +589,11 @@ def _terminate(signum, _frame) -> None:
     raise _Terminated
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line, "resnets: warning: ...", without Python's source location."""
+    print(printable(f"resnets: warning: {message}"), file=sys.stderr)
+
+
 def _fail(message: str, status: int) -> int:
     print(printable(f"resnets: {message}".splitlines()[0]), file=sys.stderr)
     return status
@@ -605,7 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         restore = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return func(args)
     except Interrupted as stop:
         return _fail(str(stop), 128 + stop.signum)
     except _ExperimentStopped as stop:

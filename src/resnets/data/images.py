@@ -5,15 +5,20 @@ prediction, embeddings), so that they agree: the pixel count is checked from the
 anything is decoded (a 875 KB PNG can hold 30000x30000 pixels); 16-bit images are scaled to
 0..255, not cut; an animated image gives its first frame; and the channels are converted to what
 the model takes (greyscale, RGB, alpha dropped).
+
+JPEG files, the bulk of ImageNet, are decoded by torchvision (libjpeg-turbo, a third faster than
+through Pillow here); every other format by Pillow, which also reads BMP and TIFF and survives
+malformed PNGs that crash torchvision's decoder (a PNG whose data holds fewer rows than its
+header declares ends the process with a segmentation fault in torchvision 0.29).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
@@ -34,29 +39,11 @@ def check_max_pixels(value: object) -> int | None:
     return value
 
 
-def image_size(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) from the file's header alone; ImageError if unreadable or over `max_pixels`."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as image:  # lazy: reads the header, decodes nothing
-                width, height = image.size
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: too large to decode safely ({exc})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's UnidentifiedImageError is an OSError
-        raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
-            f"{path}: {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
-            "(a decompression bomb?); raise it with --max-image-pixels if the image is genuine"
-        )
-    return width, height
-
-
 def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
     """An image file as uint8 (channels, H, W), channels 1 (greyscale) or 3 (RGB).
 
-    ImageError names the file when it cannot be read or holds more than `max_pixels` pixels.
+    ImageError names the file when it cannot be read or its header declares more than
+    `max_pixels` pixels (None: no limit); nothing is decoded then.
 
     >>> read_image("photo.jpg").shape  # doctest: +SKIP
     torch.Size([3, 375, 500])
@@ -64,7 +51,38 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r}: images are read as 1 (greyscale) or 3 (RGB) channels")
     path = str(path)
-    image_size(path, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(path) as image:  # lazy: reads the header, decodes nothing yet
+                _check_size(path, image.size, max_pixels)
+                if image.format != "JPEG":
+                    return to_channels(_pillow_pixels(image), channels)
+    except Image.DecompressionBombError as exc:  # Pillow refuses to open more than twice its limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if max_pixels is not None or not found:
+            pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+            raise ImageError(f"{path}: {pixels}, above the limit of {max_pixels or 0:,}{_ADVICE}") from None
+        return _decode_jpeg_or_fail(path, channels)  # no limit asked for: torchvision has none
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
+    return _decode_jpeg_or_fail(path, channels)
+
+
+_ADVICE = " (a decompression bomb?); raise it with --max-image-pixels if the image is genuine"
+
+
+def _check_size(path: str, size: tuple[int, int], max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{path}: {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}{_ADVICE}"
+        )
+
+
+def _decode_jpeg_or_fail(path: str, channels: int) -> Tensor:
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     try:
         with warnings.catch_warnings():
@@ -73,23 +91,32 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(path, mode=mode)
     except RuntimeError as exc:
-        if "Unsupported image file" not in str(exc):
-            raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
-        image = _read_with_pillow(path)  # BMP, TIFF: formats torchvision does not decode
-    if image.ndim == 4:  # an animated GIF: its first frame (the decoder ignores `mode` for GIFs)
-        image = image[0]
+        raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
     return to_channels(to_uint8(image), channels)
 
 
-def to_uint8(image: Tensor) -> Tensor:
-    """Pixels scaled to uint8 0..255: a 16-bit image's 0..65535 divided by 257 (rounded), not cut.
+def _pillow_pixels(image: Image.Image) -> Tensor:
+    """The first frame of an open Pillow image as uint8 (c, H, W), c in 1..4; 16-bit scaled, palettes expanded."""
+    image.seek(0)
+    if image.mode.startswith("I"):  # 16-bit greyscale ("I;16", "I;16B") or 32-bit integers holding it ("I")
+        array = np.asarray(image).astype(np.int64).clip(0, 65535)
+        return to_uint8(torch.from_numpy(array.astype(np.int32))[None])
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    array = np.asarray(image)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
 
-    >>> to_uint8(torch.tensor([0, 257, 32896, 65535], dtype=torch.int32).to(torch.uint16)).tolist()
+
+def to_uint8(image: Tensor) -> Tensor:
+    """Pixels scaled to uint8 0..255: 16-bit values 0..65535 divided by 257 and rounded, not cut.
+
+    >>> to_uint8(torch.tensor([0, 257, 32896, 65535], dtype=torch.int32)).tolist()
     [0, 1, 128, 255]
     """
     if image.dtype == torch.uint8:
         return image
-    if image.dtype == torch.uint16:
+    if image.dtype in (torch.uint16, torch.int32):
         return torch.div(image.to(torch.int32) + 128, 257, rounding_mode="floor").to(torch.uint8)
     raise ImageError(f"unsupported pixel type {image.dtype}")
 
@@ -103,23 +130,10 @@ def to_channels(image: Tensor, channels: int) -> Tensor:
         return image
     if c == 1:
         return image.expand(3, -1, -1).contiguous()
-    if c == 3:
-        return TF.rgb_to_grayscale(image)
+    if c == 3:  # ITU-R 601-2 luma, rounded as Pillow does (torchvision's uint8 version truncates: 40 -> 39)
+        weights = torch.tensor([0.299, 0.587, 0.114]).reshape(3, 1, 1)
+        return (image.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     raise ImageError(f"an image with {c} channels")
-
-
-def _read_with_pillow(path: str) -> Tensor:
-    try:
-        with Image.open(path) as image:
-            image.seek(0)
-            if image.mode.startswith("I;16"):
-                array = np.asarray(image).astype(np.uint16)[None]
-            else:
-                array = np.asarray(image.convert("RGBA" if "A" in image.getbands() else "RGB"))
-                array = array.transpose(2, 0, 1)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
-    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -38,7 +38,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    """Write `data` to `path` so that a crash leaves either the old file or the new one.
+
+    An OSError (a full or read-only disk, a missing folder) names `path`, not the temporary file.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -46,8 +50,13 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only file system, where nothing was written either
+            pass
     _fsync_dir(path.parent)
 
 
@@ -174,15 +183,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def unpickling_reason(exc: BaseException) -> str:
     """Why torch's safe loader refused a file, in one line, without its advice to load it unsafely.
 
-    torch's message names the offending global on a "WeightsUnpickler error" line and suggests
-    `weights_only=False`, which would run whatever code the file holds: that advice is dropped.
+    torch's message names the offending global ("unsupported GLOBAL posix.system") between
+    sentences that suggest `weights_only=False`, which would run whatever code the file holds:
+    only the reason is kept.
     """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "WeightsUnpickler error" in line:
-            return line
-    safe = [line for line in lines if "weights_only=False" not in line and "two options" not in line]
-    return safe[0] if safe else type(exc).__name__
+    reasons = [
+        line
+        for line in lines
+        if "weights_only" not in line and not line.startswith(("Weights only load failed", "Check the documentation"))
+    ]
+    named = [line for line in reasons if "global" in line.lower() or "Unpickler" in line]
+    return (named or reasons or [type(exc).__name__])[0]
 
 
 def latest_valid(directory: Path) -> tuple[Path, dict] | None:

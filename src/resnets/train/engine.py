@@ -33,7 +33,7 @@ from .checkpoint import (
     trained_metadata,
 )
 from .config import TrainConfig
-from .evaluate import EvalResult, autocast, evaluate
+from .evaluate import EvalResult, NonFiniteOutputs, autocast, evaluate
 from .metrics import MetricsLog, Progress
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
@@ -496,6 +496,11 @@ class Trainer:
         batches = self._unless_stopped(take_images(loader.epoch(0), limit))
         try:
             return evaluate(self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip)
+        except NonFiniteOutputs:
+            raise Diverged(
+                f"the model's outputs on evaluation images are not finite at step {self.step} "
+                f"(epoch {self.epoch + 1}): stopped, not saved; {self._good_checkpoint_text()}; try a lower --lr"
+            ) from None
         finally:
             set_train_mode(self.model)
 

@@ -13,6 +13,10 @@ from torch import nn
 from ..data.images import DEFAULT_MAX_PIXELS
 
 
+class NonFiniteOutputs(ValueError):
+    """The model's outputs hold NaN or infinity: its weights are unusable (a diverged run?)."""
+
+
 @dataclass
 class EvalResult:
     top1_err: float
@@ -58,6 +62,7 @@ def evaluate(
     correct1 = torch.zeros((), device=device, dtype=torch.long)
     correct5 = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    finite = torch.ones((), device=device, dtype=torch.bool)  # checked once at the end: no sync per batch
     n = 0
     try:
         for images, labels in batches:
@@ -73,6 +78,7 @@ def evaluate(
                 p = F.softmax(logits.float(), dim=1)
                 probs = p if probs is None else probs + p
             probs = probs / len(views)
+            finite &= torch.isfinite(probs).all()
             labels = labels.to(device)
             k = min(5, probs.shape[1])
             top = probs.topk(k, dim=1).indices
@@ -85,6 +91,8 @@ def evaluate(
         model.train(was_training)
     if n == 0:
         raise ValueError("evaluation got no images")
+    if not finite.item():
+        raise NonFiniteOutputs("the model's outputs are not finite (NaN or infinity): its weights are unusable")
     # wrong / n, not 1 - right / n: the same number without float noise in the JSON (0.0005, not 0.000499...)
     return EvalResult((n - correct1.item()) / n, (n - correct5.item()) / n, loss_sum.item() / n, n)
 
