@@ -92,7 +92,8 @@ def test_export_restores_training_mode_and_leaves_the_global_rng_alone(tmp_path,
 def test_a_failing_check_names_the_difference_and_writes_nothing(tmp_path, resnet20, monkeypatch):
     run = export_module.RUNNERS["safetensors"]
     monkeypatch.setitem(export_module.RUNNERS, "safetensors", lambda path, x: run(path, x) + 1e-2)
-    with pytest.raises(ValueError, match=r"safetensors output differs .* max abs difference 0\.01 > .* \(atol 0\.0001 x output scale"):
+    expected = r"safetensors output differs .* max abs difference 0\.01 > .* \(atol 0\.0001 x output scale"
+    with pytest.raises(ValueError, match=expected):
         export_model(resnet20, "safetensors", tmp_path / "resnet20.safetensors")
     assert list(tmp_path.iterdir()) == []
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
-from hostile import read_only_folder, tiny_config, train_argv
 
 import resnets.export as export_module
+from hostile import read_only_folder, tiny_config, train_argv
 from resnets.cli import main
 from resnets.train import CheckpointError, Diverged, load_checkpoint, train
 from resnets.train.checkpoint import first_non_finite, latest_valid, save_checkpoint, step_checkpoints, verify
@@ -229,7 +229,7 @@ def test_a_malformed_sidecar_on_resume_falls_back_to_the_step_file(tmp_path, cap
     train(tiny_config(out, epochs=1))
     (out / "checkpoints" / "last.pt.sha256").write_text("garbage\n")
     with pytest.warns(UserWarning, match="malformed"):
-        path, state = latest_valid(out / "checkpoints")
+        path, _ = latest_valid(out / "checkpoints")
     assert path.name == "step-00000004.pt"
     capsys.readouterr()
     assert main(train_argv(out, epochs=1)) == 0  # resumes from the step file, finds the run finished

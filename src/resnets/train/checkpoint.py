@@ -7,6 +7,7 @@ whose checksum matches is used; a truncated or corrupt one is reported and skipp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -53,10 +54,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
-        try:
+        with contextlib.suppress(OSError):  # a read-only file system, where nothing was written either
             tmp.unlink(missing_ok=True)
-        except OSError:  # a read-only file system, where nothing was written either
-            pass
     _fsync_dir(path.parent)
 
 
