@@ -196,7 +196,7 @@ def load_source(directory: str | Path) -> Source:
     runs = [load_run(p, path, problems) for p in run_dirs]
     summary = _read_summary(summary_file, problems) if summary_file.is_file() else None
     source = "summary.json"
-    if summary is None:
+    if not summary:  # none, or nothing usable in it: the runs' own metrics
         summary, source = summarize(runs), "metrics.jsonl"
     curves = {r.label: r.history for r in runs if r.history}
     if not curves and (path / "curves.json").is_file():

@@ -610,7 +610,7 @@ def format_record(r: dict) -> str:
     parts += [
         f"test err {100 * r['test_err']:.2f}%",
         f"top-5 {100 * r['test_top5_err']:.2f}%",
-        f"{r['images_per_s']:.0f} img/s",
+        f"{r['images_per_s']:.0f} img/s" if r.get("images_per_s") is not None else "evaluated again",
         f"{r['epoch_time']:.1f} s",
     ]
     return "  ".join(parts)
