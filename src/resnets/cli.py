@@ -442,7 +442,7 @@ def _experiment_resume_hint(args: argparse.Namespace):
     except Interrupted as stop:
         command = "resnets " + shlex.join(args.argv)
         raise _ExperimentStopped(
-            f"{stop.what} ({stop.run_dir.name}); runs that finished are kept: resume the whole experiment "
+            f"{stop.what}; runs that finished are kept: resume the whole experiment "
             f"by running the same command again: {command}",
             stop.signum,
         ) from None

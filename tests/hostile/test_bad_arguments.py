@@ -131,6 +131,13 @@ def test_eval_refuses_a_dataset_with_other_class_names_unless_told(tmp_path, cap
     argv = ["eval", "--checkpoint", checkpoint, "--data", f"imagefolder:{other}", "--allow-other-classes", "--json"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 2
+    # An exported file of an image-folder model predicts at the model's own input size (224), not 1x1.
+    exported = tmp_path / "exported.safetensors"
+    argv = ["export", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--format", "safetensors"]
+    assert main([*argv, "--out", str(exported)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(exported), str(mine / "val" / "dog" / "0.png"), "--json"]) == 0
+    assert {c["class"] for c in json.loads(capsys.readouterr().out)["top"]} == {"cat", "dog"}
 
 
 def test_an_explicit_data_dir_that_is_missing_is_refused_not_replaced(tmp_path, capsys):

@@ -139,3 +139,18 @@ def test_non_finite_weights_are_refused_by_eval_predict_and_resume(grey_run, tmp
         assert "non-finite values in bn1.running_var" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="non-finite values in bn1.running_var"):
         assert latest_valid(bad) is None
+
+
+def test_forged_metadata_in_a_checkpoint_is_one_line_too(grey_run, tmp_path, capsys, image):
+    _, out = grey_run
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    for key, value, expected in (
+        ("class_names", ["a"], "metadata field 'class_names' lists 1 names for a model of 4 classes"),
+        ("model_options", ["A"], "metadata field 'model_options' must be a mapping"),
+        ("normalization", {"mean": "x", "std": "y"}, "metadata field 'normalization' mean must be numbers"),
+    ):
+        path = tmp_path / f"{key}.pt"
+        torch.save({**state, key: value}, path)
+        assert main(["predict", "--checkpoint", str(path), str(image)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(path) in err and expected in err, err

@@ -103,7 +103,7 @@ def _pillow_pixels(image: Image.Image) -> Tensor:
         return to_uint8(torch.from_numpy(array.astype(np.int32))[None])
     if image.mode not in ("L", "LA", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
-    array = np.asarray(image)
+    array = np.array(image)  # a writable copy (Pillow's buffer is read-only)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
