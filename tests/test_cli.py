@@ -51,7 +51,8 @@ def test_flops_json_is_one_object(capsys):
 def test_flops_table_puts_the_paper_beside_the_count(capsys):
     code, out, _ = run_cli(capsys, "flops", "vgg19")
     assert code == 0
-    assert "paper (Table 1): 19.6 GMACs; this count 19.632 (+0.2%)" in out
+    assert "paper (He et al. 2016, section 4.1 and Fig. 3): 19.6 GMACs; this count 19.632 (+0.2%)" in out
+    assert "note: the paper's 19.6 counts VGG-19 with its fc layers" in out
 
 
 def test_flops_with_input_size(capsys):

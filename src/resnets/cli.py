@@ -23,7 +23,7 @@ from pathlib import Path
 from . import __version__
 from .analysis import complexity
 from .models import list_models, model_entry
-from .paper import TABLE1_GMACS, paper_figures
+from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
 from .text import human_count, printable, table
 
 EXIT_USAGE = 2
@@ -115,17 +115,25 @@ def cmd_models(args: argparse.Namespace) -> int:
             ]
         )
     print(table(["model", "family", "input", "params", "paper", "GMACs", "paper"], body, "lllrrrr"))
+    print(
+        "\nTwo families share names: resnet50 is the ImageNet bottleneck net (3x224x224), cifar_resnet50 the\n"
+        "50-layer CIFAR net (6n+2, 3x32x32). resnetN and plainN of any other 6n+2 depth (resnet38, plain74) and\n"
+        "cifar_resnetN / cifar_plainN always build the CIFAR family."
+    )
     return 0
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
     model_entry(args.name)  # an unknown name fails here, before any work
     cost = complexity(args.name, tuple(args.input_size) if args.input_size else None)
-    paper_gmacs = TABLE1_GMACS.get(args.name)
+    paper = paper_figures(args.name)
+    paper_gmacs, paper_params_m = paper.get("gmacs"), paper.get("params_m")
     at_paper_size = cost.input_size == (3, 224, 224)
     result = cost.to_dict()
     if paper_gmacs is not None and at_paper_size:
         result["paper_gmacs"] = paper_gmacs
+    if paper_params_m is not None:
+        result["paper_params_m"] = paper_params_m
     if args.json:
         _print_json(result)
         return 0
@@ -143,11 +151,18 @@ def cmd_flops(args: argparse.Namespace) -> int:
     ]
     print(table(["stage", "output", "params", "GMACs", "share"], rows, "llrrr"))
     if paper_gmacs is not None:
+        source = GMACS_SOURCES.get(args.name, "paper")
         if at_paper_size:
             diff = 100 * (cost.gmacs / paper_gmacs - 1)
-            print(f"paper (Table 1): {paper_gmacs} GMACs; this count {cost.gmacs:.3f} ({diff:+.1f}%)")
+            print(f"paper ({source}): {paper_gmacs} GMACs; this count {cost.gmacs:.3f} ({diff:+.1f}%)")
         else:
-            print(f"paper (Table 1): {paper_gmacs} GMACs at 3x224x224")
+            print(f"paper ({source}): {paper_gmacs} GMACs at 3x224x224")
+        if args.name in GMACS_NOTES:
+            print(f"note: {GMACS_NOTES[args.name]}")
+    if paper_params_m is not None:
+        diff = 100 * (cost.params / 1e6 / paper_params_m - 1)
+        source = PARAMS_SOURCES.get(args.name, "paper")
+        print(f"paper ({source}): {paper_params_m}M parameters; this count {cost.params / 1e6:.2f}M ({diff:+.1f}%)")
     return 0
 
 

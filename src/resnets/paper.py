@@ -56,15 +56,47 @@ TABLE6_TEST_ERR: dict[str, float] = {
     "resnet1202": 7.93,
 }
 
-# Parameters (millions) reported by the follow-up papers for their CIFAR nets:
-# He et al. 2016, "Identity Mappings in Deep Residual Networks", Table 4 (pre-activation);
-# Zagoruyko and Komodakis 2016, "Wide Residual Networks", Table 3.
+# Parameters (millions) reported by the follow-up papers:
+# He et al. 2016, "Identity Mappings in Deep Residual Networks", Table 4 (pre-activation CIFAR nets;
+# the 10.2M of ResNet-1001 leaves out BN's parameters, which make our count 10.33M);
+# Zagoruyko and Komodakis 2016, "Wide Residual Networks", Table 3 (CIFAR) and its ImageNet table
+# (WRN-50-2-bottleneck); Xie et al. 2017, "Aggregated Residual Transformations", Table 1 (ResNeXt-50).
 FOLLOWUP_PARAMS_M: dict[str, float] = {
     "preact_resnet110": 1.7,
     "preact_resnet164": 1.7,
     "preact_resnet1001": 10.2,
     "wrn28_10": 36.5,
     "wrn40_4": 8.9,
+    "wide_resnet50_2": 68.9,
+    "resnext50_32x4d": 25.0,
+}
+
+# Multiply-adds (10^9, called FLOPs there) of the follow-up papers' ImageNet nets at 224x224:
+# Xie et al. 2017, Table 1.
+FOLLOWUP_GMACS: dict[str, float] = {
+    "resnext50_32x4d": 4.2,
+}
+# Where each published multiply-add count comes from, for the tables that show it.
+GMACS_SOURCES: dict[str, str] = {
+    **{name: "He et al. 2016, Table 1" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
+    **{name: "He et al. 2016, section 3.3" for name in ("plain18", "plain34")},
+    **{name: "He et al. 2016, section 4.1 and Fig. 3" for name in ("vgg16", "vgg19")},
+    "resnext50_32x4d": "Xie et al. 2017, Table 1",
+}
+# The paper counts VGG inconsistently: its 15.3 matches VGG-16's convolutions alone (15.35; 15.47
+# with the fully connected layers), its 19.6 VGG-19's with the fully connected layers (19.63).
+GMACS_NOTES: dict[str, str] = {
+    "vgg16": "the paper's 15.3 counts VGG-16's convolutions alone (15.35 here); with its fc layers, 15.47",
+    "vgg19": "the paper's 19.6 counts VGG-19 with its fc layers (19.63 here; the convolutions alone, 19.51)",
+}
+PARAMS_SOURCES: dict[str, str] = {
+    **{name: "He et al. 2016, Table 6" for name in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")},
+    "resnet1202": "He et al. 2016, Table 6",
+    **{name: "He et al. 2016b, Table 4" for name in ("preact_resnet110", "preact_resnet164", "preact_resnet1001")},
+    "wrn28_10": "Zagoruyko and Komodakis 2016, Table 3",
+    "wrn40_4": "Zagoruyko and Komodakis 2016, Table 3",
+    "wide_resnet50_2": "Zagoruyko and Komodakis 2016, ImageNet table",
+    "resnext50_32x4d": "Xie et al. 2017, Table 1",
 }
 
 # Tables 3 and 4: ImageNet validation top-1 / top-5 error (%), 10-crop testing.
@@ -93,8 +125,9 @@ def paper_figures(name: str) -> dict[str, float]:
     8.75
     """
     figures: dict[str, float] = {}
-    if name in TABLE1_GMACS:
-        figures["gmacs"] = TABLE1_GMACS[name]
+    gmacs = TABLE1_GMACS.get(name, FOLLOWUP_GMACS.get(name))
+    if gmacs is not None:
+        figures["gmacs"] = gmacs
     if name in TORCHVISION_PARAMS:
         figures["params"] = TORCHVISION_PARAMS[name]
     params_m = TABLE6_PARAMS_M.get(name, FOLLOWUP_PARAMS_M.get(name))

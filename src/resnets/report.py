@@ -29,7 +29,7 @@ from .paper import TABLE6_TEST_ERR
 from .text import human_count
 from .train.checkpoint import atomic_write
 
-NAME = re.compile(r"(plain|resnet)(\d+)$")
+NAME = re.compile(r"(?:cifar_)?(plain|resnet)(\d+)$")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # in model.safetensors, not parameters
 TITLES = {"gradflow": "Gradient flow", "responses": "Layer responses"}
 TEXT_FIELDS = ("name", "model", "note")  # epoch-record fields that are not numbers

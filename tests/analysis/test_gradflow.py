@@ -124,8 +124,10 @@ def test_a_block_with_a_zero_residual_passes_the_gradient_unchanged():
 def test_a_pre_activation_block_with_a_zero_residual_is_the_identity_for_the_gradient():
     model = cifar_preact_resnet(14, in_channels=1, zero_init_residual=True)
     flow = gradient_flow(model, *batch())
-    identity = [b for b in flow.blocks if model.get_submodule(b.name).downsample is None]
-    assert len(identity) == 4
+    # The first unit activates before its split (He et al. 2016b, section 4.1), so it is BN-ReLU, not the identity.
+    units = {b.name: model.get_submodule(b.name) for b in flow.blocks}
+    identity = [b for b in flow.blocks if units[b.name].downsample is None and units[b.name].entry == "preact"]
+    assert len(identity) == 3
     assert all(b.gain == 1.0 for b in identity)
 
 

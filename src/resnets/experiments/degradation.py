@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..analysis.plots import plot_training_curves
-from ..models.cifar import cifar_resnet
+from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_TEST_ERR
 from ..text import table
 from ..train import get_recipe, train
@@ -60,7 +60,8 @@ def run_degradation(
     summary: dict[str, dict] = {}
     for depth in depths:
         for family in FAMILIES:
-            name = f"{family}{depth}"
+            # The CIFAR family at every depth: resnet50 or plain152 would name the ImageNet nets.
+            name = cifar_name(family, depth)
             finals, curves, seconds = [], None, 0.0
             for seed in range(seeds):
                 config = get_recipe(recipe, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .registry import register_model, register_pattern
+from .registry import model_entry, register_model, register_pattern
 from .resnet import ResNet, ResNetConfig, build
 
 CIFAR_WIDTHS = (16, 32, 64)
@@ -168,7 +168,10 @@ def preact_resnet164(**options) -> ResNet:
 
 @register_model("cifar")
 def preact_resnet1001(**options) -> ResNet:
-    """Pre-activation ResNet-1001 (He et al. 2016b, Table 4): bottlenecks, 10.2M parameters."""
+    """Pre-activation ResNet-1001 (He et al. 2016b, Table 4): bottlenecks, 10.2M parameters.
+
+    We count 10.33M: the paper's 10.2M leaves out the 0.15M parameters of batch normalisation.
+    """
     return cifar_preact_resnet(1001, bottleneck=True, **options)
 
 
@@ -194,5 +197,21 @@ def _any_depth(match: re.Match[str], **options) -> ResNet:
     )
 
 
+def _cifar_prefixed(match: re.Match[str], **options) -> ResNet:
+    return cifar_resnet(int(match.group(2)), plain=match.group(1) == "plain", **options)
+
+
 # resnet38, plain74, ...: any 6n+2 depth, for the depth sweeps of Fig. 6.
 register_pattern(r"(resnet|plain)(\d+)", "cifar", _any_depth)
+# cifar_resnet50, cifar_plain152: always the CIFAR family, where the bare name is an ImageNet net.
+register_pattern(r"cifar_(resnet|plain)(\d+)", "cifar", _cifar_prefixed)
+
+
+def cifar_name(family: str, depth: int) -> str:
+    """The name of the CIFAR-style net of `family` (resnet or plain) and `depth`, never an ImageNet net's.
+
+    >>> cifar_name("resnet", 56), cifar_name("resnet", 50)
+    ('resnet56', 'cifar_resnet50')
+    """
+    name = f"{family}{depth}"
+    return name if model_entry(name).family == "cifar" else f"cifar_{name}"

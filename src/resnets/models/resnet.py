@@ -91,9 +91,11 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(config.in_channels, config.stem_width, 7, stride=2, padding=3, bias=False)
         else:
             self.conv1 = conv3x3(config.in_channels, config.stem_width)
-        # A pre-activation net normalises at the start of every block, so its stem is a bare conv
-        # (He et al. 2016b; timm's ResNetV2 does the same).
-        self.bn1 = None if self.preact else nn.BatchNorm2d(config.stem_width)
+        # A pre-activation net normalises at the start of every block, so its CIFAR stem is a bare
+        # conv and its first unit activates before splitting (He et al. 2016b, section 4.1). The
+        # ImageNet stem keeps BN and ReLU before its max-pool, as in that paper's code
+        # (fb.resnet.torch's preresnet.lua), and its first unit then has no activation of its own.
+        self.bn1 = None if self.preact and not imagenet else nn.BatchNorm2d(config.stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else nn.Identity()
 
@@ -103,6 +105,7 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(count):
+                first_unit = {"entry": "activated" if imagenet else "shared"} if self.preact and i == j == 0 else {}
                 blocks.append(
                     block(
                         in_planes,
@@ -112,6 +115,7 @@ class ResNet(nn.Module):
                         config.groups,
                         config.width_per_group,
                         config.stride_at,
+                        **first_unit,
                     )
                 )
                 in_planes = planes * block.expansion
@@ -307,28 +311,34 @@ def plain152(**options) -> ResNet:
     return _resnet("bottleneck", [3, 8, 36, 3], options, plain=True)
 
 
+# ResNeXt (Xie et al. 2017, section 3.3): "the downsampling of conv3, 4, and 5 is done by stride-2
+# convolutions in the 3x3 layer of the first block in each stage", which gives its Table 1's 4.2
+# GFLOPs for ResNeXt-50. The wide ResNet-50-2 comes from fb.resnet.torch, whose bottleneck also
+# strides its 3x3. So both families default to stride_at="3x3", unlike the ResNet paper's nets.
+
+
 @register_model("imagenet")
 def resnext50_32x4d(**options) -> ResNet:
-    """ResNeXt-50 32x4d (Xie et al. 2017): 32 groups of width 4 in each 3x3."""
-    return _resnet("bottleneck", [3, 4, 6, 3], options, groups=32, width_per_group=4)
+    """ResNeXt-50 32x4d (Xie et al. 2017): 32 groups of width 4 in each 3x3, 4.2 GMACs."""
+    return _resnet("bottleneck", [3, 4, 6, 3], options, groups=32, width_per_group=4, stride_at="3x3")
 
 
 @register_model("imagenet")
 def resnext101_32x8d(**options) -> ResNet:
-    """ResNeXt-101 32x8d (Xie et al. 2017)."""
-    return _resnet("bottleneck", [3, 4, 23, 3], options, groups=32, width_per_group=8)
+    """ResNeXt-101 32x8d (Xie et al. 2017; the width torchvision publishes)."""
+    return _resnet("bottleneck", [3, 4, 23, 3], options, groups=32, width_per_group=8, stride_at="3x3")
 
 
 @register_model("imagenet")
 def wide_resnet50_2(**options) -> ResNet:
-    """Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): bottleneck twice as wide inside."""
-    return _resnet("bottleneck", [3, 4, 6, 3], options, width_per_group=128)
+    """Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): bottleneck twice as wide inside, 68.9M parameters."""
+    return _resnet("bottleneck", [3, 4, 6, 3], options, width_per_group=128, stride_at="3x3")
 
 
 @register_model("imagenet")
 def wide_resnet101_2(**options) -> ResNet:
     """Wide ResNet-101-2 (Zagoruyko and Komodakis 2016)."""
-    return _resnet("bottleneck", [3, 4, 23, 3], options, width_per_group=128)
+    return _resnet("bottleneck", [3, 4, 23, 3], options, width_per_group=128, stride_at="3x3")
 
 
 @register_model("imagenet")
