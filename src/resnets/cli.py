@@ -269,6 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.batch_size,
         allow_other_classes=args.allow_other_classes,
         max_image_pixels=args.max_image_pixels,
+        flip=args.flip,
     )
     if args.json:
         _print_json(result.to_dict())
@@ -495,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--ten-crop", action="store_true", help="average 10 crops (corners, centre, flips)")
     p.add_argument("--multi-scale", action="store_true", help="fully convolutional, 5 scales (image folders)")
+    p.add_argument("--flip", action="store_true", help="also average each view's mirror image (not in the paper)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--device", default="auto")
     p.add_argument(

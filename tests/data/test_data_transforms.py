@@ -127,9 +127,8 @@ def test_test_views_have_the_configured_sizes():
     assert center_view(image, SMALL).shape == (3, 16, 16)
     crops = ten_crop_views(image, SMALL)
     assert len(crops) == 10 and all(v.shape == (3, 16, 16) for v in crops)
-    views = multi_scale_views(image, SMALL)
-    assert [tuple(v.shape[-2:]) for v in views] == [(16, 24), (16, 24), (20, 30), (20, 30), (24, 36), (24, 36)]
-    assert torch.equal(views[1], views[0].flip(-1))
+    views = multi_scale_views(image, SMALL)  # the paper averages scales only: no mirror images
+    assert [tuple(v.shape[-2:]) for v in views] == [(16, 24), (20, 30), (24, 36)]
 
 
 @pytest.mark.parametrize(

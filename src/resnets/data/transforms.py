@@ -200,9 +200,6 @@ def ten_crop_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
 
 def multi_scale_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
     """Fully convolutional testing (section 3.4): the whole image with its shorter side at each
-    of `scales`, and its mirror image; global average pooling makes any size work."""
-    views = []
-    for side in config.scales:
-        resized = TF.resize(image, [side], antialias=True)
-        views += [resized, TF.horizontal_flip(resized)]
-    return views
+    of `scales`; global average pooling makes any size work. The paper averages "the scores at
+    multiple scales" and says nothing of flips: add them with the evaluator's `tta_flip`."""
+    return [TF.resize(image, [side], antialias=True) for side in config.scales]

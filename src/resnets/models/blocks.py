@@ -191,6 +191,7 @@ class PreActBasicBlock(nn.Module):
         width_per_group: int = 64,
         stride_at: str = "1x1",
         entry: str = "preact",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if shortcut is None:
@@ -200,15 +201,19 @@ class PreActBasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
+        # Wide ResNets (Zagoruyko and Komodakis 2016, section 2.4): "a dropout layer into each residual
+        # block between convolutions and after ReLU".
+        self.dropout = nn.Dropout(dropout) if dropout else None
         self.conv2 = conv3x3(planes, planes)
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride, with_bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x if self.bn1 is None else self.relu(self.bn1(x))
         shortcut = _preact_shortcut(self.downsample, x, out, self.entry)
-        out = self.conv1(out)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return out + shortcut
+        out = self.relu(self.bn2(self.conv1(out)))
+        if self.dropout is not None:
+            out = self.dropout(out)
+        return self.conv2(out) + shortcut
 
     def last_conv(self) -> nn.Conv2d:
         return self.conv2

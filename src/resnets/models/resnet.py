@@ -35,6 +35,7 @@ class ResNetConfig:
     num_classes: int = 1000  # 0 leaves the head out (forward returns pooled features)
     in_channels: int = 3  # 1 for Fashion-MNIST
     zero_init_residual: bool = False  # start each residual branch at zero (Goyal et al. 2017)
+    dropout: float = 0.0  # between the two 3x3 convs of a pre-activation basic block (wide ResNets)
     init: str = "he"  # he: the paper's (He et al. 2015); xavier: Glorot and Bengio 2010
 
     def __post_init__(self) -> None:
@@ -56,6 +57,12 @@ class ResNetConfig:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
         if self.shortcut is None and self.zero_init_residual:
             raise ValueError("zero_init_residual=True needs a residual net: a plain net would output zeros")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout!r} must be a probability in [0, 1)")
+        if self.dropout and self.block != "preact_basic":
+            raise ValueError(
+                f"dropout={self.dropout!r} applies to pre-activation basic blocks (wide ResNets), not {self.block}"
+            )
 
     @property
     def depth(self) -> int:
@@ -106,6 +113,8 @@ class ResNet(nn.Module):
             blocks = []
             for j in range(count):
                 first_unit = {"entry": "activated" if imagenet else "shared"} if self.preact and i == j == 0 else {}
+                if config.dropout:
+                    first_unit["dropout"] = config.dropout
                 blocks.append(
                     block(
                         in_planes,
@@ -190,8 +199,8 @@ class ResNet(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes={num_classes!r} must be a non-negative integer")
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        if num_classes and self.config.init == "xavier":
-            init_weights(self.fc, "xavier")
+        if num_classes:
+            init_weights(self.fc, self.config.init)
         self.config = replace(self.config, num_classes=num_classes)
 
     def stages(self) -> list[tuple[str, list[nn.Module]]]:
@@ -202,7 +211,12 @@ class ResNet(nn.Module):
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
-    """He (fan-out, as in fb.resnet.torch and torchvision) or Xavier initialisation; BN to (1, 0)."""
+    """He (fan-out, as in fb.resnet.torch and torchvision) or Xavier initialisation; BN to (1, 0).
+
+    The paper says nothing of the classifier. With "he" it follows the authors' reference code
+    (fb.resnet.torch, whose models zero every nn.Linear bias): the fc weight keeps PyTorch's default,
+    uniform in +-1/sqrt(fan_in), and the bias starts at zero. With "xavier" both follow Glorot.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             if scheme == "he":
@@ -215,8 +229,9 @@ def init_weights(module: nn.Module, scheme: str) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear) and scheme == "xavier":
-            nn.init.xavier_uniform_(m.weight)
+        elif isinstance(m, nn.Linear):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
 
 

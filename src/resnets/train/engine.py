@@ -35,6 +35,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .evaluate import EvalResult, NonFiniteOutputs, autocast, evaluate
 from .metrics import MetricsLog, Progress
+from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
 
@@ -294,6 +295,12 @@ class Trainer:
             f"on {self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
             f"{self.total_steps} steps, device {self.device}, run folder {self.run_dir}"
         )
+        reason = warmup_reason(self.config)
+        if reason is not None and self.schedule.warming_up:
+            self.log(
+                f"warm-up: lr {self.config.warmup_lr} until the training error is below "
+                f"{100 * self.config.warmup_until_err:.0f}%, checked every {self.config.log_every} steps ({reason})"
+            )
         set_train_mode(self.model)
         try:
             while self.epoch < self.n_epochs:

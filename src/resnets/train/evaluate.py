@@ -110,6 +110,7 @@ def evaluate_checkpoint(
     *,
     allow_other_classes: bool = False,
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
 ) -> EvalResult:
     """Top-1/top-5 test error of a trained checkpoint, on its own dataset unless `data` names another.
 
@@ -117,7 +118,7 @@ def evaluate_checkpoint(
     recomputed on other data), and a dataset whose class names differ from the checkpoint's is
     refused unless `allow_other_classes`. `view` is the paper's test protocol: `center`,
     `ten_crop`, or `multi_scale` (fully convolutional, shorter side in {224, 256, 384, 480, 640};
-    image folders only).
+    image folders only). `flip` adds each view's mirror image (as does the run's own `tta_flip`).
 
     >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err  # doctest: +SKIP
     0.0619
@@ -165,4 +166,4 @@ def evaluate_checkpoint(
             f"there, {names[i]!r} in {path}); --allow-other-classes evaluates anyway, label by label"
         )
     batches = bundle.test.epoch(0) if view == "center" else bundle.test_views(view)
-    return evaluate(model, batches, tta_flip=bool(config.get("tta_flip", False)))
+    return evaluate(model, batches, tta_flip=flip or bool(config.get("tta_flip", False)))

@@ -10,22 +10,51 @@ from collections.abc import Callable
 from ..models import create_model
 from .config import TrainConfig
 
+PAPER_WARMUP_LR = 0.01
+PAPER_WARMUP_UNTIL_ERR = 0.8
 
-def _depth(model: str) -> int:
+
+def paper_warmup(model: str) -> tuple[float | None, str]:
+    """(warm-up lr or None, why): the paper's rule for `model` under the CIFAR recipe.
+
+    Section 4.2, for ResNet-110: "the initial learning rate of 0.1 is slightly too large to start
+    converging. So we use 0.01 to warm up the training until the training error is below 80%
+    (about 400 iterations), and then go back to 0.1"; ResNet-1202 is trained alike. So the CIFAR
+    nets of section 4.2 (basic blocks, 6n+2 layers) warm up from 110 layers on; a plain net of
+    that depth warms up as its residual twin does, so that the degradation experiment trains the
+    two alike. Nothing else warms up: not ImageNet's ResNet-152, not the pre-activation nets.
+
+    >>> paper_warmup("resnet110")[0], paper_warmup("resnet56")[0], paper_warmup("resnet152")[0]
+    (0.01, None, None)
+    """
     import torch
 
     with torch.device("meta"):
         net = create_model(model)
     config = getattr(net, "config", None)
-    return config.depth if config is not None else 0
+    if config is None or config.stem != "cifar" or config.block != "basic" or config.depth < 110:
+        return None, "the paper warms up only its CIFAR nets of 110 layers and more"
+    if config.shortcut is None:
+        return PAPER_WARMUP_LR, "as its residual twin: the paper warms up ResNet-110 and ResNet-1202 (section 4.2)"
+    return PAPER_WARMUP_LR, "the paper's rule for ResNet-110 and ResNet-1202 (section 4.2)"
+
+
+def warmup_reason(config: TrainConfig) -> str | None:
+    """Why a run warms up, for its log: the paper's rule, or the config's own choice (None: no warm-up)."""
+    if config.warmup_lr is None:
+        return None
+    lr, why = paper_warmup(config.model) if config.recipe == "paper-cifar" else (None, "")
+    if lr == config.warmup_lr and config.warmup_until_err == PAPER_WARMUP_UNTIL_ERR:
+        return why
+    return "set in the config, not by the paper's rule"
 
 
 def paper_cifar(model: str = "resnet20") -> TrainConfig:
     """Section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k.
 
-    Weight decay 1e-4, momentum 0.9, He initialisation, 4-pixel pad-and-crop and flips. For
-    110 layers and more the paper warms up at lr 0.01 until training error is below 80%
-    (about 400 iterations), then returns to 0.1.
+    Weight decay 1e-4, momentum 0.9, He initialisation, 4-pixel pad-and-crop and flips. The
+    110- and 1202-layer nets warm up at lr 0.01 until the training error is below 80% (about
+    400 iterations), then return to 0.1 (`paper_warmup`).
 
     >>> paper_cifar("resnet110").warmup_lr
     0.01
@@ -41,8 +70,8 @@ def paper_cifar(model: str = "resnet20") -> TrainConfig:
         schedule="step",
         milestones=[0.5, 0.75],
         init="he",
-        warmup_lr=0.01 if _depth(model) >= 110 else None,
-        warmup_until_err=0.8,
+        warmup_lr=paper_warmup(model)[0],
+        warmup_until_err=PAPER_WARMUP_UNTIL_ERR,
     )
 
 
