@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
+from .experiments.degradation import assess, paper_test_err, verdict
 from .hardware import describe
 from .hardware import summary as hardware_summary
 from .paper import TABLE6_TEST_ERR
@@ -337,8 +338,6 @@ def _notes(src: Source) -> list[str]:
 
 def _verdict(summary: dict[str, dict]) -> str:
     """Whether the degradation problem shows: deeper plain nets train to a higher error, residual nets do not."""
-    from .experiments.degradation import assess, verdict
-
     nets = {k: v for k, v in summary.items() if v.get("family") in ("plain", "resnet") and v.get("depth")}
     if any(v.get("train_err_mean") is None for v in nets.values()):
         return ""
@@ -369,7 +368,7 @@ def _summary_table(src: Source) -> str:
         ]
         if cifar10:
             paper = TABLE6_TEST_ERR.get(name)
-            cells.append(_td("paper-test-err paper", "–" if paper is None else f"{paper:.2f}", paper))
+            cells.append(_td("paper-test-err paper", paper_test_err(name, n) or "–", paper))
         cells += [_td("seeds", str(n), n), _td("seconds", _duration(v.get("seconds") or 0.0), v.get("seconds"))]
         rows.append((f'data-model="{esc(name)}"', cells))
     return _table("summary", src.summary_file, headers, rows, text_cols=1)

@@ -79,3 +79,32 @@ def test_the_demo_uses_a_subset_on_a_cpu_and_everything_on_a_gpu():
     cpu, gpu = demo_overrides("cpu"), demo_overrides("cuda")
     assert cpu["subset"] and cpu["device"] == "cpu" and "subset" not in gpu and gpu["device"] == "cuda"
     assert cpu["lr"] == gpu["lr"] == 0.1  # the paper's learning rate
+
+
+def test_a_difference_within_the_seeds_spread_is_called_not_significant():
+    def entry(family, depth, mean, std):
+        return {"family": family, "depth": depth, "train_err_mean": mean, "train_err_std": std, "seeds": 3}
+
+    summary = {
+        "plain20": entry("plain", 20, 0.100, 0.020),
+        "plain56": entry("plain", 56, 0.120, 0.020),  # +2.0 points, spread sqrt(2^2 + 2^2) = 2.83: noise
+        "resnet20": entry("resnet", 20, 0.100, 0.001),
+        "resnet56": entry("resnet", 56, 0.090, 0.001),
+    }
+    lines = verdict(summary)
+    assert lines[0] == (
+        "plain-56 training error 12.00% is within the seeds' spread of plain-20's 10.00% "
+        "(+2.00 points, spread 2.83): not significant"
+    )
+    assert assess(summary)[0] == "absent"
+    summary["plain56"]["train_err_mean"] = 0.16  # +6 points: beyond the spread
+    assert "is higher than plain-20's" in verdict(summary)[0] and assess(summary)[0] == "shows"
+
+
+def test_table_6_is_compared_like_with_like():
+    from resnets.experiments.degradation import paper_test_err
+
+    assert paper_test_err("resnet110", seeds=3) == "6.61 ± 0.16"  # a mean over seeds beside the paper's mean
+    assert paper_test_err("resnet110", seeds=1) == "6.43 (best of 5)"  # a single run beside its best
+    assert paper_test_err("resnet56", seeds=1) == "6.97"
+    assert paper_test_err("plain56", seeds=1) == ""

@@ -8,13 +8,14 @@ experiment picks up where it stopped and a finished run is reused.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
 
 from ..analysis.plots import plot_training_curves
 from ..models.cifar import cifar_name, cifar_resnet
-from ..paper import TABLE6_TEST_ERR
+from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import get_recipe, train
 from ..train.checkpoint import atomic_write
@@ -111,26 +112,55 @@ def check_experiment_folder(out: Path) -> None:
 
 
 def depth_penalties(summary: dict, family: str) -> dict[int, float]:
-    """Training error of each deeper net minus the shallowest one's, in percentage points."""
+    """Training error of each deeper net minus the shallowest one's, in percentage points.
+
+    A difference within the seeds' spread (`spread`) counts as none: it is not significant.
+    """
     err = {v["depth"]: 100 * v["train_err_mean"] for v in summary.values() if v.get("family") == family}
     if len(err) < 2:
         return {}
     shallow = min(err)
-    return {d: err[d] - err[shallow] for d in sorted(err) if d != shallow}
+    return {
+        d: (err[d] - err[shallow]) if abs(err[d] - err[shallow]) > spread(summary, family, d, shallow) else 0.0
+        for d in sorted(err)
+        if d != shallow
+    }
+
+
+def spread(summary: dict, family: str, deep: int, shallow: int) -> float:
+    """The standard deviation over seeds of the difference of two nets' training errors, in points.
+
+    sqrt(std_a^2 + std_b^2) of the two nets' spreads over seeds; 0 for single runs, whose
+    differences can be judged only by their size.
+    """
+    entries = {v["depth"]: v for v in summary.values() if v.get("family") == family}
+    stds = [100 * (entries[d].get("train_err_std") or 0.0) for d in (deep, shallow)]
+    return math.hypot(*stds) if all((entries[d].get("seeds") or 1) > 1 for d in (deep, shallow)) else 0.0
 
 
 def verdict(summary: dict) -> list[str]:
-    """Each deeper net's final training error against the shallowest of its family."""
+    """Each deeper net's final training error against the shallowest of its family.
+
+    With several seeds a difference smaller than the seeds' spread is called not significant.
+    """
     lines = []
     for family, label in (("plain", "plain"), ("resnet", "ResNet")):
         err = {v["depth"]: 100 * v["train_err_mean"] for v in summary.values() if v.get("family") == family}
-        for depth, penalty in depth_penalties(summary, family).items():
-            shallow = min(err)
-            relation = "higher than" if penalty > 0 else "at or below"
-            lines.append(
-                f"{label}-{depth} training error {err[depth]:.2f}% is {relation} {label}-{shallow}'s "
-                f"{err[shallow]:.2f}% ({penalty:+.2f} points)"
-            )
+        if len(err) < 2:
+            continue
+        shallow = min(err)
+        for depth in sorted(d for d in err if d != shallow):
+            penalty, noise = err[depth] - err[shallow], spread(summary, family, depth, shallow)
+            line = f"{label}-{depth} training error {err[depth]:.2f}% "
+            if abs(penalty) <= noise:
+                line += (
+                    f"is within the seeds' spread of {label}-{shallow}'s {err[shallow]:.2f}% ({penalty:+.2f} points, "
+                    f"spread {noise:.2f}): not significant"
+                )
+            else:
+                relation = "higher than" if penalty > 0 else "at or below"
+                line += f"is {relation} {label}-{shallow}'s {err[shallow]:.2f}% ({penalty:+.2f} points)"
+            lines.append(line)
     return lines
 
 
@@ -161,6 +191,18 @@ def assess(summary: dict) -> tuple[str, str]:
     return "both", "Deeper nets of both kinds train to a higher error here: the run is too short to tell them apart."
 
 
+def paper_test_err(name: str, seeds: int) -> str:
+    """Table 6's test error beside ours, like with like: its mean +- std beside a mean over seeds, its
+    best-of-N beside a single run (ResNet-110: 6.43 is the best of 5 runs, 6.61 +- 0.16 their mean)."""
+    if seeds > 1 and name in TABLE6_MEAN_STD:
+        mean, std = TABLE6_MEAN_STD[name]
+        return f"{mean:.2f} ± {std:.2f}"
+    if name not in TABLE6_TEST_ERR:
+        return ""
+    best = f" (best of {TABLE6_BEST_OF[name]})" if name in TABLE6_BEST_OF else ""
+    return f"{TABLE6_TEST_ERR[name]:.2f}{best}"
+
+
 def summary_table(summary: dict, data: str) -> str:
     cifar10 = data == "cifar10"
     headers = ["model", "params", "train err %", "test err %", "time s"] + (["paper test err %"] if cifar10 else [])
@@ -178,7 +220,7 @@ def summary_table(summary: dict, data: str) -> str:
             f"{v['seconds']:.0f}",
         ]
         if cifar10:
-            row.append(f"{TABLE6_TEST_ERR[name]:.2f}" if name in TABLE6_TEST_ERR else "")
+            row.append(paper_test_err(name, v["seeds"]))
         rows.append(row)
     return table(headers, rows)
 
