@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .analysis import complexity
+from .analysis.plots import AXES
 from .models import list_models, model_entry
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
 from .text import human_count, printable, table
@@ -365,7 +366,13 @@ def cmd_degradation(args: argparse.Namespace) -> int:
         overrides.pop(key)
     with _experiment_resume_hint(args):
         summary = run_degradation(
-            args.data, args.depths, seeds=args.seeds, recipe=args.recipe, overrides=overrides, out=args.out
+            args.data,
+            args.depths,
+            seeds=args.seeds,
+            recipe=args.recipe,
+            overrides=overrides,
+            out=args.out,
+            axis=args.fig6_axis,
         )
     print(summary_table(summary, args.data))
     print("\n".join(verdict(summary)))
@@ -514,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depths", nargs="+", type=int, default=[20, 32, 44, 56, 110], help="CIFAR-style depths, 6n+2")
     p.add_argument("--seeds", type=int, default=1, help="runs per model (mean and std are reported)")
     p.add_argument("--recipe", default="paper-cifar")
+    p.add_argument("--fig6-axis", choices=AXES, default="iterations", help="Fig. 6's x axis (the paper's: iterations)")
     _add_config_flags(p, exclude=("model", "seed"))
     p.set_defaults(func=cmd_degradation, data="fashion-mnist", out="runs/degradation")
 

@@ -457,7 +457,10 @@ def _figures(src: Source) -> str:
     parts = []
     fig6 = src.path / "fig6.png"
     if fig6.is_file():
-        caption = "Training error (dashed) and test error (bold) per epoch; plain nets left, residual right (Fig. 6)."
+        caption = (
+            "Training error (dashed) and test error (bold); plain nets left, residual right (Fig. 6). With several "
+            "seeds, their mean and a band of one standard deviation."
+        )
         parts.append(_figure(fig6.read_bytes(), caption, "fig6.png"))
     elif src.curves:
         caption = "Error per epoch: training dashed, test solid, validation dotted" + (

@@ -108,3 +108,38 @@ def test_table_6_is_compared_like_with_like():
     assert paper_test_err("resnet110", seeds=1) == "6.43 (best of 5)"  # a single run beside its best
     assert paper_test_err("resnet56", seeds=1) == "6.97"
     assert paper_test_err("plain56", seeds=1) == ""
+
+
+def test_fig6_counts_iterations_and_draws_the_seeds_mean_with_a_band(tmp_path, monkeypatch):
+    import resnets.analysis.plots as plots
+    from resnets.experiments.degradation import mean_curve
+
+    curve = mean_curve(
+        [
+            [{"epoch": 1, "step": 8, "train_err": 0.5, "test_err": 0.6}, {"epoch": 2, "step": 16, "train_err": 0.3}],
+            [{"epoch": 1, "step": 8, "train_err": 0.7, "test_err": 0.4}, {"epoch": 2, "step": 16, "train_err": 0.1}],
+        ]
+    )
+    assert curve[0] == pytest.approx(
+        {"epoch": 1, "step": 8, "train_err": 0.6, "train_err_std": 0.1, "test_err": 0.5, "test_err_std": 0.1}
+    )
+    assert curve[1]["test_err"] is None and curve[1]["train_err"] == pytest.approx(0.2)
+    drawn = {}
+    real_plot, real_fill = plots.plt.Axes.plot, plots.plt.Axes.fill_between
+
+    def plot(self, xs, ys, *args, **kwargs):
+        drawn.setdefault("x", list(xs))
+        return real_plot(self, xs, ys, *args, **kwargs)
+
+    def fill(self, xs, low, high, **kwargs):
+        drawn.setdefault("bands", []).append((list(low), list(high)))
+        return real_fill(self, xs, low, high, **kwargs)
+
+    monkeypatch.setattr(plots.plt.Axes, "plot", plot)
+    monkeypatch.setattr(plots.plt.Axes, "fill_between", fill)
+    points = [{**p, "test_err": 0.5, "test_err_std": 0.0} for p in curve]
+    plots.plot_training_curves({"cifar_plain50": points, "resnet20": points}, tmp_path / "fig6.png")
+    assert drawn["x"] == [8, 16]  # iterations, as the paper's Fig. 6
+    assert drawn["bands"][0][0] == pytest.approx([50.0, 10.0]) and drawn["bands"][0][1] == pytest.approx([70.0, 30.0])
+    with pytest.raises(ValueError, match="axis='steps' is not one of iterations, epochs"):
+        plots.plot_training_curves({"resnet20": points}, tmp_path / "x.png", axis="steps")

@@ -16,6 +16,10 @@ from matplotlib import ticker
 DEPTH = re.compile(r"(\d+)")
 
 
+def _is_plain(name: str) -> bool:
+    return name.startswith(("plain", "cifar_plain"))
+
+
 def _depth(name: str) -> int:
     m = DEPTH.search(name)
     return int(m.group(1)) if m else 0
@@ -32,18 +36,29 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_training_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Path, title: str = "") -> Path:
+AXES = ("iterations", "epochs")
+
+
+def plot_training_curves(
+    curves: Mapping[str, Sequence[Mapping]], path: str | Path, title: str = "", axis: str = "iterations"
+) -> Path:
     """The paper's Fig. 6: training error dashed, test error bold, one colour per depth.
 
     `curves` maps a model name (plain20, resnet56, ...) to its per-epoch records (`epoch`,
-    `train_err`, `test_err`). Plain nets go left, residual nets right, on a shared error axis.
+    `step`, `train_err`, `test_err`, and `train_err_std`, `test_err_std` for a mean over seeds,
+    drawn as a band of one standard deviation). Plain nets go left, residual nets right, on a
+    shared error axis. The x axis counts iterations, as the paper's does; `axis="epochs"` counts
+    epochs.
 
-    >>> plot_training_curves({"plain20": [{"epoch": 1, "train_err": 0.3, "test_err": 0.32}]},
+    >>> plot_training_curves({"plain20": [{"epoch": 1, "step": 50, "train_err": 0.3, "test_err": 0.32}]},
     ...                      "/tmp/fig6.png")  # doctest: +SKIP
     """
+    if axis not in AXES:
+        raise ValueError(f"axis={axis!r} is not one of {', '.join(AXES)}")
+    x_key = "step" if axis == "iterations" else "epoch"
     families = [
-        ("plain", [n for n in curves if n.startswith("plain")]),
-        ("ResNet", [n for n in curves if not n.startswith("plain")]),
+        ("plain", [n for n in curves if _is_plain(n)]),
+        ("ResNet", [n for n in curves if not _is_plain(n)]),
     ]
     families = [(label, sorted(names, key=_depth)) for label, names in families if names]
     depths = sorted({_depth(n) for n in curves})
@@ -53,14 +68,19 @@ def plot_training_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
     for ax, (label, names) in zip(axes[0], families, strict=True):
         for name in names:
             records = curves[name]
-            epochs = [r["epoch"] for r in records]
-            train = [100 * r["train_err"] for r in records]
-            test = [100 * r["test_err"] for r in records]
-            top = max(top, *train, *test)
+            xs = [r[x_key] for r in records]
             colour = colours[_depth(name)]
-            ax.plot(epochs, train, "--", color=colour, linewidth=1.2)
-            ax.plot(epochs, test, "-", color=colour, linewidth=2.2, label=f"{label}-{_depth(name)}")
-        ax.set_xlabel("epoch")
+            for key, style, width in (("train_err", "--", 1.2), ("test_err", "-", 2.2)):
+                ys = [100 * r[key] for r in records]
+                top = max(top, *ys)
+                line_label = f"{label}-{_depth(name)}" if key == "test_err" else None
+                ax.plot(xs, ys, style, color=colour, linewidth=width, label=line_label)
+                if all(r.get(f"{key}_std") is not None for r in records):  # a mean over seeds: +- one std
+                    std = [100 * r[f"{key}_std"] for r in records]
+                    low = [y - s for y, s in zip(ys, std, strict=True)]
+                    high = [y + s for y, s in zip(ys, std, strict=True)]
+                    ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
+        ax.set_xlabel("iterations" if axis == "iterations" else "epoch")
         ax.set_title("plain nets" if label == "plain" else "residual nets")
         ax.grid(alpha=0.3)
         ax.legend(title="dashed: training, bold: test", fontsize=8, title_fontsize=8)

@@ -42,12 +42,15 @@ def run_degradation(
     overrides: dict | None = None,
     out: str | Path = "runs/degradation",
     stream=None,
+    axis: str = "iterations",
 ) -> dict:
     """Train plain-d and ResNet-d for each depth and seed; write summary.json, fig6.png and table.txt.
 
     `overrides` are TrainConfig fields applied on top of the recipe (epochs, subset, ...).
     Returns the summary: per model name, the final training and test error (mean and
-    standard deviation over seeds, as fractions), parameters, seeds, and per-epoch curves.
+    standard deviation over seeds, as fractions), parameters, seeds, and per-epoch curves
+    (with several seeds, their mean and standard deviation). Fig. 6's x axis counts `axis`:
+    iterations, as the paper's, or epochs.
 
     >>> run_degradation("fashion-mnist", [20, 56], overrides={"epochs": 2, "subset": 2000})  # doctest: +SKIP
     """
@@ -63,7 +66,7 @@ def run_degradation(
         for family in FAMILIES:
             # The CIFAR family at every depth: resnet50 or plain152 would name the ImageNet nets.
             name = cifar_name(family, depth)
-            finals, curves, seconds = [], None, 0.0
+            finals, histories, seconds = [], [], 0.0
             for seed in range(seeds):
                 config = get_recipe(recipe, name)
                 if "epochs" in overrides and "iterations" not in overrides:
@@ -75,7 +78,7 @@ def run_degradation(
                 result = train(config, stream=stream)
                 finals.append(result.final)
                 seconds += result.final.get("elapsed", result.seconds)
-                curves = curves or result.history
+                histories.append(result.history)
                 model = result.model
             summary[name] = {
                 "family": family,
@@ -87,10 +90,30 @@ def run_degradation(
                 "params": sum(p.numel() for p in model.parameters()),
                 "seeds": seeds,
                 "seconds": seconds,
-                "curves": [{k: r.get(k) for k in ("epoch", "step", "train_err", "test_err")} for r in curves],
+                "curves": mean_curve(histories),
             }
-    write_outputs(summary, out, data)
+    write_outputs(summary, out, data, axis)
     return summary
+
+
+def mean_curve(histories: list[list[dict]]) -> list[dict]:
+    """Per epoch: step, and the training and test error averaged over the seeds' runs, with their
+    standard deviations when there are several (Fig. 6 draws them as a band).
+
+    >>> mean_curve([[{"epoch": 1, "step": 9, "train_err": 0.2, "test_err": 0.3}],
+    ...             [{"epoch": 1, "step": 9, "train_err": 0.4, "test_err": 0.3}]])[0]["train_err_std"]
+    0.1
+    """
+    curve = []
+    for records in zip(*histories, strict=False):  # as many epochs as the shortest run has
+        point = {"epoch": records[0].get("epoch"), "step": records[0].get("step")}
+        for key in ("train_err", "test_err"):
+            values = [r[key] for r in records if r.get(key) is not None]
+            point[key] = statistics.fmean(values) if values else None
+            if len(histories) > 1:
+                point[f"{key}_std"] = round(statistics.pstdev(values), 12) if values else None
+        curve.append(point)
+    return curve
 
 
 def check_experiment_folder(out: Path) -> None:
@@ -225,15 +248,18 @@ def summary_table(summary: dict, data: str) -> str:
     return table(headers, rows)
 
 
-def write_outputs(summary: dict, out: Path, data: str) -> None:
+def write_outputs(summary: dict, out: Path, data: str, axis: str = "iterations") -> None:
     out.mkdir(parents=True, exist_ok=True)
     slim = {k: {f: v[f] for f in v if f != "curves"} for k, v in summary.items()}
     atomic_write(out / "summary.json", (json.dumps(slim, indent=2) + "\n").encode())
     atomic_write(out / "curves.json", (json.dumps({k: v["curves"] for k, v in summary.items()}) + "\n").encode())
     text = summary_table(summary, data) + "\n\n" + "\n".join([*verdict(summary), assess(summary)[1]]) + "\n"
     atomic_write(out / "table.txt", text.encode())
+    seeds = max((v["seeds"] for v in summary.values()), default=1)
+    band = f"; mean of {seeds} seeds, band +- 1 std" if seeds > 1 else ""
     plot_training_curves(
         {k: v["curves"] for k, v in summary.items()},
         out / "fig6.png",
-        title=f"{data}: training error (dashed) and test error (bold)",
+        title=f"{data}: training error (dashed) and test error (bold){band}",
+        axis=axis,
     )
