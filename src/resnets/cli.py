@@ -417,7 +417,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
     from .analysis.plots import plot_responses
     from .analysis.responses import responses_for_checkpoints
 
-    results = responses_for_checkpoints(args.checkpoint, args.data, args.images, args.device)
+    results = responses_for_checkpoints(args.checkpoint, args.data, args.images, args.device, pooling=args.pooling)
     out = Path(args.out)
     _write_json(out / "responses.json", [r.to_dict() for r in results])
     plot_responses(results, out / "responses.png", title="std of 3x3 layer responses (Fig. 7)")
@@ -542,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=512, help="test images to measure on")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/responses", help="folder for responses.json and responses.png")
+    p.add_argument(
+        "--pooling",
+        choices=["channel", "pooled"],
+        default="channel",
+        help="a layer's std: the mean of its channels' stds (default), or one std over all channels",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_responses)
 

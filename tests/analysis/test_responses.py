@@ -51,10 +51,18 @@ def test_the_std_is_that_of_the_bn_output_before_the_relu():
         stem = model.bn1(model.conv1(x))
         block = model.layer1[0]
         first = block.bn1(block.conv1(torch.relu(stem)))
-    assert responses.layers[0].name == "bn1"
-    assert responses.layers[0].std == pytest.approx(stem.std(correction=0).item(), rel=1e-5)
-    assert responses.layers[1].std == pytest.approx(first.std(correction=0).item(), rel=1e-5)
+    assert responses.layers[0].name == "bn1" and responses.pooling == "channel"
+    # By default: each channel's std over images and positions, averaged over the channels.
+    per_channel = stem.std(dim=(0, 2, 3), correction=0).mean().item()
+    assert responses.layers[0].std == pytest.approx(per_channel, rel=1e-5)
+    assert responses.layers[1].std == pytest.approx(first.std(dim=(0, 2, 3), correction=0).mean().item(), rel=1e-5)
     assert responses.n_images == 40 and model.training is False
+    pooled = layer_responses(model, x, batch_size=16, pooling="pooled")  # one std over everything
+    assert pooled.layers[0].std == pytest.approx(stem.std(correction=0).item(), rel=1e-5)
+    assert pooled.layers[1].std == pytest.approx(first.std(correction=0).item(), rel=1e-5)
+    assert abs(pooled.layers[0].std - per_channel) > 1e-3  # the channels' means differ: the readings do too
+    with pytest.raises(ValueError, match="pooling='mean' is not one of channel, pooled"):
+        layer_responses(model, x, pooling="mean")
 
 
 def test_scaling_the_last_bn_scales_its_response():

@@ -3,11 +3,15 @@
 He et al. 2016, section 4.2: "The responses are the outputs of each 3x3 layer, after BN and
 before other nonlinearity (ReLU/addition)". Their standard deviations, by layer and sorted,
 are smaller for ResNets than for plain nets, and smaller still for deeper ResNets.
+
+The paper plots one std per layer and does not say how it is taken over a layer's channels.
+By default each channel's std is taken over the images and positions, and the layer's figure
+is their mean: the most common reading, and the one that does not mix the channels' differing
+means into the spread. `pooling="pooled"` takes one std over all images, channels and positions.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +39,7 @@ class Responses:
     depth: int
     n_images: int
     layers: list[LayerResponse] = field(default_factory=list)
+    pooling: str = "channel"  # channel: mean of the per-channel stds; pooled: one std over everything
 
     @property
     def sorted(self) -> list[float]:
@@ -48,6 +53,7 @@ class Responses:
             "plain": self.plain,
             "depth": self.depth,
             "n_images": self.n_images,
+            "pooling": self.pooling,
             "layers": [asdict(layer) for layer in self.layers],
             "sorted": self.sorted,
         }
@@ -82,12 +88,17 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     return found
 
 
-def layer_responses(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> Responses:
+POOLINGS = ("channel", "pooled")
+
+
+def layer_responses(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, pooling: str = "channel"
+) -> Responses:
     """The std of every 3x3 layer's response (after BN, before ReLU or addition) over `images`, in eval mode.
 
-    The std is taken over the whole response of a layer (all images, channels and positions),
-    one number per layer as Fig. 7 plots it; the paper does not average per-channel stds.
-    The model's mode is restored afterwards.
+    One number per layer, as Fig. 7 plots it: with `pooling="channel"` the mean over channels of
+    each channel's std (over images and positions); with "pooled", one std over the whole
+    response. The model's mode is restored afterwards.
 
     >>> import torch
     >>> from resnets import create_model
@@ -95,9 +106,11 @@ def layer_responses(model: nn.Module, images: torch.Tensor, batch_size: int = 25
     >>> len(r.layers), r.sorted[0] >= r.sorted[-1]
     (19, True)
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
     layers = response_layers(model)
-    # float64 running sums (count, sum, sum of squares) per layer, so that batches can be combined.
-    sums = torch.zeros(len(layers), 3, dtype=torch.float64)
+    # float64 running sums (count, sum, sum of squares) per layer and channel, so that batches combine.
+    sums = [torch.zeros(module.num_features, 3, dtype=torch.float64) for _, module in layers]
     handles = [module.register_forward_hook(_accumulate(sums[i])) for i, (_, module) in enumerate(layers)]
     was_training = model.training
     try:
@@ -110,18 +123,22 @@ def layer_responses(model: nn.Module, images: torch.Tensor, batch_size: int = 25
             handle.remove()
         model.train(was_training)
     name, plain, depth = describe(model)
-    result = Responses(name, plain, depth, len(images))
-    for i, ((layer_name, _), (n, total, squares)) in enumerate(zip(layers, sums.tolist(), strict=True), 1):
+    result = Responses(name, plain, depth, len(images), pooling=pooling)
+    for i, ((layer_name, _), per_channel) in enumerate(zip(layers, sums, strict=True), 1):
+        rows = per_channel if pooling == "channel" else per_channel.sum(0, keepdim=True)
+        n, total, squares = rows.unbind(1)
         mean = total / n
-        result.layers.append(LayerResponse(i, layer_name, math.sqrt(max(0.0, squares / n - mean * mean))))
+        stds = (squares / n - mean * mean).clamp_min(0).sqrt()
+        result.layers.append(LayerResponse(i, layer_name, stds.mean().item()))
     return result
 
 
-def _accumulate(row: torch.Tensor):
+def _accumulate(rows: torch.Tensor):
     def hook(module, args, output):
         # Read now: the block's in-place ReLU overwrites bn1's output as soon as this hook returns.
-        out = output.detach().double()
-        row.add_(torch.stack([out.new_tensor(out.numel()), out.sum(), out.square().sum()]).cpu())
+        out = output.detach().double()  # (B, C, H, W)
+        count = out.new_full((out.shape[1],), out.numel() / out.shape[1])
+        rows.add_(torch.stack([count, out.sum((0, 2, 3)), out.square().sum((0, 2, 3))], dim=1).cpu())
 
     return hook
 
@@ -132,6 +149,7 @@ def responses_for_checkpoints(
     n_images: int = 512,
     device: str | torch.device = "cpu",
     data_dir: str | Path | None = None,
+    pooling: str = "channel",
 ) -> list[Responses]:
     """`layer_responses` of each trained checkpoint on the first `n_images` test images.
 
@@ -164,7 +182,7 @@ def responses_for_checkpoints(
         images = _first_test_images(bundle, n_images)
         _check_shape(path, meta, model, images, bundle.info.name)
         images = _renormalize(images, bundle.normalization, meta.get("normalization"))
-        results.append(layer_responses(model.to(device), images))
+        results.append(layer_responses(model.to(device), images, pooling=pooling))
     return results
 
 
