@@ -406,9 +406,11 @@ def cmd_grad_flow(args: argparse.Namespace) -> int:
     for target, f in zip(targets, flows, strict=True):
         gains = [b.gain for b in f.blocks]
         when = "trained" if isinstance(target, Path) else "init"
-        ratio = f"{f.first_last_ratio:,.0f}" if f.first_last_ratio >= 1000 else f"{f.first_last_ratio:.3g}"
-        rows.append([f.model, when, ratio, f"{min(gains):.3f}", f"{max(gains):.3f}"])
-    print(table(["model", "weights", "first/last conv grad", "min block gain", "max block gain"], rows))
+        ratios = [f"{r:,.0f}" if r >= 1000 else f"{r:.3g}" for r in (f.first_last_ratio, f.first_last_weight_ratio)]
+        rows.append([f.model, when, *ratios, f"{min(gains):.3f}", f"{max(gains):.3f}"])
+    headers = ["model", "weights", "first/last input grad", "first/last weight grad", "min block gain"]
+    print(table([*headers, "max block gain"], rows))
+    print("input grad: RMS of the gradient reaching a layer's input; block gain: RMS(dL/dx) / RMS(dL/dy)")
     print(f"per-layer figures: {out / 'gradflow.json'}; plot: {out / 'gradflow.png'}")
     return 0
 
@@ -525,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, exclude=("model", "seed"))
     p.set_defaults(func=cmd_degradation, data="fashion-mnist", out="runs/degradation")
 
-    p = sub.add_parser("grad-flow", help="gradient norm reaching each layer, and each block's gain")
+    p = sub.add_parser("grad-flow", help="gradient reaching each layer (RMS), weight gradients, each block's gain")
     p.add_argument("--model", action="append", help="a model at initialisation (repeatable)")
     p.add_argument("--checkpoint", action="append", help="a trained checkpoint (repeatable)")
     p.add_argument("--data", help="dataset of the batch (default: the checkpoint's, or 1x28x28 synthetic)")

@@ -1,10 +1,18 @@
-"""Gradient flow at a glance: how the "+1" of a residual block's Jacobian keeps gradients alive.
+"""Gradient flow at a glance: how the identity term of a residual block's Jacobian keeps gradients alive.
 
-For y = F(x) + x the block's Jacobian is dF/dx + I (He et al. 2016, section 3.1; the argument is
-made explicit in "Identity Mappings in Deep Residual Networks", arXiv:1603.05027, eq. 5), so the
-gradient reaching the early layers of a residual net is not a product of many small or large
-factors as it is in a plain net. One forward/backward pass measures it: the gradient norm of
-every weighted layer, and the gain ||dL/dx|| / ||dL/dy|| through every block.
+The Jacobian of each kind of block, for its input x and output y:
+- a pre-activation unit, y = F(x) + x: dy/dx = dF/dx + I exactly ("Identity Mappings in Deep
+  Residual Networks", arXiv:1603.05027, eq. 5), whatever the depth;
+- a post-activation block of the ResNet paper, y = ReLU(F(x) + s(x)): dy/dx = D (dF/dx + ds/dx),
+  with D = diag(1[F(x) + s(x) > 0]) the ReLU's mask and ds/dx = I for an identity shortcut (a
+  projection's matrix otherwise): the identity term survives where the sum is positive;
+- a plain block, y = ReLU(BN(W2 ReLU(BN(W1 x)))): the product of its layers' Jacobians, no identity
+  term, so the gradient reaching the early layers of a plain net is a product of many factors.
+
+One forward/backward pass measures it: the gradient with respect to each weighted layer's input
+activation, as a root mean square per element (the gradient "reaching" that layer, comparable
+between layers of different sizes); the norm of each layer's weight gradient, a separate figure;
+and the gain through every block, RMS(dL/dx) / RMS(dL/dy), free of the tensors' sizes.
 """
 
 from __future__ import annotations
@@ -33,23 +41,23 @@ class LayerGrad:
     name: str
     kind: str  # conv | shortcut (a projection) | linear
     depth: int | None
-    weight_grad_norm: float  # ||dL/dW||_2
-    output_grad_norm: float  # ||dL/d(layer output)||_2
+    input_grad_rms: float  # RMS of dL/d(layer input), per element: the gradient reaching the layer
+    weight_grad_norm: float  # ||dL/dW||_2 of the layer's weight, a figure of another size per layer
 
 
 @dataclass
 class BlockGrad:
-    """One residual (or plain) block: `gain` = ||dL/d(input)|| / ||dL/d(output)||."""
+    """One residual (or plain) block: `gain` = RMS(dL/d(input)) / RMS(dL/d(output)), per element."""
 
     name: str
     index: int  # 1-based, in forward order
     residual: bool
-    output_grad_norm: float
-    input_grad_norm: float
+    output_grad_rms: float
+    input_grad_rms: float
 
     @property
     def gain(self) -> float:
-        return self.input_grad_norm / self.output_grad_norm if self.output_grad_norm else math.nan
+        return self.input_grad_rms / self.output_grad_rms if self.output_grad_rms else math.nan
 
 
 @dataclass
@@ -66,14 +74,22 @@ class GradFlow:
 
     @property
     def first_last_ratio(self) -> float:
-        """Gradient norm of the first conv's weight over that of the last conv (projections left out)."""
+        """RMS gradient reaching the first conv (at its input) over that reaching the last conv."""
+        convs = [layer for layer in self.layers if layer.kind == "conv"]
+        if not convs or not convs[-1].input_grad_rms:
+            return math.nan
+        return convs[0].input_grad_rms / convs[-1].input_grad_rms
+
+    @property
+    def first_last_weight_ratio(self) -> float:
+        """Weight-gradient norm of the first conv over that of the last conv (projections left out)."""
         convs = [layer for layer in self.layers if layer.kind == "conv"]
         if not convs or convs[-1].weight_grad_norm == 0:
             return math.nan
         return convs[0].weight_grad_norm / convs[-1].weight_grad_norm
 
     def to_dict(self) -> dict:
-        """JSON-ready: model, plain, depth, loss, weights, first_last_ratio, layers, blocks (each with its gain)."""
+        """JSON-ready: model, plain, depth, loss, weights, the two first/last ratios, layers, blocks (with gains)."""
         return {
             "model": self.model,
             "plain": self.plain,
@@ -81,6 +97,7 @@ class GradFlow:
             "loss": self.loss,
             "weights": self.weights,
             "first_last_ratio": self.first_last_ratio,
+            "first_last_weight_ratio": self.first_last_weight_ratio,
             "layers": [asdict(layer) for layer in self.layers],
             "blocks": [{**asdict(block), "gain": block.gain} for block in self.blocks],
         }
@@ -118,12 +135,13 @@ def gradient_flow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     buffers = [b.detach().clone() for b in model.buffers()]
-    layer_out: dict[str, float] = {}
+    layer_in: dict[str, float] = {}
     block_out: dict[str, float] = {}
     block_in: dict[str, float] = {}
     handles = []
+    images = images.detach().clone().requires_grad_(True)  # so that the first layer's input has a gradient
     try:
-        handles += [m.register_forward_hook(_record_grad(n, layer_out, output=True)) for n, m in weighted]
+        handles += [m.register_forward_pre_hook(_record_grad(n, layer_in, output=False)) for n, m in weighted]
         handles += [m.register_forward_hook(_record_grad(n, block_out, output=True)) for n, m in blocks]
         handles += [m.register_forward_pre_hook(_record_grad(n, block_in, output=False)) for n, m in blocks]
         for p in model.parameters():
@@ -131,10 +149,11 @@ def gradient_flow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
         model.train()
         with torch.enable_grad():
             loss = F.cross_entropy(model(images), labels)
-            order = list(layer_out)  # dicts keep insertion order: the order the layers ran
+            order = list(layer_in)  # dicts keep insertion order: the order the layers ran
             modules = dict(weighted)
             # autograd.grad rather than backward(): the caller's .grad stays untouched.
-            grads = torch.autograd.grad(loss, [modules[n].weight for n in order])
+            # The images are among the inputs so that the gradient reaching the first layer is computed.
+            grads = torch.autograd.grad(loss, [images, *(modules[n].weight for n in order)])[1:]
     finally:
         for handle in handles:
             handle.remove()
@@ -152,7 +171,7 @@ def gradient_flow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
         kind = _kind(layer_name, modules[layer_name])
         counted += kind != "shortcut"
         depth = None if kind == "shortcut" else counted
-        result.layers.append(LayerGrad(layer_name, kind, depth, grad.norm().item(), layer_out[layer_name]))
+        result.layers.append(LayerGrad(layer_name, kind, depth, layer_in[layer_name], grad.norm().item()))
     for i, (block_name, block) in enumerate(blocks, 1):
         residual = getattr(block, "residual", True)
         result.blocks.append(BlockGrad(block_name, i, residual, block_out[block_name], block_in[block_name]))
@@ -160,7 +179,8 @@ def gradient_flow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 
 
 def _record_grad(name: str, store: dict[str, float], output: bool):
-    """A forward (or pre-forward) hook that stores the gradient norm of the module's output (or input)."""
+    """A forward (or pre-forward) hook that stores the RMS (per element) of the gradient of the module's output
+    (or input)."""
 
     def hook(module, args, out=None):
         tensor = out if output else args[0]
@@ -169,7 +189,7 @@ def _record_grad(name: str, store: dict[str, float], output: bool):
         store[name] = math.nan  # until the backward pass fills it in
         # A tensor hook receives the gradient of this version of the tensor even when a later
         # in-place ReLU overwrites it (PyTorch's tensor-hook semantics since 2.0).
-        tensor.register_hook(lambda g: store.__setitem__(name, g.norm().item()))
+        tensor.register_hook(lambda g: store.__setitem__(name, g.norm().item() / math.sqrt(g.numel())))
 
     return hook
 

@@ -113,7 +113,7 @@ def _style(result: Mapping, colours: dict[int, tuple]) -> dict:
 
 
 def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> Path:
-    """Gradient norm of each layer's weights by depth (log scale) and the gain through each block.
+    """The gradient reaching each layer (RMS at its input, by depth, log scale) and the gain through each block.
 
     `results` are `GradFlow`s (or their `to_dict()`s); plain nets dashed, residual nets solid,
     one colour per depth. A gain above 1 means the gradient grows on its way back through the block.
@@ -128,19 +128,19 @@ def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> 
     for d in dicts:
         style = _style(d, colours)
         layers = [layer for layer in d["layers"] if layer["depth"] is not None]
-        left.plot([la["depth"] for la in layers], [la["weight_grad_norm"] for la in layers], **style, label=_label(d))
+        left.plot([la["depth"] for la in layers], [la["input_grad_rms"] for la in layers], **style, label=_label(d))
         blocks = d["blocks"]
         right.plot([b["index"] for b in blocks], [b["gain"] for b in blocks], **style, label=_label(d))
     left.set_yscale("log")
     left.set_xlabel("layer (depth index)")
-    left.set_ylabel("||dL/dW||")
-    left.set_title("gradient norm of each layer's weights")
+    left.set_ylabel("RMS of dL/d(input)")
+    left.set_title("gradient reaching each layer")
     right.axhline(1.0, color="grey", linewidth=0.8)
     right.set_yscale("log")
     right.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     right.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     right.set_xlabel("block")
-    right.set_ylabel("||dL/dx|| / ||dL/dy||")
+    right.set_ylabel("RMS(dL/dx) / RMS(dL/dy)")
     right.set_title("gradient gain through each block")
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
