@@ -68,11 +68,40 @@ def test_the_global_rng_is_left_alone(bundle):
 def test_normalisation_uses_the_training_split_and_gives_it_zero_mean(bundle):
     mean, std = bundle.normalization
     assert mean.shape == (3, 16, 16) and std.shape == (3, 1, 1)
+    assert torch.equal(std, torch.ones(3, 1, 1))  # the paper's: the per-pixel mean subtracted, nothing divided
     train = normalize(bundle.train.images, mean, std).double()
     assert train.mean(0).abs().max() < 1e-4
-    assert torch.allclose(train.pow(2).mean((0, 2, 3)), torch.ones(3, dtype=torch.float64), atol=1e-4)
     test_images, _ = next(bundle.test.epoch(0))
     assert torch.equal(test_images, normalize(bundle.test.images[:128], mean, std))
+    scaled = load_dataset("synthetic:3,16,16,5", batch_size=64, seed=3, normalize="pixel-mean-std")
+    mean, std = scaled.normalization
+    train = normalize(scaled.train.images, mean, std).double()
+    assert train.mean(0).abs().max() < 1e-4
+    assert torch.allclose(train.pow(2).mean((0, 2, 3)), torch.ones(3, dtype=torch.float64), atol=1e-4)
+
+
+def test_the_paper_s_crops_are_padded_with_the_mean_and_aligned_with_it():
+    # Section 4.2: "the per-pixel mean subtracted", then "4 pixels are padded on each side, and a 32x32
+    # crop is randomly sampled from the padded image or its horizontal flip". The padding is the mean
+    # (0 once subtracted), and each pixel has its own position's mean subtracted, wherever the crop puts it.
+    paper = load_dataset("synthetic:3,16,16,5", batch_size=64, seed=3)
+    mean, _ = paper.normalization
+    images = paper.train.images
+    x, _ = next(paper.train.epoch(0))
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(derive_seed(3, "perm", 0)))[:64]
+    centred = images[order].float() - mean  # (64, 3, 16, 16): the batch, normalised where it lies
+    padded = torch.nn.functional.pad(centred, (2, 2, 2, 2))
+    for k in range(64):
+        windows = [padded[k, :, dy : dy + 16, dx : dx + 16] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(x[k], w) or torch.equal(x[k], w.flip(-1)) for w in windows), k
+    assert (x == 0).any()  # some crops reach into the padding, which holds exactly the mean
+    crops, _ = next(paper.test_views("ten_crop"))
+    assert crops[0][:, :, :2, :2].abs().max() == 0  # the test's corner crops are padded alike
+    legacy = load_dataset("synthetic:3,16,16,5", batch_size=64, seed=3, normalize="pixel-mean-std")
+    crops, _ = next(legacy.test_views("ten_crop"))
+    lmean, lstd = legacy.normalization
+    expected = (0 - lmean[:, :2, :2]) / lstd  # the legacy pipeline pads with black, then normalises
+    assert torch.allclose(crops[0][:, :, :2, :2], expected.expand_as(crops[0][:, :, :2, :2]))
 
 
 def test_labels_stay_with_their_images_through_shuffling_and_augmentation():

@@ -24,6 +24,11 @@ VIEWS = ("center", "ten_crop", "multi_scale")
 Batch = tuple[Tensor, Tensor]  # images (B, C, H, W) float32 normalised, labels (B,) int64
 ViewBatch = tuple[list[Tensor], Tensor]  # one (B, C, h, w) batch per view, the labels they share
 BAD_IMAGES = ("skip", "fail")
+# How small images are normalised (device-resident datasets). "pixel-mean": section 4.2, "the per-pixel
+# mean subtracted", before the 4-pixel padding, which then holds the mean (0 after subtraction); no
+# division by a std. "pixel-mean-std": crop the raw image padded with black, then subtract the mean
+# image and divide by the per-channel std (this project's earlier pipeline; the `fast` recipe's).
+NORMALIZATIONS = ("pixel-mean", "pixel-mean-std")
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class LoaderOptions:
     num_workers: int = 4  # DataLoader workers (image folders only)
     bad_images: str = "skip"  # skip (and count) or fail on unreadable images (image folders only)
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger image files are refused undecoded (image folders)
+    normalize: str = "pixel-mean"  # small images: one of NORMALIZATIONS (image folders: ImageNet's channel stats)
     # (mean, std) in pixel units to use instead of the training set's: a trained model's own
     normalization: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
@@ -184,6 +190,8 @@ class LoaderOptions:
         if self.bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={self.bad_images!r} is not one of {', '.join(BAD_IMAGES)}")
         check_max_pixels(self.max_image_pixels)
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize={self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
 
     @property
     def eval_batch(self) -> int:

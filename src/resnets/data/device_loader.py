@@ -53,6 +53,7 @@ class DeviceLoader:
         seed: int = 0,
         augment: bool = True,
         padding: int = 4,
+        normalize_first: bool = False,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {images.shape} and {labels.shape}")
@@ -65,6 +66,8 @@ class DeviceLoader:
         self.seed = seed
         self.augment = augment
         self.padding = padding
+        # Normalise before cropping, so that the padding holds the mean (0): the paper's order (section 4.2).
+        self.normalize_first = normalize_first
 
     def __len__(self) -> int:
         if self.train:
@@ -73,28 +76,37 @@ class DeviceLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Batches `start`, ..., len - 1 of epoch `epoch`: normalised float32 images and labels."""
-        return ((normalize(x, self.mean, self.std), y) for x, y in self.raw(epoch, start))
-
-    def raw(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        """As `epoch`, but the images stay uint8 (for the test views)."""
         check_start(start, len(self))
-        return self._raw(epoch, start)
+        return self._batches(epoch, start)
 
-    def _raw(self, epoch: int, start: int) -> Iterator[Batch]:
+    def _batches(self, epoch: int, start: int) -> Iterator[Batch]:
+        device = self.images.device
+        for i, (images, labels) in self._unaugmented(epoch, start):
+            g = generator(device, self.seed, "aug", epoch, i) if self.train and self.augment else None
+            if self.normalize_first:
+                x = normalize(images, self.mean, self.std)
+                yield (crop_flip(x, self.padding, g) if g is not None else x), labels
+            else:
+                crops = crop_flip(images, self.padding, g) if g is not None else images
+                yield normalize(crops, self.mean, self.std), labels
+
+    def raw(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """Batches of uint8 images as stored, unaugmented (the test views are cut from them)."""
+        check_start(start, len(self))
+        return (batch for _, batch in self._unaugmented(epoch, start))
+
+    def _unaugmented(self, epoch: int, start: int) -> Iterator[tuple[int, Batch]]:
         device = self.images.device
         if not self.train:
             for i in range(start, len(self)):
                 batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                yield self.images[batch], self.labels[batch]
+                yield i, (self.images[batch], self.labels[batch])
             return
         size = min(self.batch_size, self.num_samples)
         order = torch.randperm(self.num_samples, generator=generator(device, self.seed, "perm", epoch), device=device)
         for i in range(start, len(self)):
             index = order[i * size : (i + 1) * size]
-            images = self.images[index]
-            if self.augment:
-                images = crop_flip(images, self.padding, generator(device, self.seed, "aug", epoch, i))
-            yield images, self.labels[index]
+            yield i, (self.images[index], self.labels[index])
 
 
 def device_bundle(
@@ -115,13 +127,26 @@ def device_bundle(
     device = options.device
     images = images[: n_train + n_val].to(device)
     labels = labels[: n_train + n_val].to(device, torch.int64)
-    stats = pixel_statistics(images[:n_train]) if options.normalization is None else fitted(options, images, name)
+    if options.normalization is not None:
+        stats = fitted(options, images, name)
+    else:
+        mean, std = pixel_statistics(images[:n_train])
+        stats = (mean, torch.ones_like(std)) if options.normalize == "pixel-mean" else (mean, std)
+    normalize_first = options.normalize == "pixel-mean"
     padding = padding if options.padding is None else options.padding
 
     def loader(x: Tensor, y: Tensor, train: bool) -> DeviceLoader:
         batch_size = options.batch_size if train else options.eval_batch
         return DeviceLoader(
-            x, y, stats, batch_size, train=train, seed=options.seed, augment=options.augment, padding=padding
+            x,
+            y,
+            stats,
+            batch_size,
+            train=train,
+            seed=options.seed,
+            augment=options.augment,
+            padding=padding,
+            normalize_first=normalize_first,
         )
 
     test_loader = loader(test[0].to(device), test[1].to(device, torch.int64), False)
@@ -165,5 +190,9 @@ def fitted(options: LoaderOptions, images: Tensor, name: str) -> tuple[Tensor, T
 
 def _views(loader: DeviceLoader, view: str, padding: int) -> Iterator[ViewBatch]:
     for images, labels in loader.raw(0):
-        crops = [images] if view == "center" else padded_ten_crop(images, padding)
-        yield [normalize(crop, loader.mean, loader.std) for crop in crops], labels
+        if view == "center":
+            yield [normalize(images, loader.mean, loader.std)], labels
+        elif loader.normalize_first:  # padded with the mean, as the training crops are
+            yield padded_ten_crop(normalize(images, loader.mean, loader.std), padding), labels
+        else:
+            yield [normalize(crop, loader.mean, loader.std) for crop in padded_ten_crop(images, padding)], labels

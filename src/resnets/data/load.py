@@ -33,6 +33,7 @@ def load_dataset(
     num_workers: int = 4,
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     normalization: tuple[torch.Tensor, torch.Tensor] | None = None,
+    normalize: str = "pixel-mean",
     padding: int | None = None,
     folder_transforms: FolderTransforms | None = None,
 ) -> DataBundle:
@@ -42,7 +43,8 @@ def load_dataset(
     eval_batch_size defaults to twice batch_size; `padding` (small images) and
     `folder_transforms` (image folders) override the paper's augmentation sizes;
     `normalization` (mean, std in pixel units) replaces the training set's statistics, as a
-    trained model's own must when it is evaluated.
+    trained model's own must when it is evaluated; `normalize` says how small images are
+    normalised (see `NORMALIZATIONS`: the paper's per-pixel mean, by default).
 
     >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=32, val_split=24, seed=1)
     >>> bundle.info.n_train, bundle.info.n_val, len(bundle.train), tuple(next(bundle.train.epoch(0))[0].shape)
@@ -61,6 +63,7 @@ def load_dataset(
         bad_images=bad_images,
         max_image_pixels=max_image_pixels,
         normalization=normalization,
+        normalize=normalize,
     )
     kind, _, arg = name.partition(":")
     if name == "fashion-mnist":

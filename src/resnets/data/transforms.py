@@ -121,7 +121,9 @@ class FolderTransforms:
     resize_range: tuple[int, int] = (256, 480)  # scale augmentation: shorter side drawn from [lo, hi]
     test_resize: int = 256  # shorter side before the centre crop and the 10 crops
     scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # shorter sides of the multi-scale test views
-    jitter: float = 0.4  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]
+    # Brightness, contrast and saturation factors from [1 - j, 1 + j]: fb.resnet.torch's 0.4, not the
+    # paper's. The paper uses "the standard color augmentation in [21]", AlexNet's PCA lighting alone.
+    jitter: float = 0.0
     lighting: float = 0.1  # std of the PCA lighting coefficients (Krizhevsky et al. 2012)
 
     def __post_init__(self) -> None:

@@ -12,9 +12,23 @@ from pathlib import Path
 
 import yaml
 
+from ..data.base import NORMALIZATIONS
 from ..data.images import DEFAULT_MAX_PIXELS, check_max_pixels
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
+
+
+def legacy_values(saved: dict) -> dict:
+    """The values that a run saved before a field existed had in effect, for the fields it lacks.
+
+    A config from such a run (config.yaml, a checkpoint) takes these, so that resuming it goes on as
+    it began: small images normalised with the std, image folders with brightness/contrast jitter.
+    """
+    folders = str(saved.get("data", "")).startswith("imagefolder:")
+    legacy = {"normalize": "pixel-mean-std", "color_jitter": 0.4 if folders else 0.0}
+    return {k: v for k, v in legacy.items() if k not in saved}
+
+
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; derive_seed's keys are 63-bit
 MAX_LOG_EVERY = 1_000_000  # a progress line at least every million steps (and once an epoch anyway)
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -35,6 +49,8 @@ class TrainConfig:
     val_split: int = 0  # hold N training images out for validation (the paper's 45k/5k protocol)
     test_subset: int | None = None  # report test error on the first N test images only (quick runs)
     augment: bool = True  # pad-and-crop and flips (section 4.2); scale and colour for image folders
+    normalize: str = "pixel-mean"  # small images: pixel-mean (the paper's, before padding) | pixel-mean-std
+    color_jitter: float = 0.0  # image folders: brightness/contrast/saturation jitter on top of the paper's PCA lighting
     batch_size: int = 128  # the paper: 128 on CIFAR, 256 on ImageNet
     eval_batch_size: int = 512
     epochs: int = 10  # training length, unless `iterations` is set
@@ -75,7 +91,13 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise a ValueError naming the first field whose value is out of range."""
         _check_types(self)
-        for name, accepted in (("schedule", SCHEDULES), ("device", DEVICES), ("bad_images", BAD_IMAGES)):
+        accepted_values = (
+            ("schedule", SCHEDULES),
+            ("device", DEVICES),
+            ("bad_images", BAD_IMAGES),
+            ("normalize", NORMALIZATIONS),
+        )
+        for name, accepted in accepted_values:
             value = getattr(self, name)
             if name == "device" and isinstance(value, str) and value.split(":")[0] in ("cuda", "mps"):
                 continue
@@ -113,6 +135,12 @@ class TrainConfig:
         if not 0 < self.warmup_until_err <= 1:
             raise ValueError(f"warmup_until_err={self.warmup_until_err!r} must be a training error in (0, 1]")
         check_max_pixels(self.max_image_pixels)
+        if not 0 <= self.color_jitter < 1:
+            raise ValueError(
+                f"color_jitter={self.color_jitter!r} must be in [0, 1) (0: the paper's colour augmentation)"
+            )
+        if self.color_jitter and not self.data.startswith("imagefolder:"):
+            raise ValueError(f"color_jitter applies to image folders, not to {self.data}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
@@ -125,12 +153,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """Build from plain values (a YAML file, a checkpoint), refusing unknown keys by name."""
+        """Build from a saved run's values (its config.yaml, a checkpoint), refusing unknown keys by name.
+
+        A field the values lack takes the value runs had before the field existed (`legacy_values`),
+        else its default: a run saved by an earlier version resumes as it began.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config key {unknown[0]!r}; accepted: {', '.join(sorted(known))}")
-        return cls(**values)
+        return cls(**values, **legacy_values(values))
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed, each converted to its declared type."""

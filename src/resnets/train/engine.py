@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import hardware
 from ..data import load_dataset
+from ..data.transforms import FolderTransforms
 from ..export import export_model, rebuild_options
 from ..models import create_model
 from ..models.weights import clean_state_dict, read_weights
@@ -32,7 +33,7 @@ from .checkpoint import (
     set_rng_state,
     trained_metadata,
 )
-from .config import TrainConfig
+from .config import TrainConfig, legacy_values
 from .evaluate import EvalResult, NonFiniteOutputs, autocast, evaluate
 from .metrics import MetricsLog, Progress
 from .recipes import warmup_reason
@@ -230,6 +231,7 @@ def stop_signals():
 
 
 def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
+    saved = {**saved, **legacy_values(saved)}  # a run saved before a field existed had its legacy value
     current = config.to_dict()
     different = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if different:
@@ -338,6 +340,8 @@ class Trainer:
             bad_images=c.bad_images,
             num_workers=c.num_workers,
             max_image_pixels=c.max_image_pixels,
+            normalize=c.normalize,
+            folder_transforms=FolderTransforms(jitter=c.color_jitter) if c.data.startswith("imagefolder:") else None,
         )
         self.info = info = self.data.info
         num_classes = c.num_classes or info.num_classes

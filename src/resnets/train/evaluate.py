@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from .config import legacy_values
 
 
 class NonFiniteOutputs(ValueError):
@@ -153,6 +154,7 @@ def evaluate_checkpoint(
         num_workers=config.get("num_workers", 4),
         max_image_pixels=max_image_pixels,
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
+        normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
     )
     if bundle.info.num_classes != model.num_classes:
         raise ValueError(

@@ -132,6 +132,7 @@ def fast(model: str = "resnet20") -> TrainConfig:
         onecycle_warmup=0.2,
         label_smoothing=0.1,
         tta_flip=True,
+        normalize="pixel-mean-std",  # the pipeline its published figures were measured with
     )
 
 
