@@ -1,7 +1,9 @@
 """Helpers of the hostile-input tests: the tiny run, generated image files, signals, read-only folders."""
 
 import os
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,44 +53,34 @@ def send(signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
-def png16(path: Path, pixels: np.ndarray) -> Path:
-    """A 16-bit PNG of uint16 pixels (H, W) greyscale or (H, W, 3) RGB, written by Pillow or by hand."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if pixels.ndim == 2:
-        Image.fromarray(pixels.astype(np.uint16)).save(path)
-        return path
-    import struct
-    import zlib
-
-    h, w, _ = pixels.shape
-    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(h))
+def write_png(path: Path, width: int, height: int, bits: int, colour_type: int, rows: bytes) -> Path:
+    """A PNG written chunk by chunk: the header says width x height, the data is whatever `rows` holds."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # 16 bits, colour type 2: RGB
+    header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     )
     return path
+
+
+def png16(path: Path, pixels: np.ndarray) -> Path:
+    """A 16-bit PNG of uint16 pixels (H, W) greyscale (by Pillow) or (H, W, 3) RGB (by hand: Pillow cannot)."""
+    if pixels.ndim == 2:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint16)).save(path)
+        return path
+    h, w, _ = pixels.shape
+    rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(h))  # filter byte 0, then the row
+    return write_png(path, w, h, 16, 2, rows)  # colour type 2: RGB
 
 
 def bomb_png(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header declares width x height pixels, with one row of data: tiny on disk."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
-        + chunk(b"IEND", b"")
-    )
-    return path
+    """A greyscale PNG whose header declares width x height pixels, with one row of data: tiny on disk."""
+    return write_png(path, width, height, 8, 0, b"\0" * (width + 1))
 
 
 def read_only_folder(path: Path):
