@@ -398,7 +398,8 @@ def cmd_grad_flow(args: argparse.Namespace) -> int:
     flows = [gradient_flow_for(t, args.data, args.batch_size, args.seed, args.device) for t in targets]
     out = Path(args.out)
     _write_json(out / "gradflow.json", [f.to_dict() for f in flows])
-    plot_gradient_flow(flows, out / "gradflow.png", title="gradient norm by depth at one batch")
+    title = "gradient reaching each layer (RMS) and gain through each block, at one batch"
+    plot_gradient_flow(flows, out / "gradflow.png", title=title)
     if args.json:
         _print_json([f.to_dict() for f in flows])
         return 0
