@@ -20,9 +20,8 @@ import torch
 
 from resnets import create_model
 from resnets.data import load_dataset
-from resnets.hardware import describe, summary
+from resnets.hardware import describe, resolve_device, summary
 from resnets.train import TrainConfig, train
-from resnets.train.engine import resolve_device
 
 
 def synchronize(device: torch.device) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import __version__
 from .analysis import complexity
 from .analysis.plots import AXES
+from .files import atomic_write
 from .models import list_models, model_entry
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
 from .text import human_count, printable, table
@@ -382,8 +383,6 @@ def cmd_degradation(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    from .train.checkpoint import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models.registry import create_model, model_entry
+from .models.registry import build, model_entry
 from .models.vgg import VGG
 from .models.weights import load_state_dict
 
@@ -147,7 +147,7 @@ def model_config(model: nn.Module) -> dict:
 def rebuild_options(model: nn.Module) -> dict:
     """The `create_model` options that rebuild `model` from its name: its config where it differs from the default."""
     with torch.device("meta"):  # builds without allocating or initialising weights
-        default = model_config(create_model(model.model_name))
+        default = model_config(build(model.model_name))
     return {k: v for k, v in model_config(model).items() if default.get(k) != v}
 
 
@@ -265,7 +265,7 @@ def _run_safetensors(path: Path, x: torch.Tensor) -> torch.Tensor:
     if "model_name" not in meta:
         raise ValueError("checking safetensors needs a model built by create_model (it has no model_name); check=False")
     with torch.device("meta"):  # every value comes from the file: skip the initialisation (and its random draws)
-        model = create_model(meta["model_name"], **json.loads(meta["options"]))
+        model = build(meta["model_name"], **json.loads(meta["options"]))
     model = load_state_dict(model.to_empty(device="cpu"), load_file(str(path)))
     return model.eval()(x)
 

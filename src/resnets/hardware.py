@@ -1,7 +1,8 @@
-"""The machine a figure was measured on: every result this project writes names it."""
+"""The hardware: which device to run on, and the machine a figure was measured on (every result names it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -63,3 +64,26 @@ def summary(info: dict) -> str:
         parts += [f"{info[k]} {k}" for k in ("cores", "threads") if info.get(k) is not None]
         where = ", ".join(str(p) for p in parts)
     return f"{device} ({where}), torch {info.get('torch', '?')}"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r}: CUDA is not available here (accepted: auto, cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r}: MPS is not available here (accepted: auto, cpu)")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; nothing elsewhere (fp32 on CPU is faster than emulated bf16)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -14,9 +14,10 @@ from torch import Tensor
 from .data import normalize
 from .data.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
+from .files import atomic_write
+from .hardware import resolve_device
 from .models.fuse import fuse_bn
-from .train.checkpoint import atomic_write, model_from_checkpoint
-from .train.engine import resolve_device
+from .train.checkpoint import model_from_checkpoint
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

@@ -24,11 +24,11 @@ import yaml
 
 from . import __version__
 from .experiments.degradation import assess, paper_test_err, verdict
+from .files import atomic_write
 from .hardware import describe
 from .hardware import summary as hardware_summary
 from .paper import TABLE6_TEST_ERR
 from .text import human_count
-from .train.checkpoint import atomic_write
 
 NAME = re.compile(r"(?:cifar_)?(plain|resnet)(\d+)$")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # in model.safetensors, not parameters

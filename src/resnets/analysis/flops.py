@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..models.registry import create_model, model_entry
+from ..models.registry import build, model_entry
 
 
 @dataclass
@@ -85,7 +85,7 @@ def complexity(model: nn.Module | str, input_size: tuple[int, int, int] | None =
         if "in_channels" not in options and input_size[0] != 3:
             options = {**options, "in_channels": input_size[0]}
         with torch.device("meta"):
-            net = create_model(model, **options)
+            net = build(model, **options)
     else:
         name = getattr(model, "model_name", type(model).__name__)
         if input_size is None:

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 from ..analysis.plots import plot_training_curves
+from ..files import atomic_write
 from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import get_recipe, train
-from ..train.checkpoint import atomic_write
 from ..train.rundir import holds_run
 
 FAMILIES = ("plain", "resnet")

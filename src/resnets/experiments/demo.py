@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..train.engine import resolve_device
+from ..hardware import resolve_device
 from .degradation import assess, run_degradation, summary_table, verdict
 
 DEPTHS = [20, 56]

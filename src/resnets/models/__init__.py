@@ -3,7 +3,8 @@
 from . import cifar, resnet, vgg  # noqa: F401  (importing registers the builders)
 from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ZeroPadShortcut
 from .cifar import cifar_preact_resnet, cifar_resnet, wide_resnet
-from .registry import ModelEntry, create_model, list_models, model_entry, register_model
+from .factory import create_model
+from .registry import ModelEntry, build, list_models, model_entry, register_model
 from .resnet import ResNet, ResNetConfig
 from .vgg import VGG
 
@@ -17,6 +18,7 @@ __all__ = [
     "ResNet",
     "ResNetConfig",
     "ZeroPadShortcut",
+    "build",
     "cifar_preact_resnet",
     "cifar_resnet",
     "create_model",

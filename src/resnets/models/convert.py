@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .registry import create_model, list_models, model_entry
+from .registry import build, list_models, model_entry
 from .resnet import ResNetConfig
 from .weights import clean_state_dict, load_state_dict, mismatches, read_weights
 
@@ -50,7 +50,7 @@ def convert_state_dict(
     >>> name, options, state_dict = convert_state_dict(torchvision.models.resnet50().state_dict(), "torchvision")
     >>> name, options
     ('resnet50', {'stride_at': '3x3', 'num_classes': 1000})
-    >>> model = create_model(name, **options)
+    >>> model = build(name, **options)
     >>> model.load_state_dict(state_dict)
     <All keys matched successfully>
     """
@@ -63,7 +63,7 @@ def convert_state_dict(
     if found["in_channels"] != 3:
         options["in_channels"] = found["in_channels"]
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        problems = mismatches(create_model(name, **options), state_dict)
+        problems = mismatches(build(name, **options), state_dict)
     if problems:
         more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
         raise ValueError(f"{source} state dict looks like {name} but does not fit it: {'; '.join(problems[:4])}{more}")
@@ -159,7 +159,7 @@ def verify_conversion(
     """Max abs difference between the source model (original weights) and ours (converted), in eval mode."""
     reference = source_model(name, options, source)
     reference.load_state_dict(original)
-    ours = load_state_dict(create_model(name, **options), converted)
+    ours = load_state_dict(build(name, **options), converted)
     x = torch.randn(2, options.get("in_channels", 3), 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (ours.eval()(x) - reference.eval()(x)).abs().max().item()
@@ -192,7 +192,7 @@ def _registered_resnets() -> dict[str, ResNetConfig]:
     configs = {}
     with torch.device("meta"):
         for name in list_models():
-            config = getattr(create_model(name), "config", None) if model_entry(name).family == "imagenet" else None
+            config = getattr(build(name), "config", None) if model_entry(name).family == "imagenet" else None
             if config and config.block in ("basic", "bottleneck") and config.shortcut == "B":
                 configs[name] = config
     return configs

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .convert import SOURCE_STRIDE_AT, convert_state_dict
-from .registry import create_model
+from .registry import build
 from .weights import clean_state_dict, load_state_dict
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def torchvision_model(
             f"num_classes={num_classes!r} conflicts with weights='torchvision' ({IMAGENET_CLASSES} ImageNet classes): "
             f"load them, then call model.reset_classifier({num_classes!r})"
         )
-    model = create_model(name, **{**options, **required})
+    model = build(name, **{**options, **required})
     load_state_dict(model, torchvision_weights(name, fetch=fetch))
     model.class_names = list(weights.meta["categories"])
     return model

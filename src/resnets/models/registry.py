@@ -1,7 +1,8 @@
-"""The model registry: one name for each network, `create_model` to build it.
+"""The model registry: one name for each network, and the builder behind it.
 
 Builders register themselves with `@register_model(family)`; a family also says the
-input size its networks were designed for (the size at which FLOPs are reported).
+input size its networks were designed for (the size at which FLOPs are reported). The
+registry is a leaf: weight loading (`create_model`) lives above it, in `factory.py`.
 """
 
 from __future__ import annotations
@@ -82,27 +83,17 @@ def model_entry(name: str) -> ModelEntry:
     raise ValueError(f"unknown model {name!r}; accepted: {', '.join(_MODELS)} (see `resnets models`)")
 
 
-def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
-    """Build a registered network by name, with options such as `num_classes` or `shortcut`.
+def build(name: str, **options) -> nn.Module:
+    """A fresh network of the registered `name`, built with `options`, and named after it.
 
-    `weights` is a local `.safetensors` or `.pt`/`.pth` state dict to load (strictly), or "torchvision"
-    for torchvision's ImageNet weights (ResNets built with `stride_at="3x3"`; sets `model.class_names`).
+    Weights stay at their initialisation: `resnets.create_model` is the function that also
+    loads them.
 
-    >>> from resnets import create_model
-    >>> model = create_model("resnet50", stride_at="3x3", num_classes=10)
-    >>> model.fc.out_features
-    10
+    >>> build("resnet20", num_classes=4).model_name
+    'resnet20'
     """
     if not isinstance(name, str):
         raise ValueError(f"model name {name!r} must be a string")
-    if weights == "torchvision":
-        from .hub import torchvision_model
-
-        return torchvision_model(name, **options)
     model = model_entry(name).builder(**options)
     model.model_name = name
-    if weights is not None:
-        from .weights import load_state_dict, read_weights
-
-        load_state_dict(model, read_weights(weights))
     return model

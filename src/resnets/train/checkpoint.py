@@ -7,10 +7,8 @@ whose checksum matches is used; a truncated or corrupt one is reported and skipp
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 import random
 import re
 import warnings
@@ -19,55 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write, fsync_dir, link_or_copy
+
 FORMAT = "resnets-checkpoint"
 STEP_FILE = re.compile(r"step-(\d+)\.pt")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, corrupt, unsafe, or of another kind."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one.
-
-    An OSError (a full or read-only disk, a missing folder) names `path`, not the temporary file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    finally:
-        with contextlib.suppress(OSError):  # a read-only file system, where nothing was written either
-            tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Point `dst` at `src`'s bytes: a hard link where the file system allows it, else a copy."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        tmp.write_bytes(src.read_bytes())
-    os.replace(tmp, dst)
 
 
 def save_checkpoint(state: dict, directory: Path, step: int, keep: int, best: bool) -> Path:
@@ -92,14 +49,14 @@ def save_checkpoint(state: dict, directory: Path, step: int, keep: int, best: bo
             target = directory / alias
             # The checksum first: a crash between the two leaves a mismatch, which resume skips.
             atomic_write(target.with_name(alias + ".sha256"), f"{digest}  {len(data)}\n".encode())
-            _link_or_copy(path, target)
+            link_or_copy(path, target)
     except OSError as exc:
         intact = directory / "last.pt"
         kept = f"{intact} is intact" if verify(intact) is None else "no earlier checkpoint is intact"
         reason = exc.strerror or str(exc)
         raise CheckpointWriteError(f"could not write checkpoint {path} ({reason}); {kept}") from exc
     _prune(directory, keep)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return path
 
 

@@ -22,10 +22,11 @@ from .. import hardware
 from ..data import load_dataset
 from ..data.transforms import FolderTransforms
 from ..export import export_model, rebuild_options
+from ..files import atomic_write
+from ..hardware import autocast, resolve_device
 from ..models import create_model
 from ..models.weights import clean_state_dict, read_weights
 from .checkpoint import (
-    atomic_write,
     first_non_finite,
     latest_valid,
     rng_state,
@@ -34,7 +35,7 @@ from .checkpoint import (
     trained_metadata,
 )
 from .config import TrainConfig, legacy_values
-from .evaluate import EvalResult, NonFiniteOutputs, autocast, evaluate
+from .evaluate import EvalResult, NonFiniteOutputs, evaluate
 from .metrics import MetricsLog, Progress
 from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
@@ -124,22 +125,6 @@ class RunResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r}: CUDA is not available here (accepted: auto, cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={name!r}: MPS is not available here (accepted: auto, cpu)")
-    return device
 
 
 def default_run_dir(config: TrainConfig) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -10,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import load_dataset
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..hardware import autocast, resolve_device
+from .checkpoint import model_from_checkpoint
 from .config import legacy_values
 
 
@@ -27,13 +29,6 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n}
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; nothing elsewhere (fp32 on CPU is faster than emulated bf16)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -124,10 +119,6 @@ def evaluate_checkpoint(
     >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err  # doctest: +SKIP
     0.0619
     """
-    from ..data import load_dataset
-    from .checkpoint import model_from_checkpoint
-    from .engine import resolve_device
-
     if view not in VIEWS:
         raise ValueError(f"view={view!r} is not one of {', '.join(VIEWS)}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):

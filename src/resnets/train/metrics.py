@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 # Columns of metrics.csv, in order; a record may lack the optional ones (val_*).
 COLUMNS = (
