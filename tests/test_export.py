@@ -124,7 +124,10 @@ def test_a_failed_export_leaves_no_half_written_file(tmp_path):
 
 def test_missing_export_extra_is_named(tmp_path, resnet20, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    message = "ONNX export needs the 'export' extra: pip install 'resnets[export]' (missing: onnxruntime)"
+    message = (
+        "needs onnx, onnxscript and onnxruntime, of the 'export' extra: pip install 'resnets[export]' "
+        "(missing: onnxruntime)"
+    )
     with pytest.raises(ImportError) as err:
         export_model(resnet20, "onnx", tmp_path / "resnet20.onnx")
     assert str(err.value) == message

@@ -1,7 +1,8 @@
 """The `resnets` command: parses arguments and calls the library, nothing more.
 
 Every error a user can cause (a bad name, value, file) surfaces as one line on stderr and exit
-status 2; a fault of the environment (a full or read-only disk) as one line and exit status 1;
+status 2; a fault of the environment (a full or read-only disk, a missing optional package) as one
+line and exit status 1;
 Ctrl-C or SIGTERM as one line and 128 + the signal's number.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from . import __version__
 from .analysis import complexity
 from .analysis.plots import AXES
+from .errors import MissingExtra
 from .files import atomic_write
 from .models import list_models, model_entry
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
@@ -200,31 +202,18 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
 
 
 def resolve_train_config(args: argparse.Namespace):
-    """recipe(model) < YAML file < command-line flags; with `--resume --out RUN`, RUN's own config < flags."""
-    from .train import TrainConfig, get_recipe
-    from .train.config import load_yaml
+    """The run's config from the parsed `train` flags (see `resnets.train.recipes.resolve_config`)."""
+    from .train.recipes import resolve_config
 
-    file_values = load_yaml(args.config) if args.config else {}
-    cli = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
-    saved = Path(cli["out"]) / "config.yaml" if getattr(args, "resume", False) and cli.get("out") else None
-    if saved is not None and not (args.recipe or args.config):
-        if not saved.is_file():
-            raise ValueError(f"nothing to resume: {saved} does not exist")
-        config = TrainConfig.from_dict(load_yaml(saved))
-    else:
-        model = cli.get("model") or file_values.get("model") or "resnet20"
-        recipe = args.recipe or file_values.pop("recipe", None) or "paper-cifar"
-        config = get_recipe(recipe, str(model))
-    for values in (file_values, cli):
-        if "epochs" in values and "iterations" not in values:
-            values = {**values, "iterations": None}  # a length in epochs replaces the recipe's iterations
-        config = config.replace(**values)
-    options = dict(config.model_options)
-    for name in ("shortcut", "stride_at_", "zero_init_residual_"):
-        value = getattr(args, name, None)
-        if value is not None:
-            options[name.rstrip("_")] = value
-    return config.replace(model_options=options)
+    flags = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
+    options = {
+        name.rstrip("_"): getattr(args, name)
+        for name in ("shortcut", "stride_at_", "zero_init_residual_")
+        if getattr(args, name, None) is not None
+    }
+    return resolve_config(
+        flags, recipe=args.recipe, config_file=args.config, resume=getattr(args, "resume", False), model_options=options
+    )
 
 
 def fields_of_config():
@@ -657,9 +646,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = getattr(exc, "signum", signal.SIGINT)
         name = signal.Signals(signum).name
         return _fail(f"{name}: stopped; files already written are intact", 128 + signum)
-    except (ValueError, KeyError, ModuleNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        return _fail(f"error: {message}", EXIT_USAGE)
+    except MissingExtra as exc:  # the environment lacks an optional package
+        return _fail(f"error: {exc}", EXIT_ENVIRONMENT)
+    except ValueError as exc:  # every bad name, value or file is a ValueError (CheckpointError, ImageError, ...)
+        return _fail(f"error: {exc}", EXIT_USAGE)
     except OSError as exc:
         text = str(exc) if exc.strerror is None else f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
         status = EXIT_USAGE if isinstance(exc, FileNotFoundError) or exc.errno in ARGUMENT_ERRNOS else EXIT_ENVIRONMENT

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import MissingExtra
 from .models.registry import build, model_entry
 from .models.vgg import VGG
 from .models.weights import load_state_dict
@@ -92,7 +93,7 @@ def export_model(
 
 
 def require_onnx_extra() -> None:
-    """Raise a ModuleNotFoundError naming the packages of the `export` extra that are not installed."""
+    """Raise MissingExtra naming the packages of the `export` extra that are not installed."""
     missing = []
     for name in ONNX_EXTRA:
         try:
@@ -100,9 +101,7 @@ def require_onnx_extra() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ModuleNotFoundError(
-            f"ONNX export needs the 'export' extra: pip install 'resnets[export]' (missing: {', '.join(missing)})"
-        )
+        raise MissingExtra("onnx, onnxscript and onnxruntime", "export", f" (missing: {', '.join(missing)})")
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import get_recipe, train
+from ..train.recipes import with_overrides
 from ..train.rundir import holds_run
 
 FAMILIES = ("plain", "resnet")
@@ -68,11 +69,9 @@ def run_degradation(
             name = cifar_name(family, depth)
             finals, histories, seconds = [], [], 0.0
             for seed in range(seeds):
-                config = get_recipe(recipe, name)
-                if "epochs" in overrides and "iterations" not in overrides:
-                    config = config.replace(iterations=None)
-                config = config.replace(
-                    **overrides, model=name, data=data, seed=seed, out=str(out / f"{name}-seed{seed}")
+                config = with_overrides(
+                    get_recipe(recipe, name),
+                    {**overrides, "model": name, "data": data, "seed": seed, "out": str(out / f"{name}-seed{seed}")},
                 )
                 print(f"== {name}, seed {seed}: {config.out}", file=stream, flush=True)
                 result = train(config, stream=stream)

@@ -6,9 +6,12 @@ Each takes the model name, because the paper's recipe depends on it (ResNet-110 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import torch
 
 from ..models import create_model
-from .config import TrainConfig
+from .config import TrainConfig, load_yaml
 
 PAPER_WARMUP_LR = 0.01
 PAPER_WARMUP_UNTIL_ERR = 0.8
@@ -27,8 +30,6 @@ def paper_warmup(model: str) -> tuple[float | None, str]:
     >>> paper_warmup("resnet110")[0], paper_warmup("resnet56")[0], paper_warmup("resnet152")[0]
     (0.01, None, None)
     """
-    import torch
-
     with torch.device("meta"):
         net = create_model(model)
     config = getattr(net, "config", None)
@@ -142,6 +143,49 @@ RECIPES: dict[str, Callable[[str], TrainConfig]] = {
     "explainer": explainer,
     "fast": fast,
 }
+
+
+def with_overrides(config: TrainConfig, values: dict) -> TrainConfig:
+    """`config` with the fields in `values` replaced; a length in epochs replaces the recipe's iterations.
+
+    >>> with_overrides(paper_cifar("resnet20"), {"epochs": 3}).iterations is None
+    True
+    """
+    if "epochs" in values and "iterations" not in values:
+        values = {**values, "iterations": None}
+    return config.replace(**values)
+
+
+def resolve_config(
+    flags: dict,
+    *,
+    recipe: str | None = None,
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    model_options: dict | None = None,
+) -> TrainConfig:
+    """A run's config: the recipe's for the model, then the YAML file's values, then `flags` (which win).
+
+    With `resume` and an `out` folder, and neither a recipe nor a file named, the run's own
+    `config.yaml` takes the recipe's place, so that `--resume --out RUN` alone continues RUN.
+    `model_options` (shortcut, stride_at, ...) are added to the config's own.
+
+    >>> resolve_config({"model": "resnet56", "epochs": 2}, recipe="fast").batch_size
+    512
+    """
+    file_values = load_yaml(config_file) if config_file else {}
+    saved = Path(flags["out"]) / "config.yaml" if resume and flags.get("out") else None
+    if saved is not None and not (recipe or config_file):
+        if not saved.is_file():
+            raise ValueError(f"nothing to resume: {saved} does not exist")
+        config = TrainConfig.from_dict(load_yaml(saved))
+    else:
+        model = flags.get("model") or file_values.get("model") or "resnet20"
+        name = recipe or file_values.pop("recipe", None) or "paper-cifar"
+        config = get_recipe(name, str(model))
+    for values in (file_values, flags):
+        config = with_overrides(config, values)
+    return config.replace(model_options={**config.model_options, **(model_options or {})})
 
 
 def get_recipe(name: str, model: str) -> TrainConfig:
