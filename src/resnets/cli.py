@@ -24,9 +24,13 @@ from pathlib import Path
 from . import __version__
 from .analysis import complexity
 from .analysis.plots import AXES
+from .analysis.responses import POOLINGS
 from .errors import MissingExtra
+from .export import FORMATS
 from .files import atomic_write
 from .models import list_models, model_entry
+from .models.blocks import SHORTCUTS, STRIDE_PLACEMENTS
+from .models.convert import SOURCES
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
 from .text import human_count, printable, table
 
@@ -190,8 +194,8 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             p.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(), help=text)
-    p.add_argument("--shortcut", choices=["A", "B", "C"], help="model option: shortcut type")
-    p.add_argument("--stride-at", dest="stride_at_", choices=["1x1", "3x3"], help="model option: bottleneck stride")
+    p.add_argument("--shortcut", choices=SHORTCUTS, help="model option: shortcut type")
+    p.add_argument("--stride-at", dest="stride_at_", choices=STRIDE_PLACEMENTS, help="model option: bottleneck stride")
     p.add_argument(
         "--zero-init-residual",
         dest="zero_init_residual_",
@@ -349,7 +353,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_degradation(args: argparse.Namespace) -> int:
-    from .experiments.degradation import assess, run_degradation, summary_table, verdict
+    from .experiments.degradation import run_degradation, summary_text
 
     overrides = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
     for key in ("data", "out"):
@@ -364,9 +368,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
             out=args.out,
             axis=args.fig6_axis,
         )
-    print(summary_table(summary, args.data))
-    print("\n".join(verdict(summary)))
-    print(assess(summary)[1])
+    print(summary_text(summary, args.data))
     print(f"outputs in {args.out}: fig6.png, table.txt, summary.json, curves.json")
     return 0
 
@@ -535,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/responses", help="folder for responses.json and responses.png")
     p.add_argument(
         "--pooling",
-        choices=["channel", "pooled"],
+        choices=POOLINGS,
         default="channel",
         help="a layer's std: the mean of its channels' stds (default), or one std over all channels",
     )
@@ -572,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="ONNX, TorchScript, torch.export or safetensors, checked against PyTorch")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program", "safetensors"])
+    p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True)
     p.add_argument(
         "--check",
@@ -584,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="a torchvision or timm ResNet state dict to resnets safetensors")
     p.add_argument("file", help="the .pth/.pt/.safetensors state dict")
-    p.add_argument("--from", dest="source", required=True, choices=["torchvision", "timm"])
+    p.add_argument("--from", dest="source", required=True, choices=SOURCES)
     p.add_argument("--to", required=True, help="OUT.safetensors")
     p.add_argument(
         "--verify",

@@ -247,12 +247,17 @@ def summary_table(summary: dict, data: str) -> str:
     return table(headers, rows)
 
 
+def summary_text(summary: dict, data: str) -> str:
+    """The table of final errors, then the verdict on each depth and the headline: what the experiment found."""
+    return summary_table(summary, data) + "\n\n" + "\n".join([*verdict(summary), assess(summary)[1]])
+
+
 def write_outputs(summary: dict, out: Path, data: str, axis: str = "iterations") -> None:
     out.mkdir(parents=True, exist_ok=True)
     slim = {k: {f: v[f] for f in v if f != "curves"} for k, v in summary.items()}
     atomic_write(out / "summary.json", (json.dumps(slim, indent=2) + "\n").encode())
     atomic_write(out / "curves.json", (json.dumps({k: v["curves"] for k, v in summary.items()}) + "\n").encode())
-    text = summary_table(summary, data) + "\n\n" + "\n".join([*verdict(summary), assess(summary)[1]]) + "\n"
+    text = summary_text(summary, data) + "\n"
     atomic_write(out / "table.txt", text.encode())
     seeds = max((v["seeds"] for v in summary.values()), default=1)
     band = f"; mean of {seeds} seeds, band +- 1 std" if seeds > 1 else ""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..hardware import resolve_device
-from .degradation import assess, run_degradation, summary_table, verdict
+from .degradation import run_degradation, summary_text
 
 DEPTHS = [20, 56]
 # The paper's CIFAR recipe (SGD, momentum 0.9, weight decay 1e-4, He init, lr 0.1), made short:
@@ -46,11 +46,10 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", stream=None) -
     summary = run_degradation("fashion-mnist", DEPTHS, overrides=o, out=out, stream=stream)
     out = Path(out)
     print()
-    print(summary_table(summary, "fashion-mnist"))
+    table, _, findings = summary_text(summary, "fashion-mnist").partition("\n\n")
+    print(table)
     print()
-    for line in verdict(summary):
-        print(line)
-    print(assess(summary)[1])
+    print(findings)
     print(
         f"\nfinished in {time.perf_counter() - started:.0f} s; outputs: {out / 'fig6.png'} (the paper's Fig. 6), "
         f"{out / 'table.txt'}, {out / 'summary.json'}, and one run folder per model under {out}/"

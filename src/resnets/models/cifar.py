@@ -94,37 +94,37 @@ def wide_resnet(depth: int, widen: int, **options) -> ResNet:
 
 @register_model("cifar")
 def resnet20(**options) -> ResNet:
-    """ResNet-20 (Table 6): n = 3, 0.27M parameters."""
+    """ResNet-20 (Table 6): n = 3."""
     return cifar_resnet(20, **options)
 
 
 @register_model("cifar")
 def resnet32(**options) -> ResNet:
-    """ResNet-32 (Table 6): n = 5, 0.46M parameters."""
+    """ResNet-32 (Table 6): n = 5."""
     return cifar_resnet(32, **options)
 
 
 @register_model("cifar")
 def resnet44(**options) -> ResNet:
-    """ResNet-44 (Table 6): n = 7, 0.66M parameters."""
+    """ResNet-44 (Table 6): n = 7."""
     return cifar_resnet(44, **options)
 
 
 @register_model("cifar")
 def resnet56(**options) -> ResNet:
-    """ResNet-56 (Table 6): n = 9, 0.85M parameters."""
+    """ResNet-56 (Table 6): n = 9."""
     return cifar_resnet(56, **options)
 
 
 @register_model("cifar")
 def resnet110(**options) -> ResNet:
-    """ResNet-110 (Table 6): n = 18, 1.7M parameters."""
+    """ResNet-110 (Table 6): n = 18."""
     return cifar_resnet(110, **options)
 
 
 @register_model("cifar")
 def resnet1202(**options) -> ResNet:
-    """ResNet-1202 (Table 6): n = 200, 19.4M parameters."""
+    """ResNet-1202 (Table 6): n = 200."""
     return cifar_resnet(1202, **options)
 
 
@@ -160,34 +160,34 @@ def plain110(**options) -> ResNet:
 
 @register_model("cifar")
 def preact_resnet110(**options) -> ResNet:
-    """Pre-activation ResNet-110 (He et al. 2016b, Table 2): basic blocks, 1.7M parameters."""
+    """Pre-activation ResNet-110 (He et al. 2016b, Table 2): basic blocks."""
     return cifar_preact_resnet(110, **options)
 
 
 @register_model("cifar")
 def preact_resnet164(**options) -> ResNet:
-    """Pre-activation ResNet-164 (He et al. 2016b, Table 4): bottlenecks, 1.7M parameters."""
+    """Pre-activation ResNet-164 (He et al. 2016b, Table 4): bottlenecks."""
     return cifar_preact_resnet(164, bottleneck=True, **options)
 
 
 @register_model("cifar")
 def preact_resnet1001(**options) -> ResNet:
-    """Pre-activation ResNet-1001 (He et al. 2016b, Table 4): bottlenecks, 10.2M parameters.
+    """Pre-activation ResNet-1001 (He et al. 2016b, Table 4): bottlenecks.
 
-    We count 10.33M: the paper's 10.2M leaves out the 0.15M parameters of batch normalisation.
+    Our count exceeds the paper's by the 0.15M parameters of batch normalisation, which it leaves out.
     """
     return cifar_preact_resnet(1001, bottleneck=True, **options)
 
 
 @register_model("cifar")
 def wrn28_10(**options) -> ResNet:
-    """Wide ResNet 28-10 (Zagoruyko and Komodakis 2016): 36.5M parameters."""
+    """Wide ResNet 28-10 (Zagoruyko and Komodakis 2016)."""
     return wide_resnet(28, 10, **options)
 
 
 @register_model("cifar")
 def wrn40_4(**options) -> ResNet:
-    """Wide ResNet 40-4 (Zagoruyko and Komodakis 2016): 8.9M parameters."""
+    """Wide ResNet 40-4 (Zagoruyko and Komodakis 2016)."""
     return wide_resnet(40, 4, **options)
 
 

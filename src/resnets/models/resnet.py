@@ -268,31 +268,31 @@ def _resnet(block: str, layers: list[int], options: dict, plain: bool = False, *
 
 @register_model("imagenet")
 def resnet18(**options) -> ResNet:
-    """ResNet-18 (Table 1): basic blocks [2, 2, 2, 2], 1.8 GMACs."""
+    """ResNet-18 (Table 1): basic blocks [2, 2, 2, 2]."""
     return _resnet("basic", [2, 2, 2, 2], options)
 
 
 @register_model("imagenet")
 def resnet34(**options) -> ResNet:
-    """ResNet-34 (Table 1): basic blocks [3, 4, 6, 3], 3.6 GMACs."""
+    """ResNet-34 (Table 1): basic blocks [3, 4, 6, 3]."""
     return _resnet("basic", [3, 4, 6, 3], options)
 
 
 @register_model("imagenet")
 def resnet50(**options) -> ResNet:
-    """ResNet-50 (Table 1): bottleneck blocks [3, 4, 6, 3], 3.8 GMACs."""
+    """ResNet-50 (Table 1): bottleneck blocks [3, 4, 6, 3]."""
     return _resnet("bottleneck", [3, 4, 6, 3], options)
 
 
 @register_model("imagenet")
 def resnet101(**options) -> ResNet:
-    """ResNet-101 (Table 1): bottleneck blocks [3, 4, 23, 3], 7.6 GMACs."""
+    """ResNet-101 (Table 1): bottleneck blocks [3, 4, 23, 3]."""
     return _resnet("bottleneck", [3, 4, 23, 3], options)
 
 
 @register_model("imagenet")
 def resnet152(**options) -> ResNet:
-    """ResNet-152 (Table 1): bottleneck blocks [3, 8, 36, 3], 11.3 GMACs."""
+    """ResNet-152 (Table 1): bottleneck blocks [3, 8, 36, 3]."""
     return _resnet("bottleneck", [3, 8, 36, 3], options)
 
 
@@ -334,7 +334,7 @@ def plain152(**options) -> ResNet:
 
 @register_model("imagenet")
 def resnext50_32x4d(**options) -> ResNet:
-    """ResNeXt-50 32x4d (Xie et al. 2017): 32 groups of width 4 in each 3x3, 4.2 GMACs."""
+    """ResNeXt-50 32x4d (Xie et al. 2017): 32 groups of width 4 in each 3x3."""
     return _resnet("bottleneck", [3, 4, 6, 3], options, groups=32, width_per_group=4, stride_at="3x3")
 
 
@@ -346,7 +346,7 @@ def resnext101_32x8d(**options) -> ResNet:
 
 @register_model("imagenet")
 def wide_resnet50_2(**options) -> ResNet:
-    """Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): bottleneck twice as wide inside, 68.9M parameters."""
+    """Wide ResNet-50-2 (Zagoruyko and Komodakis 2016): bottleneck twice as wide inside."""
     return _resnet("bottleneck", [3, 4, 6, 3], options, width_per_group=128, stride_at="3x3")
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from ..data.base import NORMALIZATIONS
+from ..data.base import BAD_IMAGES, NORMALIZATIONS
 from ..data.images import DEFAULT_MAX_PIXELS, check_max_pixels
+from ..models.resnet import INITS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
 
@@ -32,7 +33,6 @@ def legacy_values(saved: dict) -> dict:
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; derive_seed's keys are 63-bit
 MAX_LOG_EVERY = 1_000_000  # a progress line at least every million steps (and once an epoch anyway)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-BAD_IMAGES = ("skip", "fail")
 
 
 @dataclass
@@ -103,8 +103,8 @@ class TrainConfig:
                 continue
             if value not in accepted:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(accepted)}")
-        if self.init not in ("he", "xavier"):
-            raise ValueError(f"init={self.init!r} is not one of he, xavier")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is not one of {', '.join(INITS)}")
         for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")

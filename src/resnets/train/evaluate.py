@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import load_dataset
+from ..data import VIEWS, load_dataset
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..hardware import autocast, resolve_device
 from .checkpoint import model_from_checkpoint
@@ -91,9 +91,6 @@ def evaluate(
         raise NonFiniteOutputs("the model's outputs are not finite (NaN or infinity): its weights are unusable")
     # wrong / n, not 1 - right / n: the same number without float noise in the JSON (0.0005, not 0.000499...)
     return EvalResult((n - correct1.item()) / n, (n - correct5.item()) / n, loss_sum.item() / n, n)
-
-
-VIEWS = ("center", "ten_crop", "multi_scale")
 
 
 def evaluate_checkpoint(
