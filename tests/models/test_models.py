@@ -285,3 +285,22 @@ def test_bad_input_shapes_are_named(name, shape, fragment):
     with pytest.raises(ValueError, match=r"input of shape") as err:
         create_model(name)(torch.randn(*shape))
     assert fragment in str(err.value) and str(shape) in str(err.value)
+
+
+def test_blocks_take_only_the_options_their_kind_has():
+    import inspect
+
+    from resnets.models import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNetConfig
+
+    for block in (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck):
+        params = list(inspect.signature(block.__init__).parameters)
+        assert params[1:5] == ["in_planes", "planes", "stride", "downsample"], block  # torchvision's order
+        assert ("stride_at" in params) == ("Bottleneck" in block.__name__), block
+        assert ("groups" in params) == ("Bottleneck" in block.__name__), block
+    # A basic-block net with groups would have built groups=1 convolutions under a config saying 32.
+    with pytest.raises(ValueError, match=r"groups=32, width_per_group=64: preact_basic blocks take only groups=1"):
+        ResNetConfig(block="preact_basic", groups=32)
+    with pytest.raises(ValueError, match="pre-activation blocks need a shortcut"):
+        ResNetConfig(block="preact_bottleneck", shortcut=None)
+    model = create_model("resnext50_32x4d")
+    assert model.layer1[0].conv2.groups == 32 and isinstance(model.layer2[0].downsample[1], torch.nn.BatchNorm2d)

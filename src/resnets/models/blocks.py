@@ -51,7 +51,8 @@ def make_shortcut(
     """The shortcut of one block; None where the identity is used as it is.
 
     A: zero-padding identity; B: projection (1x1 conv + BN) only where the shape
-    changes; C: projection on every block. Pre-activation blocks project without BN.
+    changes; C: projection on every block. Pre-activation blocks project without BN. The stage
+    maker builds it and hands it to the block as `downsample`, as torchvision does.
     """
     if kind is None:
         return None
@@ -81,24 +82,18 @@ class BasicBlock(nn.Module):
         in_planes: int,
         planes: int,
         stride: int = 1,
-        shortcut: str | None = "B",
-        groups: int = 1,
-        width_per_group: int = 64,
-        stride_at: str = "1x1",
+        downsample: nn.Module | None = None,
+        *,
+        residual: bool = True,
     ) -> None:
         super().__init__()
-        if groups != 1 or width_per_group != 64:
-            raise ValueError(
-                f"groups={groups}, width_per_group={width_per_group}: basic blocks take only "
-                "groups=1, width_per_group=64 (use a bottleneck net for ResNeXt or wide nets)"
-            )
-        self.residual = shortcut is not None
+        self.residual = residual
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride)
+        self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -129,15 +124,17 @@ class Bottleneck(nn.Module):
         in_planes: int,
         planes: int,
         stride: int = 1,
-        shortcut: str | None = "B",
+        downsample: nn.Module | None = None,
+        *,
         groups: int = 1,
-        width_per_group: int = 64,
+        base_width: int = 64,
         stride_at: str = "1x1",
+        residual: bool = True,
     ) -> None:
         super().__init__()
-        width = int(planes * (width_per_group / 64.0)) * groups
+        width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_at == "1x1" else (1, stride)
-        self.residual = shortcut is not None
+        self.residual = residual
         self.conv1 = conv1x1(in_planes, width, stride_1x1)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, stride_3x3, groups)
@@ -145,7 +142,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
+        self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -186,16 +183,12 @@ class PreActBasicBlock(nn.Module):
         in_planes: int,
         planes: int,
         stride: int = 1,
-        shortcut: str | None = "B",
-        groups: int = 1,
-        width_per_group: int = 64,
-        stride_at: str = "1x1",
+        downsample: nn.Module | None = None,
+        *,
         entry: str = "preact",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if shortcut is None:
-            raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
         self.entry = _check_entry(entry)
         self.bn1 = None if entry == "activated" else nn.BatchNorm2d(in_planes)
         self.relu = nn.ReLU(inplace=True)
@@ -205,7 +198,7 @@ class PreActBasicBlock(nn.Module):
         # block between convolutions and after ReLU".
         self.dropout = nn.Dropout(dropout) if dropout else None
         self.conv2 = conv3x3(planes, planes)
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, with_bn=False)
+        self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x if self.bn1 is None else self.relu(self.bn1(x))
@@ -230,16 +223,15 @@ class PreActBottleneck(nn.Module):
         in_planes: int,
         planes: int,
         stride: int = 1,
-        shortcut: str | None = "B",
+        downsample: nn.Module | None = None,
+        *,
         groups: int = 1,
-        width_per_group: int = 64,
+        base_width: int = 64,
         stride_at: str = "1x1",
         entry: str = "preact",
     ) -> None:
         super().__init__()
-        if shortcut is None:
-            raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
-        width = int(planes * (width_per_group / 64.0)) * groups
+        width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_at == "1x1" else (1, stride)
         self.entry = _check_entry(entry)
         self.bn1 = None if entry == "activated" else nn.BatchNorm2d(in_planes)
@@ -249,7 +241,7 @@ class PreActBottleneck(nn.Module):
         self.conv2 = conv3x3(width, width, stride_3x3, groups)
         self.bn3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
-        self.downsample = make_shortcut(shortcut, in_planes, planes * self.expansion, stride, with_bn=False)
+        self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x if self.bn1 is None else self.relu(self.bn1(x))

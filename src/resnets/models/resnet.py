@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from .blocks import BLOCKS, SHORTCUTS, STRIDE_PLACEMENTS, conv3x3
+from .blocks import BLOCKS, SHORTCUTS, STRIDE_PLACEMENTS, conv3x3, make_shortcut
 from .registry import register_model
 
 STEMS = ("imagenet", "cifar")
@@ -59,6 +59,13 @@ class ResNetConfig:
             raise ValueError("zero_init_residual=True needs a residual net: a plain net would output zeros")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout!r} must be a probability in [0, 1)")
+        if "bottleneck" not in self.block and (self.groups != 1 or self.width_per_group != 64):
+            raise ValueError(
+                f"groups={self.groups}, width_per_group={self.width_per_group}: {self.block} blocks take only "
+                "groups=1, width_per_group=64 (use a bottleneck net for ResNeXt or wide nets)"
+            )
+        if self.shortcut is None and self.block.startswith("preact"):
+            raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
         if self.dropout and self.block != "preact_basic":
             raise ValueError(
                 f"dropout={self.dropout!r} applies to pre-activation basic blocks (wide ResNets), not {self.block}"
@@ -112,22 +119,12 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(count):
-                first_unit = {"entry": "activated" if imagenet else "shared"} if self.preact and i == j == 0 else {}
-                if config.dropout:
-                    first_unit["dropout"] = config.dropout
-                blocks.append(
-                    block(
-                        in_planes,
-                        planes,
-                        stride if j == 0 else 1,
-                        config.shortcut,
-                        config.groups,
-                        config.width_per_group,
-                        config.stride_at,
-                        **first_unit,
-                    )
-                )
-                in_planes = planes * block.expansion
+                step = stride if j == 0 else 1
+                out_planes = planes * block.expansion
+                # The stage maker builds the shortcut and hands it to the block, as torchvision does.
+                downsample = make_shortcut(config.shortcut, in_planes, out_planes, step, with_bn=not self.preact)
+                blocks.append(block(in_planes, planes, step, downsample, **self._block_options(i == j == 0)))
+                in_planes = out_planes
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
@@ -142,6 +139,21 @@ class ResNet(nn.Module):
             init_weights(self, config.init)
             if config.zero_init_residual:
                 zero_init_residual_(self)
+
+    def _block_options(self, first: bool) -> dict:
+        """The keyword arguments that this config gives its kind of block, and only those."""
+        c = self.config
+        options: dict = {}
+        if "bottleneck" in c.block:
+            options.update(groups=c.groups, base_width=c.width_per_group, stride_at=c.stride_at)
+        if self.preact:
+            if first:  # the first unit activates before splitting (He et al. 2016b, section 4.1)
+                options["entry"] = "activated" if c.stem == "imagenet" else "shared"
+        else:
+            options["residual"] = c.shortcut is not None
+        if c.dropout:
+            options["dropout"] = c.dropout
+        return options
 
     @property
     def num_classes(self) -> int:
