@@ -1,10 +1,12 @@
-"""Training: configs and recipes, the loop, evaluation and checkpoints."""
+"""Training: the config and its recipes, the loop (engine), the network it trains (finetune), evaluation,
+checkpoints, metrics, the run folder and how a run stops (stops)."""
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig
-from .engine import Diverged, Interrupted, RunResult, Trainer, train
+from .engine import RunResult, Trainer, train
 from .evaluate import EvalResult, evaluate
 from .recipes import RECIPES, get_recipe
+from .stops import Diverged, Interrupted
 
 __all__ = [
     "RECIPES",

@@ -7,9 +7,7 @@ import math
 import re
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +22,6 @@ from ..data.transforms import FolderTransforms
 from ..export import export_model, rebuild_options
 from ..files import atomic_write
 from ..hardware import autocast, resolve_device
-from ..models import create_model
-from ..models.weights import clean_state_dict, read_weights
 from .checkpoint import (
     first_non_finite,
     latest_valid,
@@ -36,10 +32,12 @@ from .checkpoint import (
 )
 from .config import TrainConfig, legacy_values
 from .evaluate import EvalResult, NonFiniteOutputs, evaluate
+from .finetune import build_model, set_train_mode
 from .metrics import MetricsLog, Progress
 from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
+from .stops import Diverged, Interrupted, stop_signals
 
 # Fields that may change between a run and its resumption: they do not touch the arithmetic.
 RESUMABLE_CHANGES = {
@@ -55,62 +53,6 @@ RESUMABLE_CHANGES = {
     "data_dir",
     "max_image_pixels",
 }
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was written (None: the run stopped during start-up)."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path | None, run_dir: Path) -> None:
-        self.signum, self.step, self.checkpoint, self.run_dir = signum, step, checkpoint, run_dir
-        super().__init__(f"{self.what}; resume with: resnets train --out {run_dir} --resume")
-
-    @property
-    def what(self) -> str:
-        """What happened and what was saved, without the advice on resuming."""
-        name = signal.Signals(self.signum).name
-        if self.checkpoint is None:
-            return f"{name} during start-up, before any training step: nothing new was saved in {self.run_dir}"
-        return f"{name} at step {self.step}: checkpoint written to {self.checkpoint}"
-
-
-class Diverged(RuntimeError):
-    """The loss or the weights became NaN or infinite; no such checkpoint is written."""
-
-
-class StopRequest:
-    """SIGINT/SIGTERM turned into a flag that the loop checks between steps.
-
-    A second signal raises KeyboardInterrupt at once (the user insists), except while a
-    checkpoint is being written (`shielded`): that finishes first, so it is never lost half-way.
-    """
-
-    def __init__(self) -> None:
-        self.signals: list[int] = []
-        self._shields = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.signals)
-
-    @property
-    def signum(self) -> int:
-        return self.signals[0]
-
-    @contextmanager
-    def shielded(self):
-        self._shields += 1
-        try:
-            yield
-        finally:
-            self._shields -= 1
-
-    def handle(self, signum: int, _frame=None) -> None:
-        self.signals.append(signum)
-        if len(self.signals) > 1 and not self._shields:
-            raise KeyboardInterrupt
-
-
-class _StopEvaluation(Exception):
-    """A stop signal arrived during an evaluation pass: abandon it, checkpoint, stop."""
 
 
 @dataclass
@@ -132,89 +74,6 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.model}-{data}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
-    """The network a config asks for, shaped for the data; refuses images too small for it."""
-    options = {"init": config.init, **config.model_options}
-    model = create_model(config.model, in_channels=in_channels, num_classes=num_classes, **options)
-    if min(image_size) < model.min_input_size:
-        raise ValueError(
-            f"model {config.model} needs images of at least {model.min_input_size}x{model.min_input_size}, "
-            f"the data has {image_size[0]}x{image_size[1]} (use a CIFAR-style net such as resnet20)"
-        )
-    if config.init_from:
-        load_backbone(model, config.init_from)
-    if config.freeze_backbone:
-        freeze_backbone(model)
-    return model
-
-
-def head_of(model: nn.Module) -> nn.Module:
-    """The classifier layer that fine-tuning replaces."""
-    return model.classifier[-1] if hasattr(model, "classifier") else model.fc
-
-
-def head_names(model: nn.Module) -> set[str]:
-    """State-dict names of the classifier layer's parameters."""
-    head = {id(p) for p in head_of(model).parameters()}
-    return {name for name, p in model.named_parameters() if id(p) in head}
-
-
-def load_backbone(model: nn.Module, path: str) -> list[str]:
-    """Load the weights of `path` into everything but the head (kept when its shape fits).
-
-    Returns the names left at their fresh initialisation (the head, when the class count
-    differs). Any other missing, unexpected or reshaped weight means another architecture
-    and is refused with its name.
-    """
-    weights = clean_state_dict(read_weights(path))
-    own = model.state_dict()
-    head = head_names(model)
-    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    misfits = [k for k in sorted(set(own) | set(weights)) if k not in fitting and k not in head]
-    if misfits:
-        k = misfits[0]
-        found = tuple(weights[k].shape) if k in weights else "nothing"
-        wanted = tuple(own[k].shape) if k in own else "nothing"
-        raise ValueError(
-            f"{path} does not fit {getattr(model, 'model_name', type(model).__name__)}: "
-            f"{k} is {found} in the file, {wanted} in the model ({len(misfits)} mismatches)"
-        )
-    model.load_state_dict(fitting, strict=False)
-    return sorted(set(own) - set(fitting))
-
-
-def freeze_backbone(model: nn.Module) -> None:
-    """Train only the head: every other parameter stops learning and every BN keeps its statistics."""
-    head = set(head_of(model).parameters())
-    for p in model.parameters():
-        p.requires_grad_(p in head)
-
-
-def set_train_mode(model: nn.Module) -> None:
-    """`model.train()`, except that BN layers with frozen parameters keep their running statistics."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d) and m.weight is not None and not m.weight.requires_grad:
-            m.eval()
-
-
-@contextmanager
-def stop_signals():
-    """SIGINT/SIGTERM, while the block runs, set a `StopRequest` instead of killing the process."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, request.handle)
-    try:
-        yield request
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
     saved = {**saved, **legacy_values(saved)}  # a run saved before a field existed had its legacy value
     current = config.to_dict()
@@ -225,6 +84,10 @@ def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
             f"{run_dir} holds a run with {k}={saved.get(k)!r}, not {current[k]!r}: "
             "resume it with its own settings, or choose another --out"
         )
+
+
+class _StopEvaluation(Exception):
+    """A stop signal arrived during an evaluation pass: abandon it, checkpoint, stop."""
 
 
 class Trainer:
