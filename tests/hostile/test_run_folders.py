@@ -117,7 +117,7 @@ def test_weights_that_turn_non_finite_are_not_saved(tmp_path, monkeypatch):
 
     def step(self, x, y):
         original_step(self, x, y)
-        if self.step == 6:  # epoch 2: its BN statistics become infinite, the loss stays finite
+        if self.position.step == 6:  # epoch 2: its BN statistics become infinite, the loss stays finite
             self.model.bn1.running_var.fill_(float("inf"))
 
     monkeypatch.setattr(engine.Trainer, "_train_step", step)

@@ -97,7 +97,7 @@ def test_a_second_ctrl_c_outside_a_write_stops_at_once_in_one_line(tmp_path, mon
 
     def step(self, x, y):
         original(self, x, y)
-        if self.step == 6:
+        if self.position.step == 6:
             send(signal.SIGINT)
             send(signal.SIGINT)
 

@@ -37,6 +37,7 @@ from .metrics import MetricsLog, Progress
 from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
+from .state import IntervalMeter, RunPosition
 from .stops import Diverged, Interrupted, stop_signals
 
 # Fields that may change between a run and its resumption: they do not touch the arithmetic.
@@ -137,9 +138,9 @@ class Trainer:
         self._setup()
         self._restore()
         if self.stop:
-            raise Interrupted(self.stop.signum, self.step, None, self.run_dir)
+            raise Interrupted(self.stop.signum, self.position.step, None, self.run_dir)
         self.metrics = MetricsLog(self.run_dir, self.history, tensorboard=self.config.tensorboard)
-        self.progress = Progress(self.total_steps, self.step, self.stream)
+        self.progress = Progress(self.total_steps, self.position.step, self.stream)
         self.log(
             f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
             f"on {self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
@@ -153,11 +154,11 @@ class Trainer:
             )
         set_train_mode(self.model)
         try:
-            while self.epoch < self.n_epochs:
+            while self.position.epoch < self.n_epochs:
                 self._train_epoch()
                 self._end_epoch()
                 if self.stop:
-                    raise Interrupted(self.stop.signum, self.step, self.last_good, self.run_dir)
+                    raise Interrupted(self.stop.signum, self.position.step, self.last_good, self.run_dir)
         finally:
             self.progress.close()
             self.metrics.close()
@@ -211,14 +212,11 @@ class Trainer:
         self.forward = torch.compile(self.model) if c.compile else self.model
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         self.mean, self.std = (t.detach().cpu() for t in self.data.normalization)
-        # Where the run stands: restored from a checkpoint on resume.
-        self.step, self.epoch, self.epoch_step, self.best = 0, 0, 0, math.inf
-        self.sums = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss sum, error count) this epoch
-        self.seen = 0  # images seen this epoch
+        # Where the run stands (restored from a checkpoint on resume), and the steps since the last
+        # host sync (synced at least once an epoch).
+        self.position = RunPosition.start(self.device)
         self.history: list[dict] = []
-        # Per-step (loss, errors) since the last host sync (synced at least once an epoch).
-        self.interval = torch.zeros(min(c.log_every, self.steps_per_epoch), 2, device=self.device)
-        self.pending = 0
+        self.meter = IntervalMeter(min(c.log_every, self.steps_per_epoch), self.device)
 
     def _restore(self) -> None:
         if self.resume_from is None:
@@ -227,11 +225,11 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        self.best, self.seen, self.history = state["best"], state["seen"], state["history"]
-        self.sums.copy_(state["sums"])
+        self.position.load_state_dict(state)
+        self.history = state["history"]
         set_rng_state(state["rng"])
-        self.log(f"resuming {self.run_dir} from {path.name} (epoch {self.epoch + 1}, step {self.step})")
+        p = self.position
+        self.log(f"resuming {self.run_dir} from {path.name} (epoch {p.epoch + 1}, step {p.step})")
 
     def _data_meta(self) -> dict:
         info = self.info
@@ -247,20 +245,16 @@ class Trainer:
         weights = self.model.state_dict()
         bad = first_non_finite(weights)
         if bad is not None:
+            at = self.position
             raise Diverged(
-                f"non-finite values in {bad} at step {self.step} (epoch {self.epoch + 1}): not saved; "
+                f"non-finite values in {bad} at step {at.step} (epoch {at.epoch + 1}): not saved; "
                 f"{self._good_checkpoint_text()}; try a lower --lr"
             )
         state = {
             "model": {k: v.detach().cpu() for k, v in weights.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "epoch_step": self.epoch_step,
-            "best": self.best,
-            "sums": self.sums.detach().cpu(),
-            "seen": self.seen,
+            **self.position.state_dict(),
             "history": self.metrics.history,
             "rng": rng_state(),
             "config": self.config.to_dict(),
@@ -271,7 +265,7 @@ class Trainer:
             "data": self._data_meta(),
         }
         with self.stop.shielded():
-            save_checkpoint(state, self.ckpt_dir, self.step, self.config.keep, is_best)
+            save_checkpoint(state, self.ckpt_dir, self.position.step, self.config.keep, is_best)
         self.last_good = self.ckpt_dir / "last.pt"
         return self.last_good
 
@@ -280,7 +274,7 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One SGD step; its loss and errors stay on the device."""
         c = self.config
-        lr = self.schedule.lr(self.step)
+        lr = self.schedule.lr(self.position.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if c.channels_last:
@@ -293,60 +287,59 @@ class Trainer:
         self.optimizer.step()
         errors = (logits.detach().argmax(1) != y).sum()
         loss = loss.detach().float()
-        self.interval[self.pending, 0] = loss
-        self.interval[self.pending, 1] = errors
-        self.sums[0] += loss.double() * y.shape[0]
-        self.sums[1] += errors
-        self.seen += y.shape[0]
-        self.interval_images += y.shape[0]
-        self.epoch_images += y.shape[0]
-        self.pending += 1
-        self.step += 1
-        self.epoch_step += 1
+        p, n = self.position, y.shape[0]
+        self.meter.add(loss, errors, n)
+        p.sums[0] += loss.double() * n
+        p.sums[1] += errors
+        p.seen += n
+        self.epoch_images += n
+        p.step += 1
+        p.epoch_step += 1
 
     def _check_interval(self) -> None:
         """The loop's one host sync: stop on a non-finite loss, report progress, end the warm-up."""
-        if self.pending == 0:
+        meter, p = self.meter, self.position
+        if meter.pending == 0:
             return
         c = self.config
-        values = self.interval[: self.pending].cpu()
+        values = meter.values()
         bad = (~torch.isfinite(values[:, 0])).nonzero()
         if len(bad):
-            at = self.interval_start + int(bad[0]) + 1
+            at = meter.start_step + int(bad[0]) + 1
             raise Diverged(
-                f"non-finite loss ({values[int(bad[0]), 0].item()}) at step {at} (epoch {self.epoch + 1}): "
+                f"non-finite loss ({values[int(bad[0]), 0].item()}) at step {at} (epoch {p.epoch + 1}): "
                 f"stopped; {self._good_checkpoint_text()}; try a lower --lr"
             )
         now = time.perf_counter()
-        err = values[:, 1].sum().item() / max(self.interval_images, 1)
-        speed = self.interval_images / max(now - self.clock, 1e-9)
-        lr = self.schedule.lr(self.step - 1)
-        self.progress.update(self.step, self.epoch + 1, values[:, 0].mean().item(), err, lr, speed)
+        err = values[:, 1].sum().item() / max(meter.images, 1)
+        speed = meter.images / max(now - meter.clock, 1e-9)
+        lr = self.schedule.lr(p.step - 1)
+        self.progress.update(p.step, p.epoch + 1, values[:, 0].mean().item(), err, lr, speed)
         if self.schedule.observe_train_error(err):
             self.progress.message(
-                f"step {self.step}: training error {100 * err:.1f}% < {100 * c.warmup_until_err:.0f}%, "
-                f"warm-up over, lr {self.schedule.lr(self.step)}"
+                f"step {p.step}: training error {100 * err:.1f}% < {100 * c.warmup_until_err:.0f}%, "
+                f"warm-up over, lr {self.schedule.lr(p.step)}"
             )
-        self.pending, self.interval_start, self.interval_images, self.clock = 0, self.step, 0, now
+        meter.restart(p.step, now)
 
     def _train_epoch(self) -> None:
-        c = self.config
-        self.epoch_started = self.clock = time.perf_counter()
-        self.epoch_images = self.interval_images = 0
-        self.interval_start = self.step
-        steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
-        batches = self.data.train.epoch(self.epoch, start=self.epoch_step) if self.epoch_step < steps else ()
+        c, p = self.config, self.position
+        self.epoch_started = time.perf_counter()
+        self.epoch_images = 0
+        self.meter.restart(p.step, self.epoch_started)
+        steps = min(self.steps_per_epoch, self.total_steps - p.epoch * self.steps_per_epoch)
+        batches = self.data.train.epoch(p.epoch, start=p.epoch_step) if p.epoch_step < steps else ()
         for x, y in batches:
             self._train_step(x, y)
-            if self.pending == c.log_every:
+            if self.meter.pending == c.log_every:
                 self._check_interval()
             if self.stop:
                 self._check_interval()
-                raise Interrupted(self.stop.signum, self.step, self._checkpoint(), self.run_dir)
-            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                raise Interrupted(self.stop.signum, p.step, self._checkpoint(), self.run_dir)
+            if c.checkpoint_every and p.step % c.checkpoint_every == 0:
                 self._check_interval()
                 self._checkpoint()
-            if self.epoch_step >= steps:
+            if p.epoch_step >= steps:
                 break
         self._check_interval()
 
@@ -356,9 +349,10 @@ class Trainer:
         try:
             return evaluate(self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip)
         except NonFiniteOutputs:
+            at = self.position
             raise Diverged(
-                f"the model's outputs on evaluation images are not finite at step {self.step} "
-                f"(epoch {self.epoch + 1}): stopped, not saved; {self._good_checkpoint_text()}; try a lower --lr"
+                f"the model's outputs on evaluation images are not finite at step {at.step} (epoch {at.epoch + 1}): "
+                f"stopped, not saved; {self._good_checkpoint_text()}; try a lower --lr"
             ) from None
         finally:
             set_train_mode(self.model)
@@ -381,16 +375,17 @@ class Trainer:
             self._record_epoch()
         except _StopEvaluation:
             self._check_interval()
-            raise Interrupted(self.stop.signum, self.step, self._checkpoint(), self.run_dir) from None
+            raise Interrupted(self.stop.signum, self.position.step, self._checkpoint(), self.run_dir) from None
 
     def _record_epoch(self) -> None:
+        p = self.position
         train_seconds = time.perf_counter() - self.epoch_started
         record = {
-            "epoch": self.epoch + 1,
-            "step": self.step,
-            "lr": self.schedule.lr(self.step - 1),
-            "train_loss": self.sums[0].item() / max(self.seen, 1),
-            "train_err": self.sums[1].item() / max(self.seen, 1),
+            "epoch": p.epoch + 1,
+            "step": p.step,
+            "lr": self.schedule.lr(p.step - 1),
+            "train_loss": p.sums[0].item() / max(p.seen, 1),
+            "train_err": p.sums[1].item() / max(p.seen, 1),
         }
         if self.data.val is not None:
             val = self._evaluate(self.data.val)
@@ -403,16 +398,15 @@ class Trainer:
         record["elapsed"] = time.perf_counter() - self.started
         if self.data.train.bad_images:
             record["bad_images"] = self.data.train.bad_images
-            self.progress.message(f"epoch {self.epoch + 1}: {self.data.train.bad_images} unreadable images skipped")
+            self.progress.message(f"epoch {p.epoch + 1}: {self.data.train.bad_images} unreadable images skipped")
         # The test set never steers training: the plateau and best.pt watch validation, else training.
         monitored = record.get("val_err", record["train_loss"])
         if self.schedule.observe_epoch(monitored):
-            self.progress.message(f"epoch {self.epoch + 1}: plateau, lr now {self.schedule.lr(self.step)}")
-        is_best = monitored < self.best
-        self.best = min(self.best, monitored)
+            self.progress.message(f"epoch {p.epoch + 1}: plateau, lr now {self.schedule.lr(p.step)}")
+        is_best = monitored < p.best
+        p.best = min(p.best, monitored)
         self.metrics.add(record)
-        self.epoch, self.epoch_step, self.seen = self.epoch + 1, 0, 0
-        self.sums.zero_()
+        p.next_epoch()
         self._checkpoint(is_best)  # holds the record: a crash after it loses nothing
         self.metrics.write_last()
         self.progress.message(format_record(record))
