@@ -6,8 +6,13 @@
 True
 """
 
+from importlib import metadata as _metadata
+
 from .models import create_model, list_models
 
-__version__ = "0.1.0"
+try:  # one version number: the package's metadata (pyproject.toml)
+    __version__ = _metadata.version("resnets")
+except _metadata.PackageNotFoundError:  # run from a source tree that was not installed (PYTHONPATH=src)
+    __version__ = "0+unknown"
 
 __all__ = ["__version__", "create_model", "list_models"]

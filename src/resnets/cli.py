@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import shlex
 import signal
 import statistics
@@ -644,6 +645,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(stop), 128 + stop.signum)
     except Diverged as exc:
         return _fail(str(exc), EXIT_ENVIRONMENT)
+    except BrokenPipeError:  # `resnets ... | head` closed the pipe: stop quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ENVIRONMENT
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         name = signal.Signals(signum).name
