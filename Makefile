@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test test-slow lint data clean
+.PHONY: demo test test-slow lint data browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,19 @@ data:
 			|| echo "could not install dataset-fashion-mnist: tests that need it will be skipped"; \
 	fi
 
+# Debian's chromium, for the test that opens the HTML report in a headless browser (skipped without it).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium (for the report's browser test)"; \
+		($(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null)) \
+			|| echo "could not install chromium: the report's browser test will be skipped"; \
+	fi
+
 demo: $(STAMP) data
 	$(PY) -m resnets demo --out runs/demo
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP) data
