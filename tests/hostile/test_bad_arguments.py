@@ -144,3 +144,17 @@ def test_an_explicit_data_dir_that_is_missing_is_refused_not_replaced(tmp_path, 
     typo = tmp_path / "typo"
     assert main([*train_argv(tmp_path / "run", data="fashion-mnist"), "--data-dir", str(typo)]) == 2
     assert f"--data-dir {typo} does not exist" in one_error(capsys)
+
+
+def test_tensorboard_without_its_extra_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as where it is not installed
+    out = tmp_path / "run"
+    assert main([*train_argv(out), "--tensorboard"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "resnets: error: needs tensorboard, of the 'tensorboard' extra: pip install 'resnets[tensorboard]' "
+        "(or leave --tensorboard out)"
+    )
+    assert not out.exists()

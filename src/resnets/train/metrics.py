@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import MissingExtra
 from ..files import atomic_write
 
 # Columns of metrics.csv, in order; a record may lack the optional ones (val_*).
@@ -49,12 +50,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                print(
-                    "resnets: TensorBoard is not installed (pip install tensorboard); logging to files only",
-                    file=sys.stderr,
-                )
-            else:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                raise MissingExtra("tensorboard", "tensorboard", " (or leave --tensorboard out)") from None
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
         self._rewrite()
 
     def add(self, record: dict) -> None:
