@@ -12,6 +12,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -34,6 +35,7 @@ from .models.blocks import SHORTCUTS, STRIDE_PLACEMENTS
 from .models.convert import SOURCES
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
 from .text import human_count, printable, table
+from .train.recipes import RECIPES
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
@@ -46,6 +48,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _ShownDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends with the flag's default, unless there is none to show (None, off) or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def positive_int(text: str) -> int:
@@ -74,7 +85,7 @@ def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
         type=pixel_limit,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
-        help=f"refuse image files of more pixels, undecoded (default {DEFAULT_MAX_PIXELS:,}, Pillow's; none: no limit)",
+        help=f"refuse image files of more pixels, undecoded (default: {DEFAULT_MAX_PIXELS:,}, Pillow's; none: no limit)",
     )
 
 
@@ -181,20 +192,43 @@ def cmd_flops(args: argparse.Namespace) -> int:
 _NO_FLAG = {"recipe", "model_options"}
 
 
+# The names that timm's and torchvision's training scripts give some of the same flags.
+FLAG_ALIASES = {
+    "batch_size": ("-b",),
+    "num_workers": ("-j", "--workers"),
+    "out": ("--output",),
+    "schedule": ("--sched", "--lr-scheduler"),
+    "init_from": ("--initial-checkpoint",),
+}
+
+
+def _flag_help(name: str, comment: str, default: object) -> str:
+    """A field's comment, other fields named by their flags, and the default recipe's value."""
+    # Multi-word field names (warmup_until_err) are Python's, not words: shown as their flags.
+    names = sorted((f.name for f in fields_of_config() if "_" in f.name), key=len, reverse=True)
+    text = re.sub(r"\b(" + "|".join(names) + r")\b", lambda m: "--" + m.group(1).replace("_", "-"), comment)
+    shown = "none" if default is None else ",".join(map(str, default)) if isinstance(default, list) else default
+    return f"{text} (default: the recipe's; paper-cifar: {shown})".replace("%", "%%")
+
+
 def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field, its help taken from the field's comment."""
     from .train.config import field_help
+    from .train.recipes import get_recipe
 
     helps = field_help()
+    defaults = get_recipe("paper-cifar", "resnet20").to_dict()
     for f in fields_of_config():
         if f.name in exclude:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        text = helps.get(f.name, "").replace("%", "%%")
+        flags = ["--" + f.name.replace("_", "-"), *FLAG_ALIASES.get(f.name, ())]
+        text = _flag_help(f.name, helps.get(f.name, ""), defaults[f.name])
         if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "milestones":  # 0.5 0.75 (timm's form) or 0.5,0.75
+            p.add_argument(*flags, dest=f.name, nargs="+", default=None, metavar="FRACTION", help=text)
         else:
-            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(), help=text)
+            p.add_argument(*flags, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(), help=text)
     p.add_argument("--shortcut", choices=SHORTCUTS, help="model option: shortcut type")
     p.add_argument("--stride-at", dest="stride_at_", choices=STRIDE_PLACEMENTS, help="model option: bottleneck stride")
     p.add_argument(
@@ -472,34 +506,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="resnets", description="Deep residual networks (He et al., CVPR 2016).")
     parser.add_argument("--version", action="version", version=f"resnets {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    shown = {"formatter_class": _ShownDefaults}  # help shows each flag's default
 
-    p = sub.add_parser("models", help="list every registered model with its parameters and GMACs")
+    p = sub.add_parser("models", help="list every registered model with its parameters and GMACs", **shown)
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--json", action="store_true", help="print a JSON list on stdout")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("flops", help="parameters and multiply-adds of one model, per stage")
-    p.add_argument("name")
-    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"))
+    p = sub.add_parser("flops", help="parameters and multiply-adds of one model, per stage", **shown)
+    p.add_argument("name", help="a registered model name (see `resnets models`)")
+    p.add_argument(
+        "--input-size",
+        nargs=3,
+        type=int,
+        metavar=("C", "H", "W"),
+        help="count at this input size (default: the family's)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("train", help="train a model (see --recipe); resumes an interrupted run in --out")
-    p.add_argument("--recipe", help="paper-cifar (default), paper-imagenet, explainer, fast")
+    p.add_argument("--recipe", help=f"one of {', '.join(RECIPES)} (default: paper-cifar)")
     p.add_argument("--config", help="YAML file of config values (command-line flags win)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (an error if there is none)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1/top-5 test error of a checkpoint")
+    p = sub.add_parser("eval", help="top-1/top-5 test error of a checkpoint", **shown)
     p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: the usual places)")
     p.add_argument("--ten-crop", action="store_true", help="average 10 crops (corners, centre, flips)")
     p.add_argument("--multi-scale", action="store_true", help="fully convolutional, 5 scales (image folders)")
     p.add_argument("--flip", action="store_true", help="also average each view's mirror image (not in the paper)")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the run's eval batch)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, mps")
     p.add_argument(
         "--allow-other-classes",
         action="store_true",
@@ -512,82 +553,94 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="the paper's experiments")
     experiments = p.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
     p = experiments.add_parser("degradation", help="plain and residual nets at several depths (Fig. 6, Table 6)")
-    p.add_argument("--depths", nargs="+", type=int, default=[20, 32, 44, 56, 110], help="CIFAR-style depths, 6n+2")
-    p.add_argument("--seeds", type=int, default=1, help="runs per model (mean and std are reported)")
-    p.add_argument("--recipe", default="paper-cifar")
-    p.add_argument("--fig6-axis", choices=AXES, default="iterations", help="Fig. 6's x axis (the paper's: iterations)")
+    p.add_argument(
+        "--depths",
+        nargs="+",
+        type=int,
+        default=[20, 32, 44, 56, 110],
+        help="CIFAR-style depths, 6n+2 (default: 20 32 44 56 110)",
+    )
+    p.add_argument("--seeds", type=positive_int, default=1, help="runs per model, mean and std reported (default: 1)")
+    p.add_argument("--recipe", default="paper-cifar", help=f"one of {', '.join(RECIPES)} (default: paper-cifar)")
+    p.add_argument(
+        "--fig6-axis", choices=AXES, default="iterations", help="Fig. 6's x axis (default: iterations, the paper's)"
+    )
     _add_config_flags(p, exclude=("model", "seed"))
     p.set_defaults(func=cmd_degradation, data="fashion-mnist", out="runs/degradation")
 
-    p = sub.add_parser("grad-flow", help="gradient reaching each layer (RMS), weight gradients, each block's gain")
+    p = sub.add_parser(
+        "grad-flow", help="gradient reaching each layer (RMS), weight gradients, each block's gain", **shown
+    )
     p.add_argument("--model", action="append", help="a model at initialisation (repeatable)")
     p.add_argument("--checkpoint", action="append", help="a trained checkpoint (repeatable)")
     p.add_argument("--data", help="dataset of the batch (default: the checkpoint's, or 1x28x28 synthetic)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images in the one batch measured")
+    p.add_argument("--seed", type=int, default=0, help="the initialisation and the batch derive from it")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
     p.add_argument("--out", default="runs/gradflow", help="folder for gradflow.json and gradflow.png")
     p.add_argument("--json", action="store_true", help="print the per-layer figures as JSON")
     p.set_defaults(func=cmd_grad_flow)
 
-    p = sub.add_parser("responses", help="std of each 3x3 layer's response, plain against residual (Fig. 7)")
+    p = sub.add_parser("responses", help="std of each 3x3 layer's response, plain against residual (Fig. 7)", **shown)
     p.add_argument("--checkpoint", action="append", required=True, help="a trained checkpoint (repeatable)")
     p.add_argument("--data", help="dataset (default: each checkpoint's own)")
-    p.add_argument("--images", type=int, default=512, help="test images to measure on")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--images", type=positive_int, default=512, help="test images to measure on")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps")
     p.add_argument("--out", default="runs/responses", help="folder for responses.json and responses.png")
     p.add_argument(
         "--pooling",
         choices=POOLINGS,
         default="channel",
-        help="a layer's std: the mean of its channels' stds (default), or one std over all channels",
+        help="a layer's std: the mean of its channels' stds, or one std over all channels",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the per-layer figures as JSON")
     p.set_defaults(func=cmd_responses)
 
-    p = sub.add_parser("report", help="one self-contained HTML page of runs and experiments")
-    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p = sub.add_parser("report", help="one self-contained HTML page of runs and experiments", **shown)
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="experiment or run folders")
     p.add_argument("--out", required=True, help="the .html file to write")
-    p.add_argument("--title")
+    p.add_argument("--title", help="the page's title (default: one made from the folders' names)")
     p.add_argument("--note", help="a paragraph under the title: what the runs are, what is still to do")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint")
+    p = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint", **shown)
     p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--topk", type=positive_int, default=5)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for them")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes shown per image")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, mps")
     _add_pixel_limit(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("embed", help="pre-logits embeddings of image files, saved as .npy")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p = sub.add_parser("embed", help="pre-logits embeddings of image files, saved as .npy", **shown)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for them")
     p.add_argument(
         "--out", required=True, help="the .npy file to write (N, num_features); OUT.paths.json lists each row's file"
     )
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, mps")
     _add_pixel_limit(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("export", help="ONNX, TorchScript, torch.export or safetensors, checked against PyTorch")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser(
+        "export", help="ONNX, TorchScript, torch.export or safetensors, checked against PyTorch", **shown
+    )
+    p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
+    p.add_argument("--format", required=True, choices=FORMATS, help="the artefact's format")
+    p.add_argument("--out", required=True, help="the file to write")
     p.add_argument(
         "--check",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="run the export and PyTorch on one batch; fail over 1e-4 (default: on)",
+        help="run the export and PyTorch on one batch; fail over 1e-4 times the outputs' scale",
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("convert", help="a torchvision or timm ResNet state dict to resnets safetensors")
+    p = sub.add_parser("convert", help="a torchvision or timm ResNet state dict to resnets safetensors", **shown)
     p.add_argument("file", help="the .pth/.pt/.safetensors state dict")
-    p.add_argument("--from", dest="source", required=True, choices=SOURCES)
+    p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="the library the file comes from")
     p.add_argument("--to", required=True, help="OUT.safetensors")
     p.add_argument(
         "--verify",
@@ -597,9 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="the degradation problem on Fashion-MNIST: plain/ResNet 20 and 56 (make demo)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser(
+        "demo", help="the degradation problem on Fashion-MNIST: plain/ResNet 20 and 56 (make demo)", **shown
+    )
+    p.add_argument("--out", default="runs/demo", help="the experiment's folder")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, mps")
     p.set_defaults(func=cmd_demo)
     return parser
 

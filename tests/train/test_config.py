@@ -131,3 +131,32 @@ def test_the_paper_recipes_normalise_and_augment_as_the_paper_and_old_runs_resum
     assert (restored.normalize, restored.color_jitter) == ("pixel-mean-std", 0.0)
     restored = TrainConfig.from_dict({**old, "data": "imagefolder:/data/imagenet"})
     assert (restored.normalize, restored.color_jitter) == ("pixel-mean-std", 0.4)
+
+
+def test_timm_and_torchvision_flag_names_work_as_aliases(tmp_path):
+    config = parse(
+        "-b", "64", "--sched", "cosine", "-j", "2", "--output", str(tmp_path / "x"),
+        "--initial-checkpoint", "w.pt", "--milestones", "0.3", "0.6",
+    )  # fmt: skip
+    assert (config.batch_size, config.schedule, config.num_workers) == (64, "cosine", 2)
+    assert (config.out, config.init_from, config.milestones) == (str(tmp_path / "x"), "w.pt", [0.3, 0.6])
+    assert parse("--milestones", "0.25,0.5").milestones == [0.25, 0.5]
+    assert parse("--workers", "3", "--lr-scheduler", "step").num_workers == 3
+
+
+def test_every_flag_has_help_with_its_default_and_no_python_field_names(capsys):
+    import re
+
+    for command in (["train"], ["eval"], ["predict"], ["experiment", "degradation"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*command, "--help"])
+        text = capsys.readouterr().out
+        flags = [line.split()[0] for line in text.splitlines() if re.match(r"  --?\w", line)]
+        assert flags, command
+        blocks = re.split(r"\n  (?=-)", text.split("options:")[1])[1:]  # one block per flag: its lines and help
+        assert all(len(block.split()) > 2 for block in blocks), command  # a flag and some help, never bare
+        assert not re.search(r"\b(warmup_until_err|batch_size|eval_batch_size|init_from)\b", text), command
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: the recipe's; paper-cifar: 128)" in " ".join(text.split())

@@ -52,32 +52,32 @@ class TrainConfig:
     normalize: str = "pixel-mean"  # small images: pixel-mean (the paper's, before padding) | pixel-mean-std
     color_jitter: float = 0.0  # image folders: brightness/contrast/saturation jitter on top of the paper's PCA lighting
     batch_size: int = 128  # the paper: 128 on CIFAR, 256 on ImageNet
-    eval_batch_size: int = 512
+    eval_batch_size: int = 512  # images per evaluation batch (no gradients, so larger fits)
     epochs: int = 10  # training length, unless `iterations` is set
     iterations: int | None = None  # total SGD steps (the paper's 64k on CIFAR); overrides `epochs`
     lr: float = 0.1  # the paper's initial learning rate
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = 0.9  # SGD momentum, the paper's 0.9
+    nesterov: bool = False  # Nesterov momentum (not the paper's)
     weight_decay: float = 1e-4  # the paper's; the explainer lists 1e-5
     schedule: str = "step"  # step | plateau | onecycle | cosine | constant
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training, lr /= 10
     gamma: float = 0.1  # the factor at each milestone or plateau
     plateau_patience: int = 3  # plateau: epochs without improvement before the lr drops
     onecycle_warmup: float = 0.25  # onecycle: fraction of training spent rising to `lr`
-    warmup_lr: float | None = None  # the paper's ResNet-110: lr 0.01 until training error < warmup_until_err
-    warmup_until_err: float = 0.8
-    label_smoothing: float = 0.0
+    warmup_lr: float | None = None  # lr until the training error < warmup_until_err (paper-cifar: 0.01 at 110+ layers)
+    warmup_until_err: float = 0.8  # the warm-up ends once the training error is below this (the paper's 80%)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (not the paper's)
     tta_flip: bool = False  # average the logits of each test image and its mirror image
-    seed: int = 0
+    seed: int = 0  # the initialisation, the order of the images and their augmentation derive from it
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
     amp: bool = True  # bf16 autocast on CUDA (fp32 elsewhere)
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC memory format (faster convolutions on GPUs and most CPUs)
     compile: bool = False  # torch.compile the model
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
     keep: int = 3  # newest step checkpoints kept besides last.pt and best.pt
     checkpoint_every: int | None = None  # also checkpoint every N steps inside an epoch
     log_every: int = 50  # steps between progress lines (and the only host syncs of the loop)
-    tensorboard: bool = False
+    tensorboard: bool = False  # also log to TensorBoard (the tensorboard extra)
     num_workers: int = 4  # image folders: DataLoader worker processes
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
@@ -230,7 +230,9 @@ def coerce(name: str, value: object) -> object:
             items = value.split(",") if isinstance(value, str) else value
             if any(isinstance(v, bool) for v in items):
                 raise ValueError
-            return [float(v) for v in items]
+            # "0.5,0.75", ["0.5", "0.75"] (space-separated flags) and [0.5, 0.75] (YAML) alike
+            parts = [p for v in items for p in (v.split(",") if isinstance(v, str) else [v]) if p != ""]
+            return [float(v) for v in parts]
         if kind is dict:
             if not isinstance(value, dict):
                 raise ValueError
