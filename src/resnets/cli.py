@@ -85,7 +85,7 @@ def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
         type=pixel_limit,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
-        help=f"refuse image files of more pixels, undecoded (default: {DEFAULT_MAX_PIXELS:,}, Pillow's; none: no limit)",
+        help=f"refuse larger image files undecoded (default: {DEFAULT_MAX_PIXELS:,}, Pillow's; none: no limit)",
     )
 
 

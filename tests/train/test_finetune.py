@@ -44,3 +44,21 @@ def test_init_from_refuses_another_architecture(tiny_config, tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     with pytest.raises(ValueError, match=r"r18.pth does not fit resnet8: .* in the file"):
         train(tiny_config(init_from=str(path)))
+
+
+def test_init_from_takes_the_model_from_the_file_and_create_model_takes_timm_s_names(tmp_path):
+    from resnets import create_model
+    from resnets.cli import build_parser, resolve_train_config
+    from resnets.train import TrainConfig, train
+
+    source = train(TrainConfig(model="resnet14", data="synthetic:1,16,16,4", subset=64, batch_size=32, epochs=1,
+                               device="cpu", out=str(tmp_path / "src")))  # fmt: skip
+    args = build_parser().parse_args(["train", "--init-from", str(source.weights), "--data", "synthetic:1,16,16,4"])
+    assert resolve_train_config(args).model == "resnet14"  # no --model: the file's own
+    args = build_parser().parse_args(["train", "--init-from", str(source.weights), "--model", "resnet8"])
+    assert resolve_train_config(args).model == "resnet8"  # --model still wins
+    model = create_model("resnet20", in_chans=1)
+    assert model.config.in_channels == 1 and model.get_classifier() is model.fc
+    assert create_model("vgg16").get_classifier().out_features == 1000
+    with pytest.raises(ValueError, match="in_chans and in_channels name the same option"):
+        create_model("resnet20", in_chans=1, in_channels=3)

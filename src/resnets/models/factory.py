@@ -19,7 +19,13 @@ def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
     >>> model = create_model("resnet50", stride_at="3x3", num_classes=10)
     >>> model.fc.out_features
     10
+    >>> create_model("resnet20", in_chans=1).config.in_channels  # timm's name for in_channels
+    1
     """
+    if "in_chans" in options:
+        if "in_channels" in options:
+            raise ValueError("in_chans and in_channels name the same option: give one")
+        options["in_channels"] = options.pop("in_chans")
     if weights == "torchvision":
         return torchvision_model(name, **options)
     model = build(name, **options)

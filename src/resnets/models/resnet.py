@@ -206,6 +206,10 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def get_classifier(self) -> nn.Module:
+        """The classifier layer (timm's name for it): `fc`, or Identity for a headless net."""
+        return self.fc
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a freshly initialised one of `num_classes` outputs (0: no head)."""
         if not isinstance(num_classes, int) or num_classes < 0:

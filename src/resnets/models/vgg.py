@@ -102,6 +102,10 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def get_classifier(self) -> nn.Module:
+        """The last fully connected layer, the one `reset_classifier` replaces."""
+        return self.classifier[-1]
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the last fc layer with a fresh one of `num_classes` outputs."""
         if not isinstance(num_classes, int) or num_classes < 1:

@@ -27,7 +27,7 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_s
 
 def head_of(model: nn.Module) -> nn.Module:
     """The classifier layer that fine-tuning replaces."""
-    return model.classifier[-1] if hasattr(model, "classifier") else model.fc
+    return model.get_classifier()
 
 
 def head_names(model: nn.Module) -> set[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..models import create_model
+from .checkpoint import CheckpointError, read_trained
 from .config import TrainConfig, load_yaml
 
 PAPER_WARMUP_LR = 0.01
@@ -180,12 +181,24 @@ def resolve_config(
             raise ValueError(f"nothing to resume: {saved} does not exist")
         config = TrainConfig.from_dict(load_yaml(saved))
     else:
-        model = flags.get("model") or file_values.get("model") or "resnet20"
+        model = flags.get("model") or file_values.get("model") or trained_model_name(flags, file_values) or "resnet20"
         name = recipe or file_values.pop("recipe", None) or "paper-cifar"
         config = get_recipe(name, str(model))
     for values in (file_values, flags):
         config = with_overrides(config, values)
     return config.replace(model_options={**config.model_options, **(model_options or {})})
+
+
+def trained_model_name(*sources: dict) -> str | None:
+    """The model that an `init_from` file holds, when it records one (a resnets checkpoint or safetensors)."""
+    path = next((s["init_from"] for s in sources if s.get("init_from")), None)
+    if path is None:
+        return None
+    try:
+        _, meta = read_trained(path)
+    except (CheckpointError, ValueError, OSError):  # a plain state dict: --model must name the architecture
+        return None
+    return meta.get("model_name")
 
 
 def get_recipe(name: str, model: str) -> TrainConfig:
