@@ -245,13 +245,22 @@ def resolve_train_config(args: argparse.Namespace):
     from .train.recipes import resolve_config
 
     flags = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
+    resume = getattr(args, "resume", False)
+    if isinstance(resume, str):  # --resume RUN or --resume RUN/checkpoints/FILE.pt: the run folder is --out
+        path = Path(resume)
+        if not path.exists():
+            raise FileNotFoundError(f"--resume {path}: no such run folder or checkpoint")
+        run = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        if flags.get("out") and Path(flags["out"]) != run:
+            raise ValueError(f"--resume {path} belongs to {run}, not to --out {flags['out']}")
+        flags["out"] = str(run)
     options = {
         name.rstrip("_"): getattr(args, name)
         for name in ("shortcut", "stride_at_", "zero_init_residual_")
         if getattr(args, name, None) is not None
     }
     return resolve_config(
-        flags, recipe=args.recipe, config_file=args.config, resume=getattr(args, "resume", False), model_options=options
+        flags, recipe=args.recipe, config_file=args.config, resume=bool(resume), model_options=options
     )
 
 
@@ -268,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = resolve_train_config(args)
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, resume=args.resume if isinstance(args.resume, bool) else Path(args.resume))
     except Interrupted as stop:
         print(f"resnets: {stop}", file=sys.stderr)
         return 128 + stop.signum
@@ -528,7 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (see --recipe); resumes an interrupted run in --out")
     p.add_argument("--recipe", help=f"one of {', '.join(RECIPES)} (default: paper-cifar)")
     p.add_argument("--config", help="YAML file of config values (command-line flags win)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (an error if there is none)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_OR_CHECKPOINT",
+        help="continue the run in --out, or in this run folder, or from this checkpoint file "
+        "(an error if there is nothing to resume)",
+    )
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

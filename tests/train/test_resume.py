@@ -97,3 +97,21 @@ def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tmp_path, command):
     )
     assert proc.returncode == 0, proc.stderr
     assert_same_run(reference, stopped)
+
+
+def test_resume_takes_a_run_folder_or_a_checkpoint_file(tmp_path, tiny_argv, capsys):
+    from resnets.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", *tiny_argv(run, epochs=2, checkpoint_every=2, keep=10)]) == 0
+    finished = load_checkpoint(run / "checkpoints" / "last.pt")
+    capsys.readouterr()
+    # From an earlier checkpoint file: the run goes on from there and ends where it ended before.
+    assert main(["train", "--resume", str(run / "checkpoints" / "step-00000004.pt")]) == 0
+    assert f"resuming {run} from step-00000004.pt (epoch 1, step 4)" in capsys.readouterr().err
+    again = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert again["step"] == finished["step"] == 16
+    assert all(torch.equal(again["model"][k], v) for k, v in finished["model"].items())
+    assert main(["train", "--resume", str(run)]) == 0  # a run folder: its newest checkpoint
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "--resume" in capsys.readouterr().err

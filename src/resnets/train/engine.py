@@ -25,6 +25,7 @@ from ..hardware import autocast, resolve_device
 from .checkpoint import (
     first_non_finite,
     latest_valid,
+    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -98,7 +99,7 @@ class Trainer:
     its only host synchronisation, every `log_every` steps.
     """
 
-    def __init__(self, config: TrainConfig, resume: bool = False, stream=None) -> None:
+    def __init__(self, config: TrainConfig, resume: bool | str | Path = False, stream=None) -> None:
         self.config = config
         self.stream = stream or sys.stderr
         self.run_dir = Path(config.out) if config.out else default_run_dir(config)
@@ -107,7 +108,13 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.resume_from = None
         self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
-        found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        if isinstance(resume, str | Path) and Path(resume).is_file():  # this checkpoint, not the newest
+            found = (Path(resume), load_checkpoint(resume))
+            bad = first_non_finite(found[1].get("model") or {})
+            if bad is not None:
+                raise ValueError(f"checkpoint {resume} holds non-finite values in {bad}: it cannot be resumed")
+        else:
+            found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
         if found is not None:
             check_resumable(found[1]["config"], config, self.run_dir)
             self.resume_from = found
@@ -469,8 +476,10 @@ def format_record(r: dict) -> str:
     return "  ".join(parts)
 
 
-def train(config: TrainConfig, resume: bool = False, stream=None) -> RunResult:
+def train(config: TrainConfig, resume: bool | str | Path = False, stream=None) -> RunResult:
     """Train as `config` says; resumes from the run folder's newest valid checkpoint when there is one.
+
+    `resume=True` requires one; a checkpoint file resumes from that checkpoint.
 
     >>> from resnets.train import TrainConfig, train
     >>> result = train(TrainConfig(model="resnet8", data="synthetic:1,16,16,4", epochs=1, out="/tmp/doc-run"))
