@@ -9,6 +9,7 @@ Ctrl-C or SIGTERM as one line and 128 + the signal's number.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -25,17 +26,27 @@ from pathlib import Path
 
 from . import __version__
 from .analysis import complexity
-from .analysis.plots import AXES
-from .analysis.responses import POOLINGS
+from .analysis.gradflow import gradient_flow_for
+from .analysis.plots import AXES, plot_gradient_flow, plot_responses
+from .analysis.responses import POOLINGS, responses_for_checkpoints
+from .data.images import DEFAULT_MAX_PIXELS
 from .errors import MissingExtra
-from .export import FORMATS
+from .experiments.degradation import run_degradation, summary_text
+from .experiments.demo import run_demo
+from .export import FORMATS, export_model
 from .files import atomic_write
 from .models import list_models, model_entry
 from .models.blocks import SHORTCUTS, STRIDE_PLACEMENTS
-from .models.convert import SOURCES
+from .models.convert import SOURCES, convert_file
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
+from .predict import Predictor, expand_paths
+from .report import build_report
 from .text import human_count, printable, table
-from .train.recipes import RECIPES
+from .train import Diverged, Interrupted, TrainConfig, train
+from .train.checkpoint import model_from_checkpoint, trained_metadata
+from .train.config import field_help
+from .train.evaluate import evaluate_checkpoint
+from .train.recipes import RECIPES, get_recipe, resolve_config
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
@@ -78,8 +89,6 @@ def pixel_limit(text: str) -> int | None:
 
 
 def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
-    from .data.images import DEFAULT_MAX_PIXELS
-
     p.add_argument(
         "--max-image-pixels",
         type=pixel_limit,
@@ -213,9 +222,6 @@ def _flag_help(name: str, comment: str, default: object) -> str:
 
 def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field, its help taken from the field's comment."""
-    from .train.config import field_help
-    from .train.recipes import get_recipe
-
     helps = field_help()
     defaults = get_recipe("paper-cifar", "resnet20").to_dict()
     for f in fields_of_config():
@@ -242,8 +248,6 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
 
 def resolve_train_config(args: argparse.Namespace):
     """The run's config from the parsed `train` flags (see `resnets.train.recipes.resolve_config`)."""
-    from .train.recipes import resolve_config
-
     flags = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
     resume = getattr(args, "resume", False)
     if isinstance(resume, str):  # --resume RUN or --resume RUN/checkpoints/FILE.pt: the run folder is --out
@@ -265,16 +269,11 @@ def resolve_train_config(args: argparse.Namespace):
 
 
 def fields_of_config():
-    from dataclasses import fields
-
-    from .train import TrainConfig
-
-    return [f for f in fields(TrainConfig) if f.name not in _NO_FLAG]
+    """The TrainConfig fields that get a flag of their own."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in _NO_FLAG]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import Diverged, Interrupted, train
-
     config = resolve_train_config(args)
     try:
         result = train(config, resume=args.resume if isinstance(args.resume, bool) else Path(args.resume))
@@ -294,8 +293,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .train.evaluate import evaluate_checkpoint
-
     if args.ten_crop and args.multi_scale:
         raise ValueError("--ten-crop and --multi-scale are exclusive: choose one test view")
     view = "ten_crop" if args.ten_crop else "multi_scale" if args.multi_scale else "center"
@@ -324,8 +321,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, expand_paths
-
     paths = expand_paths(args.images)
     predictor = Predictor(args.checkpoint, args.device, args.max_image_pixels)
     results = predictor.predict(paths, args.topk, args.batch_size)
@@ -343,8 +338,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .predict import Predictor, expand_paths
-
     out = Path(args.out)
     if out.is_dir():  # before the work, not after it
         raise ValueError(f"--out {out} is a folder; give the .npy file to write")
@@ -361,9 +354,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
-    from .train.checkpoint import model_from_checkpoint, trained_metadata
-
     model, meta = model_from_checkpoint(args.checkpoint)
     data = meta.get("data") or {}
     size = (data["in_channels"], *data["image_size"]) if "image_size" in data and "in_channels" in data else None
@@ -377,8 +367,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .models.convert import convert_file
-
     result = convert_file(args.file, args.source, args.to, verify=args.verify)
     verified = (
         f"outputs equal {args.source}'s within {result.max_abs_diff:.1e}"
@@ -397,8 +385,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_degradation(args: argparse.Namespace) -> int:
-    from .experiments.degradation import run_degradation, summary_text
-
     overrides = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
     for key in ("data", "out"):
         overrides.pop(key)
@@ -423,9 +409,6 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def cmd_grad_flow(args: argparse.Namespace) -> int:
-    from .analysis.gradflow import gradient_flow_for
-    from .analysis.plots import plot_gradient_flow
-
     targets = [*(args.model or []), *(Path(c) for c in args.checkpoint or [])]
     if not targets:
         raise ValueError("name at least one --model (at initialisation) or --checkpoint (after training)")
@@ -451,9 +434,6 @@ def cmd_grad_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_responses(args: argparse.Namespace) -> int:
-    from .analysis.plots import plot_responses
-    from .analysis.responses import responses_for_checkpoints
-
     results = responses_for_checkpoints(args.checkpoint, args.data, args.images, args.device, pooling=args.pooling)
     out = Path(args.out)
     _write_json(out / "responses.json", [r.to_dict() for r in results])
@@ -471,16 +451,12 @@ def cmd_responses(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
-
     path = build_report(args.dirs, args.out, args.title, args.note)
     print(f"report written to {path}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .experiments.demo import run_demo
-
     with _experiment_resume_hint(args):
         run_demo(args.out, args.device)
     return 0
@@ -495,8 +471,6 @@ class _ExperimentStopped(Exception):
 @contextmanager
 def _experiment_resume_hint(args: argparse.Namespace):
     """An experiment is many runs: a stop is resumed by running the same command, not one model's run."""
-    from .train import Interrupted
-
     try:
         yield
     except Interrupted as stop:
@@ -702,7 +676,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
-    from .train import Diverged, Interrupted
 
     restore = None
     if threading.current_thread() is threading.main_thread():

@@ -145,12 +145,12 @@ def test_stopping_an_experiment_says_to_run_the_same_command_again(tmp_path, mon
 
 
 def test_sigterm_outside_a_training_run_is_one_line_and_status_143(tmp_path, monkeypatch, capsys):
-    import resnets.report as report
+    import resnets.cli as cli
 
     def interrupted(*args, **kwargs):
         send(signal.SIGTERM)
         return sum(range(10))  # the handler runs here
 
-    monkeypatch.setattr(report, "build_report", interrupted)
+    monkeypatch.setattr(cli, "build_report", interrupted)
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip() == "resnets: SIGTERM: stopped; files already written are intact"
