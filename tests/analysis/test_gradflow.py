@@ -187,11 +187,11 @@ def test_gradient_flow_for_a_name_is_seeded_and_leaves_the_global_rng_alone():
 
 
 def test_gradient_flow_for_a_checkpoint_uses_its_dataset_and_refuses_other_shapes(monkeypatch, tmp_path):
-    import resnets.train.checkpoint as checkpoint
+    import resnets.analysis.gradflow as gradflow
 
     trained = create_model("resnet8", in_channels=1, num_classes=4)
     meta = {"model_name": "resnet8", "config": {"data": "synthetic:1,16,16,4"}}
-    monkeypatch.setattr(checkpoint, "model_from_checkpoint", lambda path: (copy.deepcopy(trained).eval(), meta))
+    monkeypatch.setattr(gradflow, "model_from_checkpoint", lambda path: (copy.deepcopy(trained).eval(), meta))
     path = tmp_path / "last.pt"
     flow = gradient_flow_for(path, batch_size=32)
     from resnets.data import load_dataset

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-import resnets.train.checkpoint as checkpoint
+import resnets.analysis.responses as responses
 from resnets import create_model
 from resnets.analysis.plots import plot_responses
 from resnets.analysis.responses import layer_responses, response_layers, responses_for_checkpoints
@@ -121,7 +121,7 @@ def test_a_vgg_checkpoint_is_refused_before_any_data_is_read(monkeypatch):
     with torch.device("meta"):
         vgg = create_model("vgg16")
     meta = {"model_name": "vgg16", "config": {"data": "no-such-dataset"}}
-    monkeypatch.setattr(checkpoint, "model_from_checkpoint", lambda path: (vgg, meta))
+    monkeypatch.setattr(responses, "model_from_checkpoint", lambda path: (vgg, meta))
     with pytest.raises(ValueError, match="vgg16 has no 3x3 conv followed by BN"):
         responses_for_checkpoints(["vgg.pt"])
 

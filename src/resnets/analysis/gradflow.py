@@ -25,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import load_dataset
+from ..models import create_model
 from ..models.blocks import BLOCKS
+from ..train.checkpoint import model_from_checkpoint
 
 BLOCK_TYPES = tuple(BLOCKS.values())
 DEFAULT_DATA = "synthetic:1,28,28,10"  # Fashion-MNIST's shape, no files needed
@@ -219,15 +222,11 @@ def gradient_flow_for(
     >>> flow.model, len(flow.layers), len(flow.blocks)
     ('plain20', 20, 9)
     """
-    from ..data import load_dataset
-
     device = torch.device(device)
     checkpoint = _is_checkpoint(name_or_checkpoint)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         if checkpoint:
-            from ..train.checkpoint import model_from_checkpoint
-
             model, meta = model_from_checkpoint(name_or_checkpoint)
             data = data or meta.get("config", {}).get("data") or DEFAULT_DATA
         bundle = load_dataset(
@@ -235,8 +234,6 @@ def gradient_flow_for(
         )
         info = bundle.info
         if not checkpoint:
-            from ..models import create_model
-
             model = create_model(str(name_or_checkpoint), in_channels=info.in_channels, num_classes=info.num_classes)
         model = model.to(device)
         images, labels = next(iter(bundle.train.epoch(0)))

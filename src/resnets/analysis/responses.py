@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import load_dataset
 from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from ..train.checkpoint import model_from_checkpoint
 from .gradflow import check_fits, describe
 
 
@@ -162,9 +164,6 @@ def responses_for_checkpoints(
     >>> [r.model for r in results]  # doctest: +SKIP
     ['plain20', 'resnet20']
     """
-    from ..data import load_dataset
-    from ..train.checkpoint import model_from_checkpoint
-
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images={n_images!r} must be a positive integer")
     device = torch.device(device)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from ..files import atomic_write, fsync_dir, link_or_copy
+from ..models import create_model
+from ..models.weights import load_state_dict
 
 FORMAT = "resnets-checkpoint"
 STEP_FILE = re.compile(r"step-(\d+)\.pt")
@@ -341,9 +343,6 @@ def model_from_checkpoint(path: str | Path):
     >>> meta["class_names"][:2]  # doctest: +SKIP
     ['T-shirt/top', 'Trouser']
     """
-    from ..models import create_model
-    from ..models.weights import load_state_dict
-
     weights, meta = read_trained(path)
     try:
         model = create_model(meta["model_name"], **meta.get("model_options", {}))
