@@ -82,3 +82,20 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_module_of_the_package_imports_itself_back():
     found = cycles(import_graph())
     assert found == [], "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def own_import(node: ast.AST) -> bool:
+    """Whether `node` imports one of the package's own modules."""
+    if isinstance(node, ast.ImportFrom):
+        return bool(node.level) or (node.module or "").startswith("resnets")
+    return isinstance(node, ast.Import) and any(alias.name.startswith("resnets") for alias in node.names)
+
+
+def test_imports_inside_functions_are_only_of_optional_packages():
+    # Inside a function, an import of the package's own modules would only hide a cycle.
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                found += [f"{path.relative_to(PACKAGE)}:{n.lineno}" for n in ast.walk(node) if own_import(n)]
+    assert found == [], "imports of the package inside functions: " + ", ".join(found)
