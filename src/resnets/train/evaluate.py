@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..data import VIEWS, load_dataset
 from ..data.images import DEFAULT_MAX_PIXELS
@@ -156,4 +158,9 @@ def evaluate_checkpoint(
             f"there, {names[i]!r} in {path}); --allow-other-classes evaluates anyway, label by label"
         )
     batches = bundle.test.epoch(0) if view == "center" else bundle.test_views(view)
-    return evaluate(model, batches, tta_flip=flip or bool(config.get("tta_flip", False)))
+    # A bar on a terminal: ten crops or five scales of a large test set take minutes.
+    n = bundle.info.n_test if view == "multi_scale" else len(bundle.test)
+    bar = tqdm(
+        batches, total=n, desc=f"evaluating ({view})", unit="batch", leave=False, disable=not sys.stderr.isatty()
+    )
+    return evaluate(model, bar, tta_flip=flip or bool(config.get("tta_flip", False)))
