@@ -304,3 +304,14 @@ def test_blocks_take_only_the_options_their_kind_has():
         ResNetConfig(block="preact_bottleneck", shortcut=None)
     model = create_model("resnext50_32x4d")
     assert model.layer1[0].conv2.groups == 32 and isinstance(model.layer2[0].downsample[1], torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_offers_the_model_interface(name):
+    from resnets.models.registry import Model
+
+    with torch.device("meta"):
+        model = create_model(name)
+    assert isinstance(model, Model), name
+    assert model.model_name == name and model.in_channels == 3 and model.num_classes > 0
+    assert model.get_classifier().out_features == model.num_classes

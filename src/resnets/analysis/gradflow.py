@@ -250,7 +250,7 @@ def _is_checkpoint(name_or_checkpoint: str | Path) -> bool:
 
 def check_fits(model: nn.Module, what: str, images: torch.Tensor, data: str, num_classes: int | None = None) -> None:
     """Raise a ValueError naming both when `data`'s images (or classes) do not fit `model`."""
-    channels = getattr(getattr(model, "config", None), "in_channels", getattr(model, "in_channels", None))
+    channels = getattr(model, "in_channels", None)  # a registered model has it; a bare nn.Module may not
     smallest = getattr(model, "min_input_size", 1)
     shape = tuple(images.shape[1:])
     if (channels is not None and shape[0] != channels) or min(shape[1:]) < smallest:

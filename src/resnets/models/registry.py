@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 # The input each family was designed for: (channels, height, width).
@@ -33,6 +35,30 @@ class ModelEntry:
     @property
     def description(self) -> str:
         return (self.builder.__doc__ or "").strip().splitlines()[0] if self.builder.__doc__ else ""
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What every registered network offers (timm's interface): a test checks each one.
+
+    `model_name` is the registered name it was built under; `num_features` the width of the
+    pooled features that `forward_head(x, pre_logits=True)` returns; `min_input_size` the
+    smallest height and width it takes.
+    """
+
+    model_name: str
+    in_channels: int
+    num_features: int
+    num_classes: int
+    min_input_size: int
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+
+    def get_classifier(self) -> nn.Module: ...
+
+    def reset_classifier(self, num_classes: int) -> None: ...
 
 
 _MODELS: dict[str, ModelEntry] = {}

@@ -206,6 +206,10 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
     def get_classifier(self) -> nn.Module:
         """The classifier layer (timm's name for it): `fc`, or Identity for a headless net."""
         return self.fc

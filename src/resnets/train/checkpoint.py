@@ -360,7 +360,7 @@ def model_from_checkpoint(path: str | Path):
     if names is not None and len(names) != model.num_classes:
         raise _field_error(path, "class_names", f"lists {len(names)} names for a model of {model.num_classes} classes")
     norm = meta.get("normalization")
-    in_channels = model.config.in_channels if hasattr(model, "config") else getattr(model, "in_channels", None)
+    in_channels = model.in_channels
     if norm is not None and in_channels is not None and norm["std"].shape[0] != in_channels:
         raise _field_error(
             path, "normalization", f"has {norm['std'].shape[0]} channels for a model of {in_channels} input channels"
