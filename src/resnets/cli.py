@@ -34,7 +34,7 @@ from .errors import MissingExtra
 from .experiments.degradation import run_degradation, summary_text
 from .experiments.demo import run_demo
 from .export import FORMATS, export_model
-from .files import atomic_write
+from .files import atomic_write, check_output_file
 from .models import list_models, model_entry
 from .models.blocks import SHORTCUTS, STRIDE_PLACEMENTS
 from .models.convert import SOURCES, convert_file
@@ -47,6 +47,7 @@ from .train.checkpoint import model_from_checkpoint, trained_metadata
 from .train.config import field_help
 from .train.evaluate import evaluate_checkpoint
 from .train.recipes import RECIPES, get_recipe, resolve_config
+from .train.rundir import run_folder_of
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
@@ -251,12 +252,9 @@ def resolve_train_config(args: argparse.Namespace):
     flags = {f.name: getattr(args, f.name) for f in fields_of_config() if getattr(args, f.name, None) is not None}
     resume = getattr(args, "resume", False)
     if isinstance(resume, str):  # --resume RUN or --resume RUN/checkpoints/FILE.pt: the run folder is --out
-        path = Path(resume)
-        if not path.exists():
-            raise FileNotFoundError(f"--resume {path}: no such run folder or checkpoint")
-        run = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run = run_folder_of(resume)
         if flags.get("out") and Path(flags["out"]) != run:
-            raise ValueError(f"--resume {path} belongs to {run}, not to --out {flags['out']}")
+            raise ValueError(f"--resume {resume} belongs to {run}, not to --out {flags['out']}")
         flags["out"] = str(run)
     options = {
         name.rstrip("_"): getattr(args, name)
@@ -338,11 +336,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.is_dir():  # before the work, not after it
-        raise ValueError(f"--out {out} is a folder; give the .npy file to write")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+    out = check_output_file(args.out, ".npy")  # before the work, not after it
     paths = expand_paths(args.images)
     result = Predictor(args.checkpoint, args.device, args.max_image_pixels).embed(paths, args.batch_size)
     npy, index = result.save(out)

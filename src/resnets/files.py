@@ -69,3 +69,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def check_output_file(path: str | Path, kind: str) -> Path:
+    """`path` as a Path, refused before any work when it is a folder or its folder does not exist.
+
+    `kind` names the file expected (".npy"), for the message.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give the {kind} file to write")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--out {path}: the folder {path.parent} does not exist")
+    return path

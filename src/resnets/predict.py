@@ -12,9 +12,10 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from .data import normalize
+from .data.base import check_positive
 from .data.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
-from .files import atomic_write
+from .files import atomic_write, check_output_file
 from .hardware import resolve_device
 from .models.fuse import fuse_bn
 from .train.checkpoint import model_from_checkpoint
@@ -122,7 +123,7 @@ class Predictor:
         """Top-k classes with probabilities for each image, in the order given; unreadable ones carry an error."""
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk={topk!r} must be a positive integer")
-        check_batch_size(batch_size)
+        check_positive("batch_size", batch_size)
         k = min(topk, len(self.class_names))
         results: dict[Path, Prediction] = {}
         ordered = [Path(p) for p in paths]
@@ -140,7 +141,7 @@ class Predictor:
     @torch.no_grad()
     def embed(self, paths: Sequence[str | Path], batch_size: int = 64) -> Embeddings:
         """Pre-logits embeddings (N, num_features) of the readable images, the file of each row, and the failures."""
-        check_batch_size(batch_size)
+        check_positive("batch_size", batch_size)
         rows, kept, failures = [], [], []
         for chunk, batch, errors in self._batches([Path(p) for p in paths], batch_size):
             failures += [Prediction(str(p), error=e) for p, e in errors.items()]
@@ -171,21 +172,10 @@ class Embeddings:
 
         import numpy as np
 
-        out = Path(out)
-        if out.is_dir():
-            raise ValueError(f"--out {out} is a folder; give the .npy file to write")
-        if not out.parent.is_dir():
-            raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+        out = check_output_file(out, ".npy")
         buffer = io.BytesIO()
         np.save(buffer, self.vectors.numpy())
         index = out.with_name(out.name.removesuffix(".npy") + ".paths.json")
         atomic_write(index, (json.dumps(self.paths, ensure_ascii=False, indent=0) + "\n").encode())
         atomic_write(out, buffer.getvalue())
         return out, index
-
-
-def check_batch_size(batch_size: object) -> int:
-    """`batch_size` if it is a positive integer, else a ValueError naming it."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    return batch_size

@@ -155,6 +155,19 @@ def unpickling_reason(exc: BaseException) -> str:
     return (named or reasons or [type(exc).__name__])[0]
 
 
+def load_resumable(path: str | Path) -> dict:
+    """A checkpoint a run can continue from: it loads safely (`load_checkpoint`) and its weights are finite.
+
+    A CheckpointError says why not.
+    """
+    state = load_checkpoint(path)
+    weights = state.get("model")
+    bad = first_non_finite(weights) if isinstance(weights, dict) else "model (no weights)"
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {bad}: it cannot be resumed")
+    return state
+
+
 def latest_valid(directory: Path) -> tuple[Path, dict] | None:
     """The newest checkpoint in `directory` that verifies, loads and holds finite weights.
 
@@ -164,15 +177,10 @@ def latest_valid(directory: Path) -> tuple[Path, dict] | None:
     for path in candidates:
         if not path.exists():
             continue
-        problem = verify(path)
+        problem = verify(path)  # here a checksum file is required, not only checked when present
         if problem is None:
             try:
-                state = load_checkpoint(path)
-                weights = state.get("model")
-                bad = first_non_finite(weights) if isinstance(weights, dict) else "model (no weights)"
-                if bad is None:
-                    return path, state
-                problem = f"non-finite values in {bad}"
+                return path, load_resumable(path)
             except CheckpointError as exc:
                 problem = str(exc)
         warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)

@@ -25,7 +25,7 @@ from ..hardware import autocast, resolve_device
 from .checkpoint import (
     first_non_finite,
     latest_valid,
-    load_checkpoint,
+    load_resumable,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -109,10 +109,7 @@ class Trainer:
         self.resume_from = None
         self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
         if isinstance(resume, str | Path) and Path(resume).is_file():  # this checkpoint, not the newest
-            found = (Path(resume), load_checkpoint(resume))
-            bad = first_non_finite(found[1].get("model") or {})
-            if bad is not None:
-                raise ValueError(f"checkpoint {resume} holds non-finite values in {bad}: it cannot be resumed")
+            found = (Path(resume), load_resumable(resume))
         else:
             found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
         if found is not None:

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import VIEWS, load_dataset
+from ..data.base import check_positive
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..hardware import autocast, resolve_device
 from .checkpoint import model_from_checkpoint
@@ -120,8 +121,8 @@ def evaluate_checkpoint(
     """
     if view not in VIEWS:
         raise ValueError(f"view={view!r} is not one of {', '.join(VIEWS)}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    if batch_size is not None:
+        check_positive("batch_size", batch_size)
     model, meta = model_from_checkpoint(path)
     config = meta.get("config") or {}
     norm = meta.get("normalization")

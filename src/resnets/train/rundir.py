@@ -32,6 +32,20 @@ def holds_run(path: Path) -> bool:
     return (path / MARKER).is_file() or (path / "checkpoints" / "last.pt").is_file()
 
 
+def run_folder_of(path: str | Path) -> Path:
+    """The run folder that `path` names: itself, or the run that a checkpoint file belongs to.
+
+    >>> run_folder_of("/tmp")
+    PosixPath('/tmp')
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {path}: no such run folder or checkpoint")
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def check_out_folder(path: Path) -> None:
     """Refuse, before anything is written, an `--out` that is a file or a non-empty folder holding no run."""
     if path.exists() and not path.is_dir():
