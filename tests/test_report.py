@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from browser import dump_dom, ensure_chromium
+from browser import dump_dom, ensure_chromium, with_checks
 from resnets import report
 from resnets.experiments import run_degradation
 from resnets.hardware import describe
@@ -244,6 +244,7 @@ def test_text_is_escaped_and_the_page_self_contained(tmp_path):
     assert "<i>net</i>" not in text
     assert not re.search(r'(src|href)="(?!data:)', text)  # nothing to fetch
     assert "<link" not in text and "@import" not in text
+    assert "<script" not in text  # the page ships no script; the browser test injects its own into a copy
 
 
 def test_partial_last_line_is_skipped(tmp_path):
@@ -280,7 +281,7 @@ def test_a_failure_leaves_the_old_report_and_no_partial_file(tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(report, "_curves_png", boom)  # fails while building
+    monkeypatch.setattr(report.page, "run_curves_png", boom)  # fails while building
     with pytest.raises(RuntimeError):
         build_report([run], out)
     assert out.read_text() == "old"
@@ -303,9 +304,11 @@ def chromium() -> str:
 
 
 def browser_checks(chromium: str, page: Path) -> tuple[dict, Page]:
-    """What the page's own script saw on load, and the DOM as Chromium left it."""
-    dom = Page(dump_dom(chromium, page))
-    assert "data-checks" in dom.body, "the page's load handler did not run"
+    """What the checking script saw on load in a copy of `page`, and the DOM as Chromium left it."""
+    checked = page.with_name(page.stem + "-checked.html")
+    checked.write_text(with_checks(page.read_text()))
+    dom = Page(dump_dom(chromium, checked))
+    assert "data-checks" in dom.body, "the checking script's load handler did not run"
     return json.loads(dom.body["data-checks"]), dom
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 
@@ -26,13 +28,20 @@ def _depth(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _save(fig, path: Path) -> Path:
-    """Write atomically: a figure is either complete or absent."""
+def _save(fig, path: Path | BinaryIO, dpi: int = 120) -> Path | BinaryIO:
+    """Write atomically: a figure is either complete or absent. A file object (an in-memory
+    buffer for a page that embeds the figure) is written as it is."""
+    if not isinstance(path, str | Path):
+        try:
+            fig.savefig(path, format="png", dpi=dpi)
+        finally:
+            plt.close(fig)
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path
@@ -91,6 +100,40 @@ def plot_training_curves(
     if title:
         fig.suptitle(title)
     return _save(fig, Path(path))
+
+
+def plot_run_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """Error (and loss, when recorded) per epoch of single runs: training dashed, test solid, validation dotted.
+
+    `curves` maps a run's label to its epoch records (metrics.jsonl); `path` is a file, or a
+    binary buffer that receives the PNG (the report embeds it).
+
+    >>> import io
+    >>> buffer = plot_run_curves({"run": [{"epoch": 1, "train_err": 0.3, "test_err": 0.32}]}, io.BytesIO())
+    >>> buffer.getvalue()[:4]
+    b'\\x89PNG'
+    """
+    with_loss = any(r.get("train_loss") is not None for records in curves.values() for r in records)
+    fig, axes = plt.subplots(1, 2 if with_loss else 1, figsize=(10 if with_loss else 6, 3.8), squeeze=False)
+    panels = [(axes[0][0], "error (%)", ("train_err", "test_err", "val_err"), 100)]
+    if with_loss:
+        panels.append((axes[0][1], "loss", ("train_loss", "test_loss", "val_loss"), 1))
+    colours = matplotlib.colormaps["tab10"]
+    for i, (label, records) in enumerate(curves.items()):
+        epochs = [r.get("epoch") for r in records]
+        for ax, _, keys, scale in panels:
+            for key, style in zip(keys, ("--", "-", ":"), strict=True):
+                ys = [scale * r[key] if r.get(key) is not None else math.nan for r in records]
+                if any(not math.isnan(y) for y in ys):
+                    ax.plot(epochs, ys, style, marker=".", color=colours(i % 10), label=label if style == "-" else None)
+    for ax, ylabel, _, _ in panels:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path if not isinstance(path, str) else Path(path), dpi=110)
 
 
 def _as_dict(result) -> dict:

@@ -82,10 +82,7 @@ def run_degradation(
             summary[name] = {
                 "family": family,
                 "depth": depth,
-                "train_err_mean": statistics.fmean(f["train_err"] for f in finals),
-                "train_err_std": statistics.pstdev(f["train_err"] for f in finals) if seeds > 1 else 0.0,
-                "test_err_mean": statistics.fmean(f["test_err"] for f in finals),
-                "test_err_std": statistics.pstdev(f["test_err"] for f in finals) if seeds > 1 else 0.0,
+                **final_errors(finals),
                 "params": sum(p.numel() for p in model.parameters()),
                 "seeds": seeds,
                 "seconds": seconds,
@@ -93,6 +90,22 @@ def run_degradation(
             }
     write_outputs(summary, out, data, axis)
     return summary
+
+
+def final_errors(finals: list[dict]) -> dict[str, float | None]:
+    """The final training and test error of one model over its seeds' runs: mean and population
+    standard deviation (0 for one run), None where no run recorded it. The experiment's summary.json
+    and the report's table of run folders both aggregate with it.
+
+    >>> final_errors([{"train_err": 0.2, "test_err": 0.3}, {"train_err": 0.4, "test_err": 0.3}])["train_err_std"]
+    0.1
+    """
+    entry: dict[str, float | None] = {}
+    for key in ("train_err", "test_err"):
+        values = [f[key] for f in finals if f.get(key) is not None]
+        entry[f"{key}_mean"] = statistics.fmean(values) if values else None
+        entry[f"{key}_std"] = statistics.pstdev(values) if values else None
+    return entry
 
 
 def mean_curve(histories: list[list[dict]]) -> list[dict]:
