@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import MissingExtra
-from .models.registry import build, model_entry
+from .models.registry import build, model_entry, registered_name
 from .models.vgg import VGG
 from .models.weights import load_state_dict
 
@@ -108,7 +108,7 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
     """(C, H, W): the model's input channels and its family's design size (224 without a registered name)."""
     config = getattr(model, "config", None)
     channels = config.in_channels if config is not None else getattr(model, "in_channels", 3)
-    name = getattr(model, "model_name", None)
+    name = registered_name(model)
     _, height, width = model_entry(name).input_size if name else (3, 224, 224)
     return (channels, height, width)
 
@@ -116,7 +116,7 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
 def export_metadata(model: nn.Module, extra: dict | None = None) -> dict[str, str]:
     """The string metadata stored in every artefact: model name, config and rebuild options, `extra` as JSON."""
     meta = {"format": "pt"}  # the key safetensors readers (transformers, timm) look for
-    name = getattr(model, "model_name", None)
+    name = registered_name(model)
     if name is not None:
         meta["model_name"] = name
         meta["options"] = json.dumps(rebuild_options(model))

@@ -315,3 +315,18 @@ def test_every_registered_model_offers_the_model_interface(name):
     assert isinstance(model, Model), name
     assert model.model_name == name and model.in_channels == 3 and model.num_classes > 0
     assert model.get_classifier().out_features == model.num_classes
+
+
+def test_a_network_is_named_at_construction():
+    """The name is the builder's, given to the network's constructor: never attached afterwards."""
+    from resnets.models import cifar, resnet, vgg
+    from resnets.models.registry import build
+
+    with torch.device("meta"):
+        assert resnet.resnet18().model_name == "resnet18" and vgg.vgg16().model_name == "vgg16"
+        assert cifar.cifar_resnet(38).model_name == "resnet38" and cifar.cifar_resnet(50).model_name == "cifar_resnet50"
+        assert cifar.wide_resnet(16, 2).model_name == "wrn16_2"
+        assert build("plain74").model_name == "plain74"
+        assert resnet.ResNet(resnet.ResNetConfig(layers=(1, 1), widths=(4, 8))).model_name == "custom"
+    with pytest.raises(ValueError, match="model_name='x' is not an option: the network is named 'resnet20'"):
+        build("resnet20", model_name="x")

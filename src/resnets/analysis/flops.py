@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..models.registry import build, model_entry
+from ..models.registry import build, model_entry, registered_name
 
 
 @dataclass
@@ -89,7 +89,7 @@ def complexity(model: nn.Module | str, input_size: tuple[int, int, int] | None =
     else:
         name = getattr(model, "model_name", type(model).__name__)
         if input_size is None:
-            entry = model_entry(name) if isinstance(getattr(model, "model_name", None), str) else None
+            entry = model_entry(name) if registered_name(model) else None
             input_size = entry.input_size if entry else (3, 224, 224)
         net = copy.deepcopy(model).to("meta")
     input_size = tuple(int(v) for v in input_size)

@@ -31,6 +31,7 @@ def cifar_resnet(depth: int, *, plain: bool = False, **options) -> ResNet:
     (6, 6, 6)
     """
     n = _blocks_per_stage(depth, 2, 2, "CIFAR-style nets")
+    options.setdefault("model_name", cifar_name("plain" if plain else "resnet", depth))
     base = ResNetConfig(
         block="basic",
         layers=(n, n, n),
@@ -54,6 +55,7 @@ def cifar_preact_resnet(depth: int, *, bottleneck: bool = False, **options) -> R
         n, block, shortcut = _blocks_per_stage(depth, 3, 2, "pre-activation bottleneck nets"), "preact_bottleneck", "B"
     else:
         n, block, shortcut = _blocks_per_stage(depth, 2, 2, "pre-activation nets"), "preact_basic", "A"
+    options.setdefault("model_name", f"preact_resnet{depth}")
     base = ResNetConfig(
         block=block,
         layers=(n, n, n),
@@ -78,6 +80,7 @@ def wide_resnet(depth: int, widen: int, **options) -> ResNet:
     n = _blocks_per_stage(depth, 2, 4, "wide ResNets")
     if not isinstance(widen, int) or widen < 1:
         raise ValueError(f"widen factor {widen!r} must be a positive integer")
+    options.setdefault("model_name", f"wrn{depth}_{widen}")
     base = ResNetConfig(
         block="preact_basic",
         layers=(n, n, n),

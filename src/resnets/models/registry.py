@@ -7,6 +7,7 @@ registry is a leaf: weight loading (`create_model`) lives above it, in `factory.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,10 +74,18 @@ def register_model(family: str) -> Callable[[Callable[..., nn.Module]], Callable
         raise ValueError(f"family={family!r} is not one of {', '.join(FAMILY_INPUT_SIZE)}")
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if builder.__name__ in _MODELS:
-            raise ValueError(f"model {builder.__name__!r} is registered twice")
-        _MODELS[builder.__name__] = ModelEntry(builder.__name__, builder, family)
-        return builder
+        name = builder.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+
+        @functools.wraps(builder)
+        def named(**options) -> nn.Module:
+            # The network takes its name at construction: called directly, a builder names it after itself.
+            options.setdefault("model_name", name)
+            return builder(**options)
+
+        _MODELS[name] = ModelEntry(name, named, family)
+        return named
 
     return add
 
@@ -109,8 +118,25 @@ def model_entry(name: str) -> ModelEntry:
     raise ValueError(f"unknown model {name!r}; accepted: {', '.join(_MODELS)} (see `resnets models`)")
 
 
+def registered_name(model: nn.Module) -> str | None:
+    """The registered name `model` was built under; None for a network of one's own (a ResNet from a
+    custom config is named "custom") or a module from elsewhere.
+
+    >>> registered_name(build("resnet20")), registered_name(nn.Linear(1, 1))
+    ('resnet20', None)
+    """
+    name = getattr(model, "model_name", None)
+    if not isinstance(name, str):
+        return None
+    try:
+        model_entry(name)
+    except ValueError:
+        return None
+    return name
+
+
 def build(name: str, **options) -> nn.Module:
-    """A fresh network of the registered `name`, built with `options`, and named after it.
+    """A fresh network of the registered `name`, built with `options`, and named after it at construction.
 
     Weights stay at their initialisation: `resnets.create_model` is the function that also
     loads them.
@@ -120,6 +146,6 @@ def build(name: str, **options) -> nn.Module:
     """
     if not isinstance(name, str):
         raise ValueError(f"model name {name!r} must be a string")
-    model = model_entry(name).builder(**options)
-    model.model_name = name
-    return model
+    if "model_name" in options:
+        raise ValueError(f"model_name={options['model_name']!r} is not an option: the network is named {name!r}")
+    return model_entry(name).builder(model_name=name, **options)

@@ -95,9 +95,10 @@ class ResNet(nn.Module):
     torch.Size([2, 10])
     """
 
-    def __init__(self, config: ResNetConfig) -> None:
+    def __init__(self, config: ResNetConfig, model_name: str = "custom") -> None:
         super().__init__()
         self.config = config
+        self.model_name = model_name  # the registered name it is built under ("custom" for a config of one's own)
         block = BLOCKS[config.block]
         self.preact = block.preact
         imagenet = config.stem == "imagenet"
@@ -272,13 +273,18 @@ _FIXED = {"block", "layers", "widths", "stem", "stem_width", "groups", "width_pe
 
 
 def build(base: ResNetConfig, options: dict, plain: bool = False) -> ResNet:
-    """Apply user options to a builder's fixed architecture, refusing the ones it must not change."""
+    """Apply user options to a builder's fixed architecture, refusing the ones it must not change.
+
+    `options` may hold `model_name`, the name the network is built under (the registry passes it).
+    """
+    options = dict(options)
+    model_name = options.pop("model_name", "custom")
     accepted = sorted(set(ResNetConfig.__dataclass_fields__) - _FIXED - ({"shortcut"} if plain else set()))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         what = "a plain net has no shortcut" if plain and "shortcut" in unknown else f"accepted: {', '.join(accepted)}"
         raise ValueError(f"unknown option {unknown[0]!r} ({what})")
-    return ResNet(replace(base, **options))
+    return ResNet(replace(base, **options), model_name)
 
 
 def _resnet(block: str, layers: list[int], options: dict, plain: bool = False, **arch) -> ResNet:

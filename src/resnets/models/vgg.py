@@ -31,9 +31,16 @@ class VGG(nn.Module):
     min_input_size = 32  # five 2x2 max-pools
 
     def __init__(
-        self, depth: int, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, init: str = "he"
+        self,
+        depth: int,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        init: str = "he",
+        model_name: str | None = None,
     ) -> None:
         super().__init__()
+        self.model_name = model_name or f"vgg{depth}"
         if init not in INITS:
             raise ValueError(f"init={init!r} is not one of 'he', 'xavier'")
         if not 0.0 <= dropout < 1.0:
@@ -125,7 +132,7 @@ class VGG(nn.Module):
 
 def _vgg(depth: int, options: dict) -> VGG:
     accepted = ("num_classes", "in_channels", "dropout", "init")
-    unknown = sorted(set(options) - set(accepted))
+    unknown = sorted(set(options) - {*accepted, "model_name"})
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for a VGG net (accepted: {', '.join(accepted)})")
     return VGG(depth, **options)
