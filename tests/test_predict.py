@@ -9,7 +9,7 @@ from PIL import Image
 
 from resnets.cli import main
 from resnets.data import load_dataset
-from resnets.predict import Predictor
+from resnets.inference import Predictor
 from resnets.train import TrainConfig, train
 
 

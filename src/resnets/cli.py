@@ -35,17 +35,16 @@ from .experiments.degradation import run_degradation, summary_text
 from .experiments.demo import run_demo
 from .export import FORMATS, export_model
 from .files import atomic_write, check_output_file
+from .inference import Predictor, evaluate_checkpoint, expand_paths
 from .models import list_models, model_entry
 from .models.blocks import SHORTCUTS, STRIDE_PLACEMENTS
 from .models.convert import SOURCES, convert_file
 from .paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
-from .predict import Predictor, expand_paths
 from .report import build_report
 from .text import human_count, printable, table
 from .train import Diverged, Interrupted, TrainConfig, train
 from .train.checkpoint import model_from_checkpoint, trained_metadata
 from .train.config import field_help
-from .train.evaluate import evaluate_checkpoint
 from .train.recipes import RECIPES, get_recipe, resolve_config
 from .train.rundir import run_folder_of
 

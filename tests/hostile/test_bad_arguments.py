@@ -11,8 +11,9 @@ from PIL import Image
 from hostile import tiny_config, train_argv
 from resnets.cli import main
 from resnets.data import load_dataset
+from resnets.inference import evaluate_checkpoint
 from resnets.train import train
-from resnets.train.evaluate import evaluate, evaluate_checkpoint
+from resnets.train.evaluate import evaluate
 
 
 def one_error(capsys) -> str:

@@ -12,7 +12,7 @@ from hostile import bomb_png, png16, train_argv
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.data.images import DEFAULT_MAX_PIXELS, ImageError, read_image
-from resnets.predict import Predictor
+from resnets.inference import Predictor
 
 
 def test_a_16_bit_png_is_scaled_to_0_255_not_cut(tmp_path):

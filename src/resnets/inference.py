@@ -1,7 +1,9 @@
-"""Using a trained network: class predictions and embeddings for image files."""
+"""Using a trained network: its test error (`evaluate_checkpoint`, the paper's test views), and class
+predictions and embeddings for image files (`Predictor`)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +12,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
+from tqdm import tqdm
 
-from .data import normalize
+from .data import VIEWS, load_dataset, normalize
 from .data.base import check_positive
 from .data.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
@@ -19,6 +22,8 @@ from .files import atomic_write, check_output_file
 from .hardware import resolve_device
 from .models.fuse import fuse_bn
 from .train.checkpoint import model_from_checkpoint
+from .train.config import legacy_values
+from .train.evaluate import EvalResult, evaluate
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -179,3 +184,74 @@ class Embeddings:
         atomic_write(index, (json.dumps(self.paths, ensure_ascii=False, indent=0) + "\n").encode())
         atomic_write(out, buffer.getvalue())
         return out, index
+
+
+def evaluate_checkpoint(
+    path: str,
+    data: str | None = None,
+    data_dir: str | None = None,
+    view: str = "center",
+    device: str = "auto",
+    batch_size: int | None = None,
+    *,
+    allow_other_classes: bool = False,
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
+) -> EvalResult:
+    """Top-1/top-5 test error of a trained checkpoint, on its own dataset unless `data` names another.
+
+    The images are normalised as the model was trained (the checkpoint's statistics, never ones
+    recomputed on other data), and a dataset whose class names differ from the checkpoint's is
+    refused unless `allow_other_classes`. `view` is the paper's test protocol: `center`,
+    `ten_crop`, or `multi_scale` (fully convolutional, shorter side in {224, 256, 384, 480, 640};
+    image folders only). `flip` adds each view's mirror image (as does the run's own `tta_flip`).
+
+    >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err  # doctest: +SKIP
+    0.0619
+    """
+    if view not in VIEWS:
+        raise ValueError(f"view={view!r} is not one of {', '.join(VIEWS)}")
+    if batch_size is not None:
+        check_positive("batch_size", batch_size)
+    model, meta = model_from_checkpoint(path)
+    config = meta.get("config") or {}
+    norm = meta.get("normalization")
+    target = resolve_device(device)
+    model.to(target, memory_format=torch.channels_last)
+    own = data is None
+    name = config.get("data") if own else data
+    if name is None:
+        raise ValueError(f"{path} does not record its dataset: name one with --data")
+    bundle = load_dataset(
+        name,
+        data_dir=data_dir or (config.get("data_dir") if own else None),
+        device=target,
+        batch_size=batch_size or config.get("batch_size", 128),
+        eval_batch_size=batch_size or config.get("eval_batch_size", 512),
+        seed=config.get("seed", 0),
+        subset=config.get("subset") if own else None,
+        val_split=config.get("val_split", 0) if own else 0,
+        augment=False,
+        num_workers=config.get("num_workers", 4),
+        max_image_pixels=max_image_pixels,
+        normalization=(norm["mean"], norm["std"]) if norm is not None else None,
+        normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
+    )
+    if bundle.info.num_classes != model.num_classes:
+        raise ValueError(
+            f"the checkpoint predicts {model.num_classes} classes, {bundle.info.name} has {bundle.info.num_classes}"
+        )
+    names = meta.get("class_names")
+    if names is not None and list(names) != list(bundle.info.class_names) and not allow_other_classes:
+        i = next(i for i, (a, b) in enumerate(zip(names, bundle.info.class_names, strict=True)) if a != b)
+        raise ValueError(
+            f"{bundle.info.name}'s classes are not the checkpoint's (class {i} is {bundle.info.class_names[i]!r} "
+            f"there, {names[i]!r} in {path}); --allow-other-classes evaluates anyway, label by label"
+        )
+    batches = bundle.test.epoch(0) if view == "center" else bundle.test_views(view)
+    # A bar on a terminal: ten crops or five scales of a large test set take minutes.
+    n = bundle.info.n_test if view == "multi_scale" else len(bundle.test)
+    bar = tqdm(
+        batches, total=n, desc=f"evaluating ({view})", unit="batch", leave=False, disable=not sys.stderr.isatty()
+    )
+    return evaluate(model, bar, tta_flip=flip or bool(config.get("tta_flip", False)))
