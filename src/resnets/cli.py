@@ -283,7 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     final = result.final
     print(
         f"done in {result.seconds:.1f} s: test error {100 * final.get('test_err', float('nan')):.2f}% "
-        f"(top-5 {100 * final.get('test_top5_err', float('nan')):.2f}%), run folder {result.run_dir}"
+        f"(top-5 error {100 * final.get('test_top5_err', float('nan')):.2f}%), run folder {result.run_dir}"
     )
     print(f"evaluate with: resnets eval --checkpoint {result.run_dir / 'checkpoints' / 'last.pt'}")
     return 0

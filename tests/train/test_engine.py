@@ -1,5 +1,6 @@
 """The training loop: what a run writes, what it learns, how it fails."""
 
+import io
 import json
 import math
 
@@ -10,7 +11,7 @@ from safetensors import safe_open
 from resnets.cli import main
 from resnets.train import CheckpointError, Diverged, load_checkpoint, train
 from resnets.train.checkpoint import model_from_checkpoint, verify
-from resnets.train.metrics import COLUMNS
+from resnets.train.metrics import COLUMNS, Progress
 
 
 def test_a_run_writes_its_folder_and_learns(tiny_config, tmp_path):
@@ -136,3 +137,30 @@ def test_images_too_small_for_the_model_are_refused_before_training(tiny_config)
 def test_metrics_have_no_nan(tiny_config):
     result = train(tiny_config(epochs=1))
     assert all(math.isfinite(v) for v in result.final.values() if isinstance(v, float))
+
+
+class Terminal(io.StringIO):
+    """What a terminal receives: the loop draws a bar on it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_header_comes_first_and_the_bar_moves_every_step(tiny_config, monkeypatch):
+    counts = []
+    real = Progress.advance
+    monkeypatch.setattr(Progress, "advance", lambda self, step: (counts.append(self.bar.n), real(self, step)))
+    stream = Terminal()
+    train(tiny_config(iterations=11, epochs=99, log_every=100), stream=stream)
+    # The bar stood at each step before it: it moved at every step, not only at the logging interval.
+    assert counts == list(range(11))
+    text = stream.getvalue()
+    assert text.startswith("training resnet8 ") and text.index("\n") < text.index("\r")  # header, then the bar
+    assert "11/11" in text
+    assert "test top-5 err " in text and " top-5 " not in text.replace("test top-5 err ", "")  # an error, said so
+
+
+def test_without_a_terminal_there_is_no_bar():
+    progress = Progress(10, 0, io.StringIO())
+    progress.advance(3)
+    assert progress.bar is None

@@ -144,7 +144,7 @@ class Trainer:
         if self.stop:
             raise Interrupted(self.stop.signum, self.position.step, None, self.run_dir)
         self.metrics = MetricsLog(self.run_dir, self.history, tensorboard=self.config.tensorboard)
-        self.progress = Progress(self.total_steps, self.position.step, self.stream)
+        # The header lines first, then the bar below them.
         self.log(
             f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
             f"on {self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
@@ -156,6 +156,7 @@ class Trainer:
                 f"warm-up: lr {self.config.warmup_lr} until the training error is below "
                 f"{100 * self.config.warmup_until_err:.0f}%, checked every {self.config.log_every} steps ({reason})"
             )
+        self.progress = Progress(self.total_steps, self.position.step, self.stream)
         set_train_mode(self.model)
         try:
             while self.position.epoch < self.n_epochs:
@@ -335,6 +336,7 @@ class Trainer:
         batches = self.data.train.epoch(p.epoch, start=p.epoch_step) if p.epoch_step < steps else ()
         for x, y in batches:
             self._train_step(x, y)
+            self.progress.advance(p.step)
             if self.meter.pending == c.log_every:
                 self._check_interval()
             if self.stop:
@@ -466,7 +468,7 @@ def format_record(r: dict) -> str:
         parts.append(f"val err {100 * r['val_err']:.2f}%")
     parts += [
         f"test err {100 * r['test_err']:.2f}%",
-        f"top-5 {100 * r['test_top5_err']:.2f}%",
+        f"test top-5 err {100 * r['test_top5_err']:.2f}%",
         f"{r['images_per_s']:.0f} img/s" if r.get("images_per_s") is not None else "evaluated again",
         f"{r['epoch_time']:.1f} s",
     ]

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..errors import MissingExtra
 from ..files import atomic_write
 
@@ -87,7 +89,12 @@ class MetricsLog:
 
 
 class Progress:
-    """A tqdm bar on an interactive terminal, plain log lines otherwise."""
+    """A tqdm bar on an interactive terminal, plain log lines otherwise.
+
+    The bar moves at every step (`advance`, which reads nothing from the device: on a GPU it counts
+    the steps queued) and shows loss, error, learning rate and speed at each logging interval
+    (`update`, after the loop's one host sync).
+    """
 
     def __init__(self, total_steps: int, start_step: int, stream=None) -> None:
         self.stream = stream or sys.stderr
@@ -95,9 +102,12 @@ class Progress:
         self.bar = None
         self.started = time.perf_counter()
         if self.stream.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total_steps, initial=start_step, file=self.stream, unit="step", dynamic_ncols=True)
+
+    def advance(self, step: int) -> None:
+        """One more step done: the bar's count and rate (tqdm redraws at most ten times a second)."""
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
 
     def update(self, step: int, epoch: int, loss: float, err: float, lr: float, images_per_s: float) -> None:
         if self.bar is not None:
