@@ -8,7 +8,7 @@ the batches it would have seen.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -58,7 +58,7 @@ class Loader(Protocol):
 
     def __len__(self) -> int: ...
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]: ...
+    def epoch(self, epoch: int, start: int = 0) -> Generator[Batch, None, None]: ...
 
     @property
     def bad_images(self) -> int: ...  # unreadable images skipped so far (image folders only)

@@ -6,7 +6,7 @@ No DataLoader, no per-sample Python and no host synchronisation in the loop: an 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -74,12 +74,12 @@ class DeviceLoader:
             return train_batches(self.num_samples, self.batch_size)
         return eval_batches(self.num_samples, self.batch_size)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Generator[Batch, None, None]:
         """Batches `start`, ..., len - 1 of epoch `epoch`: normalised float32 images and labels."""
         check_start(start, len(self))
         return self._batches(epoch, start)
 
-    def _batches(self, epoch: int, start: int) -> Iterator[Batch]:
+    def _batches(self, epoch: int, start: int) -> Generator[Batch, None, None]:
         device = self.images.device
         for i, (images, labels) in self._unaugmented(epoch, start):
             g = generator(device, self.seed, "aug", epoch, i) if self.train and self.augment else None

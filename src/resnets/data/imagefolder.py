@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -205,7 +205,7 @@ class FolderLoader:
             return train_batches(self.num_samples, self.batch_size)
         return eval_batches(self.num_samples, self.batch_size)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Generator[Batch, None, None]:
         """Batches `start`, ..., len - 1 of epoch `epoch`."""
         return ((views[0], labels) for views, labels in self.view_batches(epoch, start))
 

@@ -273,7 +273,8 @@ def _preact_shortcut(
     return downsample(activated)
 
 
-BLOCKS: dict[str, type[nn.Module]] = {
+Block = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck
+BLOCKS: dict[str, type[Block]] = {
     "basic": BasicBlock,
     "bottleneck": Bottleneck,
     "preact_basic": PreActBasicBlock,

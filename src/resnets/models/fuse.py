@@ -36,14 +36,15 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     True
     """
     fused = copy.deepcopy(model).eval()
-    if getattr(fused, "bn1", None) is not None and isinstance(fused.bn1, nn.BatchNorm2d):
-        fused.conv1, fused.bn1 = fuse_conv_bn_eval(fused.conv1, fused.bn1), nn.Identity()
+    pairs = [(fused, "conv1", "bn1")] if isinstance(getattr(fused, "bn1", None), nn.BatchNorm2d) else []
     for module in fused.modules():
-        for conv_name, bn_name in _PAIRS.get(type(module), ()):
-            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
-            setattr(module, bn_name, nn.Identity())
+        pairs += [(module, conv, bn) for conv, bn in _PAIRS.get(type(module), ())]
         downsample = getattr(module, "downsample", None)
         if isinstance(downsample, nn.Sequential) and len(downsample) == 2 and isinstance(downsample[1], nn.BatchNorm2d):
-            module.downsample = nn.Sequential(fuse_conv_bn_eval(downsample[0], downsample[1]), nn.Identity())
+            pairs.append((downsample, "0", "1"))
+    for module, conv_name, bn_name in pairs:
+        conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(module, bn_name, nn.Identity())
     return fused

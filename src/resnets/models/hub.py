@@ -114,5 +114,5 @@ def torchvision_model(
         )
     model = build(name, **{**options, **required})
     load_state_dict(model, torchvision_weights(name, fetch=fetch))
-    model.class_names = list(weights.meta["categories"])
+    model.class_names = list(weights.meta["categories"])  # type: ignore[assignment]  # a plain attribute, read by predict
     return model

@@ -62,6 +62,16 @@ class Model(Protocol):
     def reset_classifier(self, num_classes: int) -> None: ...
 
 
+def interface(model: nn.Module) -> Model:
+    """`model` as the model interface: a network of this registry, refused with a clear error otherwise.
+
+    (A check the type checker understands: nn.Module types its attributes loosely.)
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"{type(model).__name__} does not offer the model interface (model_name, num_classes, ...)")
+    return model
+
+
 _MODELS: dict[str, ModelEntry] = {}
 # Name patterns that stand for a whole family of depths, tried after the named models:
 # (pattern, family, builder taking the regex match and the options).

@@ -12,7 +12,17 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from .blocks import BLOCKS, SHORTCUTS, STRIDE_PLACEMENTS, conv3x3, make_shortcut
+from .blocks import (
+    BLOCKS,
+    SHORTCUTS,
+    STRIDE_PLACEMENTS,
+    BasicBlock,
+    Bottleneck,
+    PreActBasicBlock,
+    PreActBottleneck,
+    conv3x3,
+    make_shortcut,
+)
 from .registry import register_model
 
 STEMS = ("imagenet", "cifar")
@@ -263,9 +273,9 @@ def zero_init_residual_(model: nn.Module) -> None:
     pre-activation blocks have no BN after their last conv, so that conv's weights are zeroed.
     """
     for m in model.modules():
-        if hasattr(m, "last_bn"):
+        if isinstance(m, BasicBlock | Bottleneck):
             nn.init.zeros_(m.last_bn().weight)
-        elif hasattr(m, "last_conv"):
+        elif isinstance(m, PreActBasicBlock | PreActBottleneck):
             nn.init.zeros_(m.last_conv().weight)
 
 

@@ -6,6 +6,8 @@ state dicts load unchanged.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -75,7 +77,8 @@ class VGG(nn.Module):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 else:
                     nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 if init == "he":
                     nn.init.normal_(m.weight, 0, 0.01)  # as torchvision and the VGG paper
@@ -85,7 +88,7 @@ class VGG(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.classifier[-1].out_features
+        return self.get_classifier().out_features
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the bad shape when `x` is not (B, in_channels, H, W) large enough."""
@@ -109,9 +112,9 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def get_classifier(self) -> nn.Module:
+    def get_classifier(self) -> nn.Linear:
         """The last fully connected layer, the one `reset_classifier` replaces."""
-        return self.classifier[-1]
+        return cast(nn.Linear, self.classifier[-1])  # built so, and reset_classifier keeps it so
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the last fc layer with a fresh one of `num_classes` outputs."""
@@ -121,7 +124,8 @@ class VGG(nn.Module):
 
     def stages(self) -> list[tuple[str, list[nn.Module]]]:
         """Five conv blocks (each ending in a max-pool) and the classifier."""
-        stages, current = [], []
+        stages: list[tuple[str, list[nn.Module]]] = []
+        current: list[nn.Module] = []
         for m in self.features:
             current.append(m)
             if isinstance(m, nn.MaxPool2d):

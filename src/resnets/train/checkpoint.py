@@ -11,6 +11,7 @@ import hashlib
 import io
 import random
 import re
+import typing
 import warnings
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def latest_valid(directory: Path) -> tuple[Path, dict] | None:
 
 def rng_state() -> dict:
     """Python, NumPy, torch and CUDA generator states, as plain values a safe load accepts."""
-    np_state = np.random.get_state()
+    np_state = typing.cast(tuple, np.random.get_state())  # the legacy form: (name, keys, pos, has_gauss, gauss)
     state = {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
@@ -246,7 +247,7 @@ def trained_metadata(meta: dict) -> dict:
     return extra
 
 
-def _field_error(path: Path, name: str, problem: str) -> CheckpointError:
+def _field_error(path: str | Path, name: str, problem: str) -> CheckpointError:
     return CheckpointError(f"{path}: metadata field {name!r} {problem}")
 
 

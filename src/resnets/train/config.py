@@ -199,7 +199,7 @@ def _check_types(config: TrainConfig) -> None:
         raise ValueError(f"milestones={config.milestones!r} must be a list of numbers")
 
 
-def coerce(name: str, value: object) -> object:
+def coerce(name: str, value: typing.Any) -> object:
     """Convert a value from the command line or YAML to the field's type, naming the field on failure."""
     hint = typing.get_type_hints(TrainConfig)[name]
     args = typing.get_args(hint)

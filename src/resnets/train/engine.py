@@ -106,8 +106,9 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         check_out_folder(self.run_dir)
         self.device = resolve_device(config.device)
-        self.resume_from = None
+        self.resume_from: tuple[Path, dict] | None = None
         self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
+        found: tuple[Path, dict] | None
         if isinstance(resume, str | Path) and Path(resume).is_file():  # this checkpoint, not the newest
             found = (Path(resume), load_resumable(resume))
         else:
@@ -202,7 +203,9 @@ class Trainer:
         if num_classes < info.num_classes:
             raise ValueError(f"num_classes={num_classes} is fewer than the {info.num_classes} classes of {info.name}")
         self.model = build_model(c, info.in_channels, num_classes, tuple(info.image_size))
-        self.model.to(self.device, memory_format=torch.channels_last if c.channels_last else torch.preserve_format)
+        self.model.to(self.device)
+        if c.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=c.lr,
@@ -386,13 +389,15 @@ class Trainer:
     def _record_epoch(self) -> None:
         p = self.position
         train_seconds = time.perf_counter() - self.epoch_started
-        record = {
+        train_loss = p.sums[0].item() / max(p.seen, 1)
+        record: dict[str, float | None] = {
             "epoch": p.epoch + 1,
             "step": p.step,
             "lr": self.schedule.lr(p.step - 1),
-            "train_loss": p.sums[0].item() / max(p.seen, 1),
+            "train_loss": train_loss,
             "train_err": p.sums[1].item() / max(p.seen, 1),
         }
+        val = None
         if self.data.val is not None:
             val = self._evaluate(self.data.val)
             record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
@@ -406,7 +411,7 @@ class Trainer:
             record["bad_images"] = self.data.train.bad_images
             self.progress.message(f"epoch {p.epoch + 1}: {self.data.train.bad_images} unreadable images skipped")
         # The test set never steers training: the plateau and best.pt watch validation, else training.
-        monitored = record.get("val_err", record["train_loss"])
+        monitored = val.top1_err if val is not None else train_loss
         if self.schedule.observe_epoch(monitored):
             self.progress.message(f"epoch {p.epoch + 1}: plateau, lr now {self.schedule.lr(p.step)}")
         is_best = monitored < p.best

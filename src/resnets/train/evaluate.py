@@ -59,19 +59,23 @@ def evaluate(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     finite = torch.ones((), device=device, dtype=torch.bool)  # checked once at the end: no sync per batch
     n = 0
+
+    def scores(view: torch.Tensor) -> torch.Tensor:
+        """The softmax scores of one view (the views' scores are averaged)."""
+        if channels_last:
+            view = view.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(view)
+        return F.softmax(logits.float(), dim=1)
+
     try:
         for images, labels in batches:
             views = list(images) if isinstance(images, list | tuple) else [images]
             if tta_flip:
                 views += [v.flip(-1) for v in views]
-            probs = None
-            for view in views:
-                if channels_last:
-                    view = view.contiguous(memory_format=torch.channels_last)
-                with autocast(device, amp):
-                    logits = model(view)
-                p = F.softmax(logits.float(), dim=1)
-                probs = p if probs is None else probs + p
+            probs = scores(views[0])
+            for view in views[1:]:
+                probs = probs + scores(view)
             probs = probs / len(views)
             finite &= torch.isfinite(probs).all()
             labels = labels.to(device)

@@ -5,17 +5,19 @@ from __future__ import annotations
 from torch import nn
 
 from ..models import create_model
+from ..models.registry import interface
 from ..models.weights import clean_state_dict, read_weights
 from .config import TrainConfig
 
 
-def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_size: tuple[int, ...]) -> nn.Module:
     """The network a config asks for, shaped for the data; refuses images too small for it."""
     options = {"init": config.init, **config.model_options}
     model = create_model(config.model, in_channels=in_channels, num_classes=num_classes, **options)
-    if min(image_size) < model.min_input_size:
+    smallest = interface(model).min_input_size
+    if min(image_size) < smallest:
         raise ValueError(
-            f"model {config.model} needs images of at least {model.min_input_size}x{model.min_input_size}, "
+            f"model {config.model} needs images of at least {smallest}x{smallest}, "
             f"the data has {image_size[0]}x{image_size[1]} (use a CIFAR-style net such as resnet20)"
         )
     if config.init_from:
@@ -27,7 +29,7 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_s
 
 def head_of(model: nn.Module) -> nn.Module:
     """The classifier layer that fine-tuning replaces."""
-    return model.get_classifier()
+    return interface(model).get_classifier()
 
 
 def head_names(model: nn.Module) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # Windows: runs are not locked there
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 MARKER = ".resnets-run"
 LOCK = ".lock"

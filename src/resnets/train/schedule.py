@@ -26,7 +26,7 @@ class LRSchedule:
 
     def lr(self, step: int) -> float:
         c = self.config
-        if self.warming_up:
+        if self.warming_up and c.warmup_lr is not None:
             return float(c.warmup_lr)
         t = step / self.total_steps
         if c.schedule == "step":
