@@ -45,6 +45,7 @@ from .text import human_count, printable, table
 from .train import Diverged, Interrupted, TrainConfig, train
 from .train.checkpoint import model_from_checkpoint, trained_metadata
 from .train.config import field_help
+from .train.distributed import PeerFailed, rank_of_this_process
 from .train.recipes import RECIPES, get_recipe, resolve_config
 from .train.rundir import run_folder_of
 
@@ -275,11 +276,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume if isinstance(args.resume, bool) else Path(args.resume))
     except Interrupted as stop:
-        print(f"resnets: {stop}", file=sys.stderr)
-        return 128 + stop.signum
+        return _fail(str(stop), 128 + stop.signum)
     except Diverged as exc:
-        print(f"resnets: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), EXIT_ENVIRONMENT)
+    if rank_of_this_process() != 0:  # rank 0 reports the run
+        return 0
     final = result.final
     print(
         f"done in {result.seconds:.1f} s: test error {100 * final.get('test_err', float('nan')):.2f}% "
@@ -654,12 +655,21 @@ def _terminate(signum, _frame) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library warning as one line, "resnets: warning: ...", without Python's source location."""
-    print(printable(f"resnets: warning: {message}"), file=sys.stderr)
+    """A library warning as one line, "resnets: warning: ...", without Python's source location (rank 0's
+    alone in a group: the processes meet the same warnings)."""
+    if rank_of_this_process() == 0:
+        print(printable(f"resnets: warning: {message}"), file=sys.stderr)
 
 
-def _fail(message: str, status: int) -> int:
-    print(printable(f"resnets: {message}".splitlines()[0]), file=sys.stderr)
+def _fail(message: str, status: int, every_process: bool = False) -> int:
+    """Print one line and return `status`. In a group (torchrun) every process meets the same bad
+    value, signal or divergence, so rank 0 alone says it; an environment error (a file, the disk)
+    may be one process's own, and each says it with its rank."""
+    rank = rank_of_this_process()
+    if rank == 0:
+        print(printable(f"resnets: {message}".splitlines()[0]), file=sys.stderr)
+    elif every_process:
+        print(printable(f"resnets: rank {rank}: {message}".splitlines()[0]), file=sys.stderr)
     return status
 
 
@@ -683,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(stop), 128 + stop.signum)
     except Diverged as exc:
         return _fail(str(exc), EXIT_ENVIRONMENT)
+    except PeerFailed as exc:
+        return _fail(f"error: {exc}", EXIT_ENVIRONMENT)
     except BrokenPipeError:  # `resnets ... | head` closed the pipe: stop quietly, as Python's docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ENVIRONMENT
@@ -697,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         text = str(exc) if exc.strerror is None else f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
         status = EXIT_USAGE if isinstance(exc, FileNotFoundError) or exc.errno in ARGUMENT_ERRNOS else EXIT_ENVIRONMENT
-        return _fail(f"error: {text}", status)
+        return _fail(f"error: {text}", status, every_process=True)
     finally:
         if restore is not None:
             signal.signal(signal.SIGTERM, restore)

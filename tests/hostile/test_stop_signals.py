@@ -36,23 +36,23 @@ def same_run(a, b) -> None:
 def test_sigterm_during_evaluation_checkpoints_and_the_resumed_run_is_bitwise_equal(tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     train(tiny_config(reference, epochs=3))
-    real = engine.take_images
+    real = engine.evaluate
     calls = []
 
-    def signalling(batches, limit):
+    def signalling(model, batches, **options):
         calls.append(1)
         if len(calls) == 2:  # the test pass of epoch 2
             send(signal.SIGTERM)
-        return real(batches, limit)
+        return real(model, batches, **options)
 
-    monkeypatch.setattr(engine, "take_images", signalling)
+    monkeypatch.setattr(engine, "evaluate", signalling)
     stopped = tmp_path / "stopped"
     with pytest.raises(Interrupted) as info:
         train(tiny_config(stopped, epochs=3))
     assert info.value.signum == signal.SIGTERM and info.value.step == 8
     state = load_checkpoint(stopped / "checkpoints" / "last.pt")
     assert (state["epoch"], state["epoch_step"], len(state["history"])) == (1, 4, 1)  # trained, not evaluated
-    monkeypatch.setattr(engine, "take_images", real)
+    monkeypatch.setattr(engine, "evaluate", real)
     train(tiny_config(stopped, epochs=3))
     same_run(reference, stopped)
 

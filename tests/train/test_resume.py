@@ -54,6 +54,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert without_timing(lines) == without_timing(sa["history"])  # no duplicated or missing epoch lines
 
 
+@pytest.mark.slow  # 12 s; the SIGINT test below and tests/hostile/ check bitwise resumes in make test
 def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(tmp_path, command):
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     run_to_end(command, reference)

@@ -148,6 +148,15 @@ def train_batches(num_samples: int, batch_size: int) -> int:
     return max(1, num_samples // batch_size)
 
 
+def share(n: int, rank: int, world: int) -> slice:
+    """Rank `rank`'s contiguous part of `n` items shared among `world` processes.
+
+    >>> [share(5, r, 2) for r in range(2)]
+    [slice(0, 2, None), slice(2, 5, None)]
+    """
+    return slice(n * rank // world, n * (rank + 1) // world)
+
+
 def eval_batches(num_samples: int, batch_size: int) -> int:
     """Batches per evaluation pass: the last partial batch is kept."""
     return -(-num_samples // batch_size)
@@ -176,6 +185,11 @@ class LoaderOptions:
     normalize: str = "pixel-mean"  # small images: one of NORMALIZATIONS (image folders: ImageNet's channel stats)
     # (mean, std) in pixel units to use instead of the training set's: a trained model's own
     normalization: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    test_subset: int | None = None  # evaluate on the first N test images only
+    # (rank, world size): this process's share of the data when several train together. Each takes
+    # its slice of every global training batch (the batches themselves do not depend on the world
+    # size) and a contiguous part of each evaluation split.
+    shard: tuple[int, int] = (0, 1)
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size)
@@ -192,6 +206,24 @@ class LoaderOptions:
         check_max_pixels(self.max_image_pixels)
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+        if self.test_subset is not None:
+            check_positive("test_subset", self.test_subset)
+        rank, world = self.shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard={self.shard!r}: the rank must be in [0, world size)")
+
+    def share(self, n: int) -> slice:
+        """This process's part of `n` items (a global batch, an evaluation split): contiguous, and
+        as equal as `n` allows.
+
+        >>> LoaderOptions(shard=(1, 3)).share(10)
+        slice(3, 6, None)
+        """
+        return share(n, *self.shard)
+
+    def test_images(self, n: int) -> int:
+        """How many of the `n` test images are evaluated (`test_subset`)."""
+        return n if self.test_subset is None else min(n, self.test_subset)
 
     @property
     def eval_batch(self) -> int:

@@ -20,6 +20,7 @@ from .base import (
     check_start,
     eval_batches,
     generator,
+    share,
     split_sizes,
     train_batches,
 )
@@ -31,7 +32,9 @@ class DeviceLoader:
 
     A training loader shuffles with a permutation seeded from (seed, epoch), augments batch i
     with a generator seeded from (seed, epoch, i) and drops the last partial batch; an
-    evaluation loader goes through the images in order and keeps it.
+    evaluation loader goes through the images in order and keeps it. With `shard=(rank, world)`
+    a training loader yields this process's rows of each global batch of `batch_size` images,
+    cropped and flipped as they are in one process.
 
     >>> images, labels = torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.arange(10)
     >>> stats = (torch.zeros(1, 4, 4), torch.ones(1, 1, 1))
@@ -54,6 +57,7 @@ class DeviceLoader:
         augment: bool = True,
         padding: int = 4,
         normalize_first: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {images.shape} and {labels.shape}")
@@ -68,6 +72,7 @@ class DeviceLoader:
         self.padding = padding
         # Normalise before cropping, so that the padding holds the mean (0): the paper's order (section 4.2).
         self.normalize_first = normalize_first
+        self.shard = shard
 
     def __len__(self) -> int:
         if self.train:
@@ -81,14 +86,20 @@ class DeviceLoader:
 
     def _batches(self, epoch: int, start: int) -> Generator[Batch, None, None]:
         device = self.images.device
+        whole, part = self._part()
         for i, (images, labels) in self._unaugmented(epoch, start):
             g = generator(device, self.seed, "aug", epoch, i) if self.train and self.augment else None
             if self.normalize_first:
                 x = normalize(images, self.mean, self.std)
-                yield (crop_flip(x, self.padding, g) if g is not None else x), labels
+                yield (crop_flip(x, self.padding, g, whole, part) if g is not None else x), labels
             else:
-                crops = crop_flip(images, self.padding, g) if g is not None else images
+                crops = crop_flip(images, self.padding, g, whole, part) if g is not None else images
                 yield normalize(crops, self.mean, self.std), labels
+
+    def _part(self) -> tuple[int, slice]:
+        """The size of a global training batch, and this process's rows of it."""
+        whole = min(self.batch_size, self.num_samples)
+        return whole, share(whole, *self.shard)
 
     def raw(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """Batches of uint8 images as stored, unaugmented (the test views are cut from them)."""
@@ -102,10 +113,10 @@ class DeviceLoader:
                 batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
                 yield i, (self.images[batch], self.labels[batch])
             return
-        size = min(self.batch_size, self.num_samples)
+        size, part = self._part()
         order = torch.randperm(self.num_samples, generator=generator(device, self.seed, "perm", epoch), device=device)
         for i in range(start, len(self)):
-            index = order[i * size : (i + 1) * size]
+            index = order[i * size : (i + 1) * size][part]
             yield i, (self.images[index], self.labels[index])
 
 
@@ -137,6 +148,9 @@ def device_bundle(
 
     def loader(x: Tensor, y: Tensor, train: bool) -> DeviceLoader:
         batch_size = options.batch_size if train else options.eval_batch
+        if not train:  # an evaluation split: this process's contiguous part of it
+            part = options.share(x.shape[0])
+            x, y = x[part], y[part]
         return DeviceLoader(
             x,
             y,
@@ -147,9 +161,11 @@ def device_bundle(
             augment=options.augment,
             padding=padding,
             normalize_first=normalize_first,
+            shard=options.shard,
         )
 
-    test_loader = loader(test[0].to(device), test[1].to(device, torch.int64), False)
+    n_test = options.test_images(test[0].shape[0])
+    test_loader = loader(test[0][:n_test].to(device), test[1][:n_test].to(device, torch.int64), False)
     info = DatasetInfo(
         name=name,
         num_classes=len(class_names),
@@ -158,7 +174,7 @@ def device_bundle(
         class_names=list(class_names),
         n_train=n_train,
         n_val=n_val,
-        n_test=test_loader.num_samples,
+        n_test=n_test,
     )
 
     def views(view: str) -> Iterator[ViewBatch]:

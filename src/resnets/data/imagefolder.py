@@ -144,7 +144,11 @@ def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor |
 
 
 class _BatchKeys:
-    """The (index, augmentation seed) keys of batches start, ..., len - 1 of one epoch."""
+    """The (index, augmentation seed) keys of batches start, ..., len - 1 of one epoch.
+
+    A training batch is this process's share of the global batch: the order of the images and
+    each one's augmentation seed depend on (seed, epoch, batch, position in the global batch) only.
+    """
 
     def __init__(self, loader: FolderLoader, epoch: int, start: int) -> None:
         self.loader, self.epoch, self.start = loader, epoch, start
@@ -162,10 +166,11 @@ class _BatchKeys:
         g = torch.Generator().manual_seed(derive_seed(loader.seed, "perm", self.epoch))
         order = torch.randperm(n, generator=g).tolist()
         size = min(loader.batch_size, n)
+        part = loader.options.share(size)
         for i in range(self.start, len(loader)):
             yield [
                 (order[i * size + k], derive_seed(loader.seed, "aug", self.epoch, i, k) if loader.augment else None)
-                for k in range(size)
+                for k in range(part.start, part.stop)
             ]
 
 
@@ -276,7 +281,10 @@ def imagefolder_bundle(
         stats = (mean, std.reshape(3, 1, 1))
     root = Path(root).expanduser()
     test_source, train_source = str(root / "val"), str(root / "train")
-    test_loader = FolderLoader(test, "center", config, options, stats, source=test_source)
+    test = test[: options.test_images(len(test))]
+    val = train[n_train : n_train + n_val]
+    # Each process evaluates a contiguous part of an evaluation split (all of it in one process).
+    test_loader = FolderLoader(test[options.share(len(test))], "center", config, options, stats, source=test_source)
 
     def views(view: str) -> Iterator[ViewBatch]:
         # Views of different sizes cannot share a batch: multi-scale goes one image at a time.
@@ -297,7 +305,7 @@ def imagefolder_bundle(
         ),
         train=FolderLoader(train[:n_train], "train", config, options, stats, train=True, source=train_source),
         val=(
-            FolderLoader(train[n_train : n_train + n_val], "center", config, options, stats, source=train_source)
+            FolderLoader(val[options.share(len(val))], "center", config, options, stats, source=train_source)
             if n_val
             else None
         ),

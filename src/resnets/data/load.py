@@ -36,6 +36,8 @@ def load_dataset(
     normalize: str = "pixel-mean",
     padding: int | None = None,
     folder_transforms: FolderTransforms | None = None,
+    test_subset: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> DataBundle:
     """The dataset `name` as train, val and test loaders on `device`.
 
@@ -44,7 +46,10 @@ def load_dataset(
     `folder_transforms` (image folders) override the paper's augmentation sizes;
     `normalization` (mean, std in pixel units) replaces the training set's statistics, as a
     trained model's own must when it is evaluated; `normalize` says how small images are
-    normalised (see `NORMALIZATIONS`: the paper's per-pixel mean, by default).
+    normalised (see `NORMALIZATIONS`: the paper's per-pixel mean, by default); `test_subset`
+    keeps the first N test images. `shard=(rank, world)` gives one of `world` processes its
+    share: its rows of every global training batch of `batch_size` images (batches that do not
+    depend on `world`) and a contiguous part of the validation and test images.
 
     >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=32, val_split=24, seed=1)
     >>> bundle.info.n_train, bundle.info.n_val, len(bundle.train), tuple(next(bundle.train.epoch(0))[0].shape)
@@ -64,6 +69,8 @@ def load_dataset(
         max_image_pixels=max_image_pixels,
         normalization=normalization,
         normalize=normalize,
+        test_subset=test_subset,
+        shard=shard,
     )
     kind, _, arg = name.partition(":")
     if name == "fashion-mnist":

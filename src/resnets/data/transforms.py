@@ -71,13 +71,17 @@ def pixel_statistics(images: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]
     return mean.float(), std.float()
 
 
-def crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+def crop_flip(
+    images: Tensor, padding: int, generator: torch.Generator, whole: int | None = None, part: slice = slice(None)
+) -> Tensor:
     """Random crops of the zero-padded batch and random horizontal flips, in one gather.
 
     images: uint8 (B, C, H, W) on the generator's device; the result has the same shape. Each
     image is the H x W window at a random offset in [0, 2 * padding] of its padded copy,
     mirrored with probability 1/2 (section 4.2: "a 32x32 crop is randomly sampled from the
-    padded image or its horizontal flip").
+    padded image or its horizontal flip"). When `images` are rows `part` of a batch of `whole`
+    images (one process's share), the draws are made for the whole batch and the part's rows
+    taken: an image's crop does not depend on how its batch is shared among processes.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> crop_flip(torch.zeros(5, 3, 32, 32, dtype=torch.uint8), 4, g).shape
@@ -85,9 +89,12 @@ def crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tenso
     """
     b, c, h, w = images.shape
     device = images.device
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=device)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=device)
-    flip = torch.randint(0, 2, (b, 1), generator=generator, device=device) == 1
+    n = b if whole is None else whole
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=device)[part]
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=device)[part]
+    flip = (torch.randint(0, 2, (n, 1), generator=generator, device=device) == 1)[part]
+    if dy.shape[0] != b:
+        raise ValueError(f"{b} images are not rows {part} of a batch of {n}")
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
     rows = dy + torch.arange(h, device=device)  # (B, H)
     cols = torch.arange(w, device=device).expand(b, w)

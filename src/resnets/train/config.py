@@ -26,7 +26,12 @@ def legacy_values(saved: dict) -> dict:
     it began: small images normalised with the std, image folders with brightness/contrast jitter.
     """
     folders = str(saved.get("data", "")).startswith("imagefolder:")
-    legacy = {"normalize": "pixel-mean-std", "color_jitter": 0.4 if folders else 0.0}
+    legacy = {
+        "normalize": "pixel-mean-std",
+        "color_jitter": 0.4 if folders else 0.0,
+        "sync_bn": False,
+        "accumulate": 1,
+    }
     return {k: v for k, v in legacy.items() if k not in saved}
 
 
@@ -73,6 +78,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (fp32 elsewhere)
     channels_last: bool = True  # NHWC memory format (faster convolutions on GPUs and most CPUs)
     compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (else per process)
+    accumulate: int = 1  # split each process's batch into K micro-batches (gradients added; one all-reduce)
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
     keep: int = 3  # newest step checkpoints kept besides last.pt and best.pt
     checkpoint_every: int | None = None  # also checkpoint every N steps inside an epoch
@@ -105,7 +112,7 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(accepted)}")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is not one of {', '.join(INITS)}")
-        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep"):
+        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
         if self.log_every > MAX_LOG_EVERY:

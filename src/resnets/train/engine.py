@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import sys
 import time
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import hardware
 from ..data import load_dataset
@@ -32,6 +35,15 @@ from .checkpoint import (
     trained_metadata,
 )
 from .config import TrainConfig, legacy_values
+from .distributed import (
+    SINGLE,
+    Distributed,
+    PeerFailed,
+    check_launch,
+    device_of,
+    process_group,
+    sync_batchnorm,
+)
 from .evaluate import EvalResult, NonFiniteOutputs, evaluate
 from .finetune import build_model, set_train_mode
 from .metrics import MetricsLog, Progress
@@ -92,6 +104,19 @@ class _StopEvaluation(Exception):
     """A stop signal arrived during an evaluation pass: abandon it, checkpoint, stop."""
 
 
+class _Discard:
+    """Where the processes other than rank 0 write their progress: nowhere."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 class Trainer:
     """One training run: `Trainer(config).run()`; see `train()` for the one-call form.
 
@@ -99,26 +124,43 @@ class Trainer:
     its only host synchronisation, every `log_every` steps.
     """
 
-    def __init__(self, config: TrainConfig, resume: bool | str | Path = False, stream=None) -> None:
+    def __init__(
+        self, config: TrainConfig, resume: bool | str | Path = False, stream=None, place: Distributed = SINGLE
+    ) -> None:
         self.config = config
-        self.stream = stream or sys.stderr
-        self.run_dir = Path(config.out) if config.out else default_run_dir(config)
+        # One process of several (torchrun): rank 0 alone writes the run folder and prints.
+        self.place = place
+        if place.active and not config.out and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
+            raise ValueError("a run that torchrun may restart needs --out: the restarted processes resume from it")
+        self.stream = (stream or sys.stderr) if place.is_main else _Discard()
+        out = config.out or place.broadcast(str(default_run_dir(config)) if place.is_main else None)
+        self.run_dir = Path(str(out))
         self.ckpt_dir = self.run_dir / "checkpoints"
         check_out_folder(self.run_dir)
-        self.device = resolve_device(config.device)
+        self.device = device_of(place, resolve_device(config.device))
         self.resume_from: tuple[Path, dict] | None = None
         self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
+        self.created = False  # whether this run made its folder (a failed start removes it again)
         found: tuple[Path, dict] | None
         if isinstance(resume, str | Path) and Path(resume).is_file():  # this checkpoint, not the newest
             found = (Path(resume), load_resumable(resume))
         else:
-            found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+            found = self._newest_checkpoint()
         if found is not None:
             check_resumable(found[1]["config"], config, self.run_dir)
             self.resume_from = found
             self.last_good = found[0]
         elif resume:
             raise ValueError(f"nothing to resume: {self.ckpt_dir} holds no valid checkpoint")
+
+    def _newest_checkpoint(self) -> tuple[Path, dict] | None:
+        """The newest valid checkpoint of the run folder and its state; in a group, the one rank 0 found."""
+        if self.place.is_main:
+            found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+            self.place.broadcast(str(found[0]) if found is not None else None)
+            return found
+        path = self.place.broadcast(None)
+        return None if path is None else (Path(str(path)), load_resumable(Path(str(path))))
 
     def log(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -131,26 +173,67 @@ class Trainer:
         that arrives while the final weights are written lets them be written.
         """
         self.started = time.perf_counter()
-        with stop_signals() as self.stop, claimed(self.run_dir) as created:
+        with stop_signals() as self.stop, ExitStack() as held:
             try:
+                self._start(held)
                 return self._run()
             except BaseException:
-                if created and self.last_good is None:  # a failed start leaves no half-made run folder behind
+                if self.created and self.last_good is None:  # a failed start leaves no half-made run folder behind
                     remove_new_folder(self.run_dir)
                 raise
 
+    def _start(self, held: ExitStack) -> None:
+        """Claim the run folder (rank 0), build the data, the network and the optimizer, restore a
+        checkpoint. The processes of a group agree on the outcome: when one fails, all stop."""
+        failure: BaseException | None = None
+        try:
+            if self.place.is_main:
+                self.created = held.enter_context(claimed(self.run_dir))
+            self._setup()
+            self._restore()
+        except Exception as exc:
+            if not self.place.active:
+                raise
+            failure = exc
+        if self.place.active and self.place.agree(failure is not None, self._sync_device):
+            raise failure if failure is not None else PeerFailed("another process of the group failed to start")
+
+    @property
+    def _sync_device(self) -> torch.device:
+        """Where the group's small reductions run: the GPU under NCCL, the CPU under gloo."""
+        return self.device if self.place.backend == "nccl" else torch.device("cpu")
+
+    def _stop_agreed(self) -> bool:
+        """A stop signal reached any process (all agree: one host sync when several run)."""
+        return self.place.agree(bool(self.stop), self._sync_device)
+
+    def _interrupted(self, checkpoint: Path | None) -> Interrupted:
+        # A process that received no signal itself stops because another did (torchrun sends SIGTERM).
+        signum = self.stop.signum if self.stop else signal.SIGTERM
+        return Interrupted(signum, self.position.step, checkpoint, self.run_dir)
+
     def _run(self) -> RunResult:
-        self._setup()
-        self._restore()
-        if self.stop:
-            raise Interrupted(self.stop.signum, self.position.step, None, self.run_dir)
-        self.metrics = MetricsLog(self.run_dir, self.history, tensorboard=self.config.tensorboard)
+        if self._stop_agreed():
+            raise self._interrupted(None)
+        self.metrics = MetricsLog(
+            self.run_dir, self.history, tensorboard=self.config.tensorboard, write=self.place.is_main
+        )
         # The header lines first, then the bar below them.
         self.log(
             f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
             f"on {self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
             f"{self.total_steps} steps, device {self.device}, run folder {self.run_dir}"
         )
+        if self.place.active:
+            c = self.config
+            per_step = f"{c.batch_size // self.place.world_size} per process"
+            if c.accumulate > 1:
+                per_step += f", in {c.accumulate} micro-batches of {self.micro_batch}"
+            self.log(
+                f"distributed: {self.place.world_size} processes ({self.place.backend}), global batch "
+                f"{c.batch_size} ({per_step}), BatchNorm statistics "
+                + ("over the global batch (--sync-bn)" if c.sync_bn else "per process")
+            )
         reason = warmup_reason(self.config)
         if reason is not None and self.schedule.warming_up:
             self.log(
@@ -163,8 +246,8 @@ class Trainer:
             while self.position.epoch < self.n_epochs:
                 self._train_epoch()
                 self._end_epoch()
-                if self.stop:
-                    raise Interrupted(self.stop.signum, self.position.step, self.last_good, self.run_dir)
+                if self._stop_agreed():
+                    raise self._interrupted(self.last_good)
         finally:
             self.progress.close()
             self.metrics.close()
@@ -180,8 +263,10 @@ class Trainer:
     def _setup(self) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
-        atomic_write(self.run_dir / "hardware.json", (json.dumps(hardware.describe(self.device)) + "\n").encode())
+        self.micro_batch = check_launch(self.place, c.batch_size, c.accumulate)
+        if self.place.is_main:
+            atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
+            atomic_write(self.run_dir / "hardware.json", (json.dumps(hardware.describe(self.device)) + "\n").encode())
         self.data = load_dataset(
             c.data,
             data_dir=c.data_dir,
@@ -197,8 +282,11 @@ class Trainer:
             max_image_pixels=c.max_image_pixels,
             normalize=c.normalize,
             folder_transforms=FolderTransforms(jitter=c.color_jitter) if c.data.startswith("imagefolder:") else None,
+            test_subset=c.test_subset,
+            shard=(self.place.rank, self.place.world_size),
         )
         self.info = info = self.data.info
+        self._check_shares()
         num_classes = c.num_classes or info.num_classes
         if num_classes < info.num_classes:
             raise ValueError(f"num_classes={num_classes} is fewer than the {info.num_classes} classes of {info.name}")
@@ -206,6 +294,14 @@ class Trainer:
         self.model.to(self.device)
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.ddp: DistributedDataParallel | None = None
+        if self.place.active:
+            if c.sync_bn:
+                self.model = sync_batchnorm(self.model, self.device)
+            # DDP all-reduces (averages) the gradients; self.model stays the bare network, whose
+            # state dict (no "module." prefix) the checkpoints hold.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=c.lr,
@@ -217,7 +313,8 @@ class Trainer:
         self.total_steps = c.iterations or c.epochs * self.steps_per_epoch
         self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.schedule = LRSchedule(c, self.total_steps)
-        self.forward = torch.compile(self.model) if c.compile else self.model
+        network = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(network) if c.compile else network
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         self.mean, self.std = (t.detach().cpu() for t in self.data.normalization)
         # Where the run stands (restored from a checkpoint on resume), and the steps since the last
@@ -225,6 +322,8 @@ class Trainer:
         self.position = RunPosition.start(self.device)
         self.history: list[dict] = []
         self.meter = IntervalMeter(min(c.log_every, self.steps_per_epoch), self.device)
+        self.epoch_images = 0
+        self.stop_agreed = False  # in a group: a stop signal reached some process (known at each interval)
 
     def _restore(self) -> None:
         if self.resume_from is None:
@@ -237,7 +336,23 @@ class Trainer:
         self.history = state["history"]
         set_rng_state(state["rng"])
         p = self.position
+        if not self.place.is_main:  # rank 0 holds the epoch's sums so far, the others none (see combine)
+            p.sums.zero_()
+            p.seen = 0
         self.log(f"resuming {self.run_dir} from {path.name} (epoch {p.epoch + 1}, step {p.step})")
+
+    def _check_shares(self) -> None:
+        """Refuse a group with more processes than the data can give images to."""
+        c, info, world = self.config, self.info, self.place.world_size
+        whole = min(c.batch_size, info.n_train)  # a training set smaller than the batch is one batch
+        if whole < c.batch_size:
+            check_launch(self.place, whole, c.accumulate)
+        for split, n in (("training", whole), ("validation", info.n_val), ("test", info.n_test)):
+            if n and n < world:
+                raise ValueError(
+                    f"{world} processes are too many for the data: the {split} split has {n} images, "
+                    "fewer than one per process"
+                )
 
     def _data_meta(self) -> dict:
         info = self.info
@@ -248,16 +363,39 @@ class Trainer:
             return f"no checkpoint was written before (nothing in {self.ckpt_dir} to resume from)"
         return f"the last good checkpoint is {self.last_good}"
 
+    def _combine(self) -> tuple[float, float, int, int]:
+        """The epoch's (loss sum, error count, images seen, images timed) over every process.
+
+        Afterwards rank 0 holds them in its position (what a checkpoint saves) and the other
+        processes hold none, so that a run resumed on any number of processes counts each image once.
+        """
+        p = self.position
+        if not self.place.active:
+            return p.sums[0].item(), p.sums[1].item(), p.seen, self.epoch_images
+        extra = torch.tensor([p.seen, self.epoch_images], dtype=torch.float64, device=p.sums.device)
+        totals = self.place.sum(torch.cat([p.sums, extra]))
+        p.combine(totals[:3], self.place.is_main)
+        loss, errors, seen, images = totals.tolist()
+        self.epoch_images = int(images) if self.place.is_main else 0
+        return loss, errors, int(seen), int(images)
+
     def _checkpoint(self, is_best: bool = False) -> Path:
-        """Save the run's whole state; refuses (Diverged) weights or BN statistics that are not finite."""
+        """Save the run's whole state; refuses (Diverged) weights or BN statistics that are not finite.
+
+        Every process takes part (the epoch's sums are combined, the weights checked); rank 0 writes.
+        """
         weights = self.model.state_dict()
         bad = first_non_finite(weights)
-        if bad is not None:
+        if self.place.agree(bad is not None, self._sync_device):
             at = self.position
             raise Diverged(
-                f"non-finite values in {bad} at step {at.step} (epoch {at.epoch + 1}): not saved; "
-                f"{self._good_checkpoint_text()}; try a lower --lr"
+                f"non-finite values in {bad or 'the weights of another process'} at step {at.step} "
+                f"(epoch {at.epoch + 1}): not saved; {self._good_checkpoint_text()}; try a lower --lr"
             )
+        self._combine()
+        self.last_good = self.ckpt_dir / "last.pt"
+        if not self.place.is_main:
+            return self.last_good
         state = {
             "model": {k: v.detach().cpu() for k, v in weights.items()},
             "optimizer": self.optimizer.state_dict(),
@@ -274,27 +412,33 @@ class Trainer:
         }
         with self.stop.shielded():
             save_checkpoint(state, self.ckpt_dir, self.position.step, self.config.keep, is_best)
-        self.last_good = self.ckpt_dir / "last.pt"
         return self.last_good
 
     # ------------------------------------------------------------------------- the loop
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One SGD step; its loss and errors stay on the device."""
+        """One SGD step on this process's share of the global batch; its loss and errors stay on the device.
+
+        With `accumulate` K the share goes through in K micro-batches whose gradients add up
+        (DDP all-reduces after the last one only), each weighted by its share of the images.
+        """
         c = self.config
         lr = self.schedule.lr(self.position.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if c.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, c.amp):
-            logits = self.forward(x)
-            loss = self.criterion(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if c.accumulate == 1:
+            with autocast(self.device, c.amp):
+                logits = self.forward(x)
+                loss = self.criterion(logits, y)
+            loss.backward()
+            errors = (logits.detach().argmax(1) != y).sum()
+            loss = loss.detach().float()
+        else:
+            loss, errors = self._accumulated(x, y)
         self.optimizer.step()
-        errors = (logits.detach().argmax(1) != y).sum()
-        loss = loss.detach().float()
         p, n = self.position, y.shape[0]
         self.meter.add(loss, errors, n)
         p.sums[0] += loss.double() * n
@@ -304,13 +448,37 @@ class Trainer:
         p.step += 1
         p.epoch_step += 1
 
+    def _accumulated(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward in micro-batches; the mean loss and the error count of all of them."""
+        n = y.shape[0]
+        parts = list(zip(x.chunk(self.config.accumulate), y.chunk(self.config.accumulate), strict=True))
+        loss_sum = torch.zeros((), device=x.device)
+        errors = torch.zeros((), device=x.device, dtype=torch.long)
+        for i, (xs, ys) in enumerate(parts):
+            last = i == len(parts) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                with autocast(self.device, self.config.amp):
+                    logits = self.forward(xs)
+                    loss = self.criterion(logits, ys)
+                (loss * (ys.shape[0] / n)).backward()
+            errors += (logits.detach().argmax(1) != ys).sum()
+            loss_sum += loss.detach().float() * ys.shape[0]
+        return loss_sum / n, errors
+
     def _check_interval(self) -> None:
         """The loop's one host sync: stop on a non-finite loss, report progress, end the warm-up."""
         meter, p = self.meter, self.position
         if meter.pending == 0:
             return
         c = self.config
-        values = meter.values()
+        values, images = meter.values(), meter.images
+        if self.place.active:  # the group's numbers: every process takes the same decisions from them
+            local = meter.buffer[: meter.pending].double().flatten()
+            extra = torch.tensor([images, float(bool(self.stop))], dtype=torch.float64, device=local.device)
+            totals = self.place.sum(torch.cat([local, extra])).cpu()
+            values = totals[:-2].view(-1, 2)
+            values[:, 0] /= self.place.world_size  # the mean of the processes' mean losses
+            images, self.stop_agreed = int(totals[-2]), bool(totals[-1] > 0)
         bad = (~torch.isfinite(values[:, 0])).nonzero()
         if len(bad):
             at = meter.start_step + int(bad[0]) + 1
@@ -319,8 +487,8 @@ class Trainer:
                 f"stopped; {self._good_checkpoint_text()}; try a lower --lr"
             )
         now = time.perf_counter()
-        err = values[:, 1].sum().item() / max(meter.images, 1)
-        speed = meter.images / max(now - meter.clock, 1e-9)
+        err = values[:, 1].sum().item() / max(images, 1)
+        speed = images / max(now - meter.clock, 1e-9)
         lr = self.schedule.lr(p.step - 1)
         self.progress.update(p.step, p.epoch + 1, values[:, 0].mean().item(), err, lr, speed)
         if self.schedule.observe_train_error(err):
@@ -342,9 +510,11 @@ class Trainer:
             self.progress.advance(p.step)
             if self.meter.pending == c.log_every:
                 self._check_interval()
-            if self.stop:
+            # Alone, a stop signal is honoured at the next step; in a group, at the next logging
+            # interval, where the processes agree on it.
+            if self.stop_agreed if self.place.active else self.stop:
                 self._check_interval()
-                raise Interrupted(self.stop.signum, p.step, self._checkpoint(), self.run_dir)
+                raise self._interrupted(self._checkpoint())
             if c.checkpoint_every and p.step % c.checkpoint_every == 0:
                 self._check_interval()
                 self._checkpoint()
@@ -352,11 +522,19 @@ class Trainer:
                 break
         self._check_interval()
 
-    def _evaluate(self, loader, limit: int | None = None) -> EvalResult:
+    def _evaluate(self, loader) -> EvalResult:
+        """Errors on a split; in a group each process evaluates its part and the counts are summed.
+
+        Alone, a stop signal abandons the pass; a group finishes it (its processes hold unequal
+        numbers of batches, so they cannot agree between two) and stops right after.
+        """
         c = self.config
-        batches = self._unless_stopped(take_images(loader.epoch(0), limit))
+        batches = loader.epoch(0) if self.place.active else self._unless_stopped(loader.epoch(0))
+        reduce = self.place.sum if self.place.active else None
         try:
-            return evaluate(self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip)
+            return evaluate(
+                self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip, reduce=reduce
+            )
         except NonFiniteOutputs:
             at = self.position
             raise Diverged(
@@ -384,27 +562,28 @@ class Trainer:
             self._record_epoch()
         except _StopEvaluation:
             self._check_interval()
-            raise Interrupted(self.stop.signum, self.position.step, self._checkpoint(), self.run_dir) from None
+            raise self._interrupted(self._checkpoint()) from None
 
     def _record_epoch(self) -> None:
         p = self.position
         train_seconds = time.perf_counter() - self.epoch_started
-        train_loss = p.sums[0].item() / max(p.seen, 1)
+        loss_sum, error_sum, seen, epoch_images = self._combine()
+        train_loss = loss_sum / max(seen, 1)
         record: dict[str, float | None] = {
             "epoch": p.epoch + 1,
             "step": p.step,
             "lr": self.schedule.lr(p.step - 1),
             "train_loss": train_loss,
-            "train_err": p.sums[1].item() / max(p.seen, 1),
+            "train_err": error_sum / max(seen, 1),
         }
         val = None
         if self.data.val is not None:
             val = self._evaluate(self.data.val)
             record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
-        test = self._evaluate(self.data.test, self.config.test_subset)
+        test = self._evaluate(self.data.test)
         record.update(test_err=test.top1_err, test_top5_err=test.top5_err, test_loss=test.loss)
         # None when no step ran since the start or the resumption (an epoch evaluated again after a stop).
-        record["images_per_s"] = self.epoch_images / max(train_seconds, 1e-9) if self.epoch_images else None
+        record["images_per_s"] = epoch_images / max(train_seconds, 1e-9) if epoch_images else None
         record["epoch_time"] = time.perf_counter() - self.epoch_started
         record["elapsed"] = time.perf_counter() - self.started
         if self.data.train.bad_images:
@@ -430,6 +609,10 @@ class Trainer:
         dropped.
         """
         weights = self.run_dir / "model.safetensors"
+        names = list(self.info.class_names)
+        if not self.place.is_main:  # rank 0 writes the weights
+            seconds = time.perf_counter() - self.started
+            return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, names)
         metadata = trained_metadata(
             {
                 "class_names": list(self.info.class_names),
@@ -454,19 +637,6 @@ class Trainer:
         return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, list(self.info.class_names))
 
 
-def take_images(batches, limit: int | None):
-    """The first `limit` images of `batches` (all of them when `limit` is None)."""
-    if limit is None:
-        yield from batches
-        return
-    left = limit
-    for x, y in batches:
-        if left <= 0:
-            return
-        yield x[:left], y[:left]
-        left -= y.shape[0]
-
-
 def format_record(r: dict) -> str:
     parts = [f"epoch {r['epoch']}", f"train loss {r['train_loss']:.4f}", f"train err {100 * r['train_err']:.2f}%"]
     if r.get("val_err") is not None:
@@ -488,5 +658,8 @@ def train(config: TrainConfig, resume: bool | str | Path = False, stream=None) -
     >>> from resnets.train import TrainConfig, train
     >>> result = train(TrainConfig(model="resnet8", data="synthetic:1,16,16,4", epochs=1, out="/tmp/doc-run"))
     ... # doctest: +SKIP
+
+    Under torchrun (several processes) it joins the group and trains with DistributedDataParallel.
     """
-    return Trainer(config, resume=resume, stream=stream).run()
+    with process_group(resolve_device(config.device)) as place:
+        return Trainer(config, resume=resume, stream=stream, place=place).run()

@@ -5,7 +5,7 @@ The training loop measures with `evaluate`; a trained checkpoint is evaluated by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -38,12 +38,15 @@ def evaluate(
     amp: bool = True,
     channels_last: bool = True,
     tta_flip: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
     """Errors of `model` (put in eval mode, restored after) over `batches` of (images, labels).
 
     `images` is a batch, or a list of views of the same images (ten crops, scales) whose
     softmax scores are averaged, as in the paper's 10-crop and multi-scale testing.
-    With `tta_flip` each view's mirror image is added.
+    With `tta_flip` each view's mirror image is added. `reduce` sums the counts over the
+    processes that each evaluated their own part of the images (every image counted once,
+    none padded or repeated); a process may hold none.
 
     >>> import torch
     >>> from resnets import create_model
@@ -88,9 +91,16 @@ def evaluate(
             n += labels.shape[0]
     finally:
         model.train(was_training)
+    # One tensor of counts (exact in float64), summed over the processes when there are several.
+    totals = torch.stack([correct1.double(), correct5.double(), loss_sum, torch.tensor(float(n), device=device)])
+    totals = torch.cat([totals, (~finite).double()[None]])
+    if reduce is not None:
+        totals = reduce(totals)
+    right1, right5, loss, count, non_finite = totals.tolist()
+    n = int(count)
     if n == 0:
         raise ValueError("evaluation got no images")
-    if not finite.item():
+    if non_finite:
         raise NonFiniteOutputs("the model's outputs are not finite (NaN or infinity): its weights are unusable")
     # wrong / n, not 1 - right / n: the same number without float noise in the JSON (0.0005, not 0.000499...)
-    return EvalResult((n - correct1.item()) / n, (n - correct5.item()) / n, loss_sum.item() / n, n)
+    return EvalResult((n - right1) / n, (n - right5) / n, loss / n, n)

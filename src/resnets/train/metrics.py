@@ -44,11 +44,14 @@ def _clean(value: object) -> object:
 class MetricsLog:
     """The run's history of epoch records, mirrored to files; rebuilt from a checkpoint on resume."""
 
-    def __init__(self, run_dir: Path, history: list[dict] | None = None, tensorboard: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, history: list[dict] | None = None, tensorboard: bool = False, write: bool = True
+    ) -> None:
         self.run_dir = run_dir
         self.history: list[dict] = list(history or [])
         self.writer = None
-        if tensorboard:
+        self.write = write  # False: the history in memory only (the processes of a group other than rank 0)
+        if tensorboard and write:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -61,6 +64,8 @@ class MetricsLog:
         self.history.append({k: _clean(v) for k, v in record.items()})
 
     def write_last(self) -> None:
+        if not self.write:
+            return
         record = self.history[-1]
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -73,6 +78,8 @@ class MetricsLog:
 
     def _rewrite(self) -> None:
         """Make the files hold exactly `history` (after a resume, drop what the crash left beyond it)."""
+        if not self.write:
+            return
         atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history).encode())
         self._write_csv()
 

@@ -40,6 +40,16 @@ class RunPosition:
             "seen": self.seen,
         }
 
+    def combine(self, totals: torch.Tensor, main: bool) -> None:
+        """Take the epoch's sums over all processes (`totals`: loss sum, error count, images seen).
+
+        The main process (whose state a checkpoint saves) holds them and the others hold none,
+        so that summing the processes' positions again counts every image once.
+        """
+        kept = totals if main else torch.zeros_like(totals)
+        self.sums.copy_(kept[:2])
+        self.seen = int(kept[2].item())
+
     def load_state_dict(self, state: dict) -> None:
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.best, self.seen = state["best"], state["seen"]
