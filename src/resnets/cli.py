@@ -392,6 +392,8 @@ def cmd_degradation(args: argparse.Namespace) -> int:
             out=args.out,
             axis=args.fig6_axis,
         )
+    if rank_of_this_process() != 0:  # rank 0 reports the experiment
+        return 0
     print(summary_text(summary, args.data))
     print(f"outputs in {args.out}: fig6.png, table.txt, summary.json, curves.json")
     return 0

@@ -307,3 +307,34 @@ def test_a_run_resumed_on_another_number_of_processes_ends_as_an_uninterrupted_o
     assert relative_difference(weights(reference), weights(resumed)) < TOLERANCE
     assert [r["step"] for r in records(resumed)] == [r["step"] for r in records(reference)]
     assert records(resumed)[-1]["test_err"] == pytest.approx(records(reference)[-1]["test_err"], abs=2 / 64)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_the_group_with_a_checkpoint(tmp_path):
+    """A scheduler's SIGTERM reaching one process: the group agrees at its next interval, rank 0 writes
+    a checkpoint and says so once, every process exits 143; the same command resumes the run."""
+    out = tmp_path / "run"
+    argv = [*LONG, "--epochs", "40", "--log-every", "2", "--out", str(out)]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = [
+        subprocess.Popen(
+            command(None, argv),
+            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():  # an epoch done
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    (_, err0), (_, err1) = (p.communicate(timeout=120) for p in procs)
+    assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, err0[-2000:] + err1[-2000:]
+    lines = [line for line in err0.splitlines() if "SIGTERM at step" in line]
+    assert len(lines) == 1 and "resume with: torchrun [the same options] -m resnets train" in lines[0]
+    assert err1 == "" and "Traceback" not in err0
+    step = load_checkpoint(out / "checkpoints" / "last.pt")["step"]
+    assert 16 <= step < 40 * 16

@@ -19,6 +19,7 @@ from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import get_recipe, train
+from ..train.distributed import rank_of_this_process
 from ..train.recipes import with_overrides
 from ..train.rundir import holds_run
 
@@ -56,6 +57,7 @@ def run_degradation(
     >>> run_degradation("fashion-mnist", [20, 56], overrides={"epochs": 2, "subset": 2000})  # doctest: +SKIP
     """
     stream = stream or sys.stderr
+    main = rank_of_this_process() == 0
     check_depths(depths)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be at least 1")
@@ -73,7 +75,8 @@ def run_degradation(
                     get_recipe(recipe, name),
                     {**overrides, "model": name, "data": data, "seed": seed, "out": str(out / f"{name}-seed{seed}")},
                 )
-                print(f"== {name}, seed {seed}: {config.out}", file=stream, flush=True)
+                if main:
+                    print(f"== {name}, seed {seed}: {config.out}", file=stream, flush=True)
                 result = train(config, stream=stream)
                 finals.append(result.final)
                 seconds += result.final.get("elapsed", result.seconds)
@@ -88,7 +91,8 @@ def run_degradation(
                 "seconds": seconds,
                 "curves": mean_curve(histories),
             }
-    write_outputs(summary, out, data, axis)
+    if main:  # under torchrun, rank 0 writes the experiment's files
+        write_outputs(summary, out, data, axis)
     return summary
 
 

@@ -1,5 +1,6 @@
-"""Training: the config and its recipes, the loop (engine), the network it trains (finetune), evaluation,
-checkpoints, metrics, the run folder and how a run stops (stops)."""
+"""Training: the config and its recipes, the loop (engine), the network it trains (finetune), several
+processes under torchrun (distributed), evaluation, checkpoints, metrics, the run folder and how a run
+stops (stops)."""
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig

@@ -104,6 +104,9 @@ def device_of(place: Distributed, device: torch.device) -> torch.device:
     return device
 
 
+_groups = 0  # process groups this process has joined (every process joins the same sequence)
+
+
 @contextmanager
 def process_group(device: torch.device, timeout_s: float = 1800) -> Iterator[Distributed]:
     """Join the processes torchrun started (NCCL for CUDA, gloo otherwise), and leave at the end.
@@ -121,10 +124,12 @@ def process_group(device: torch.device, timeout_s: float = 1800) -> Iterator[Dis
     timeout = datetime.timedelta(seconds=timeout_s)
     store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
     # A group that torchrun restarted meets in the store its predecessor used, where that group's
-    # addresses remain: the processes of a restarted group would connect to processes that are gone.
-    # Each attempt gets keys of its own.
+    # addresses remain: its processes would connect to processes that are gone. So each attempt, and
+    # each group of one attempt (an experiment trains run after run), gets keys of its own.
+    global _groups
+    _groups += 1
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.PrefixStore(f"resnets/attempt{attempt}", store)
+    store = dist.PrefixStore(f"resnets/attempt{attempt}/group{_groups}", store)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     try:
         yield Distributed(place.rank, place.world_size, place.local_rank, backend)

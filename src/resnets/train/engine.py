@@ -210,7 +210,8 @@ class Trainer:
     def _interrupted(self, checkpoint: Path | None) -> Interrupted:
         # A process that received no signal itself stops because another did (torchrun sends SIGTERM).
         signum = self.stop.signum if self.stop else signal.SIGTERM
-        return Interrupted(signum, self.position.step, checkpoint, self.run_dir)
+        launcher = "torchrun [the same options]" if self.place.active else ""
+        return Interrupted(signum, self.position.step, checkpoint, self.run_dir, launcher)
 
     def _run(self) -> RunResult:
         if self._stop_agreed():

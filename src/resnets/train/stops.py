@@ -11,9 +11,11 @@ from pathlib import Path
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint was written (None: the run stopped during start-up)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None, run_dir: Path) -> None:
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, run_dir: Path, launcher: str = "") -> None:
         self.signum, self.step, self.checkpoint, self.run_dir = signum, step, checkpoint, run_dir
-        super().__init__(f"{self.what}; resume with: resnets train --out {run_dir} --resume")
+        # Under torchrun the same launch line resumes ("torchrun ... -m resnets train ...").
+        command = f"{launcher} -m resnets train" if launcher else "resnets train"
+        super().__init__(f"{self.what}; resume with: {command} --out {run_dir} --resume")
 
     @property
     def what(self) -> str:
