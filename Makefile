@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test test-slow lint data browser clean
+.PHONY: demo test test-slow lint data browser bench-gpu clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: $(STAMP) data browser
 
 test-slow: $(STAMP) data
 	$(PY) -m pytest -q -m slow
+
+# The GPU suite: every speed case beside its reference, and the GPU tests; results in $(BENCH_OUT)/.
+# It needs no virtual environment: on a GPU machine, `make bench-gpu` runs with the machine's own torch.
+BENCH_OUT ?= bench-gpu
+BENCH_PY  ?= $(shell [ -x $(PY) ] && echo $(PY) || echo $(PYTHON))
+bench-gpu:
+	PYTHONPATH=src $(BENCH_PY) benchmarks/gpu_suite.py --out $(BENCH_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

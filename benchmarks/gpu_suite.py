@@ -1,0 +1,342 @@
+"""The GPU suite (`make bench-gpu`): every speed case beside its reference in one run, and the GPU tests.
+
+Each case times `resnets train`'s own training loop (its device-resident loader, step and interval
+checks: `Trainer._train_epoch`) and a reference loop in the same process, alternating between them
+over several rounds, and reports the medians and their ratio:
+
+- ResNet-50, 224x224, batch 256: torchvision's resnet50 in a plain bf16 channels_last loop, eager
+  and torch.compile'd (resnets builds the same architecture: stride on the 3x3, as torchvision);
+- CIFAR ResNet-56 and ResNet-110, 32x32, batch 128: the same network in a plain eager loop;
+- the device-resident Fashion-MNIST path (ResNet-20, batch 128), against the same plain loop;
+- inference of ResNet-50, batch 256: torchvision's against resnets' (BN folded, as predict runs it).
+
+Synthetic inputs unless named. A synthetic set holds 1,024 training images, so resnets' loop
+ends an epoch, and syncs with the host, every 1,024 / batch steps (4 at batch 256), where real
+training syncs every `--log-every` steps; the reference syncs once a round: a small handicap for
+resnets. The suite then runs the test suite's GPU tests (`pytest -m gpu`). The results go to
+OUT/results.json and OUT/results.md. With `--small` (what `make test` runs, on the
+CPU) every case runs at a toy size, so that the suite cannot rot; its figures mean nothing.
+
+    PYTHONPATH=src python benchmarks/gpu_suite.py --out bench-gpu          # on a GPU machine
+    python benchmarks/gpu_suite.py --small --device cpu --out /tmp/bench    # the CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torchvision
+
+from resnets import create_model
+from resnets.hardware import describe, resolve_device, summary
+from resnets.models.fuse import fuse_bn
+from resnets.train import TrainConfig
+from resnets.train.engine import Trainer
+from resnets.train.metrics import Progress
+from resnets.train.stops import StopRequest
+
+SYNTHETIC_IMAGES = 1024  # training images of a synthetic dataset
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@dataclass
+class Case:
+    name: str
+    setting: str
+    ours: float  # images/s
+    reference: float
+    reference_name: str
+    rounds: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.reference
+
+
+@dataclass
+class Size:
+    """The sizes of one suite: the real ones on a GPU, toys on a CPU (--small)."""
+
+    imagenet: int = 224
+    imagenet_batch: int = 256
+    cifar_batch: int = 128
+    cifar_depths: tuple[int, ...] = (56, 110)
+    steps: int = 30  # timed steps per round
+    rounds: int = 5
+    compile: bool = True
+
+    @classmethod
+    def small(cls) -> Size:
+        return cls(imagenet=64, imagenet_batch=4, cifar_batch=8, cifar_depths=(8, 14), steps=3, rounds=2, compile=False)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """The median images/s of each contender, timed in turn, round after round (a first round warms up)."""
+    for run in contenders.values():
+        run()
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            results[name].append(run())
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+# ---- the contenders ------------------------------------------------------------------------------------------
+
+
+def trainer_epoch(
+    model: str, data: str, batch: int, steps: int, device: torch.device, folder: Path, **options
+) -> Callable[[], float]:
+    """`resnets train`'s loop over whole epochs of at least `steps` steps in all: images/s of its
+    data, steps and interval checks (a synthetic set holds 1,024 images: several epochs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(
+        model=model,
+        data=data,
+        batch_size=batch,
+        eval_batch_size=batch,
+        # At most 1,024 synthetic images: an epoch ends (and the loop syncs) every 1,024 // batch steps.
+        subset=None if data.startswith("synthetic") and batch * steps >= SYNTHETIC_IMAGES else batch * steps,
+        epochs=1_000_000,
+        schedule="constant",
+        device=str(device),
+        out=str(folder),
+        log_every=50,
+        **options,
+    )
+    trainer = Trainer(config, stream=io.StringIO())
+    trainer.stop = StopRequest()
+    trainer._setup()
+    trainer.progress = Progress(trainer.total_steps, 0, io.StringIO())
+
+    def run() -> float:
+        synchronize(device)
+        start, done, images = time.perf_counter(), 0, 0
+        while done < steps:
+            trainer._train_epoch()
+            done += trainer.steps_per_epoch
+            images += trainer.epoch_images
+            trainer.position.next_epoch()
+        synchronize(device)
+        return images / (time.perf_counter() - start)
+
+    return run
+
+
+def plain_loop(
+    model: torch.nn.Module, shape: tuple[int, int, int], classes: int, batch: int, steps: int, device: torch.device
+) -> Callable[[], float]:
+    """The plainest training loop: fixed batches already on the device, bf16 autocast on CUDA,
+    channels_last, forward, backward, SGD with momentum."""
+    model = model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, *shape, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def run() -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        return steps * batch / (time.perf_counter() - start)
+
+    return run
+
+
+def inference_loop(model: torch.nn.Module, size: int, batch: int, steps: int, device: torch.device):
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def run() -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                model(x)
+        synchronize(device)
+        return steps * batch / (time.perf_counter() - start)
+
+    return run
+
+
+# ---- the cases -----------------------------------------------------------------------------------------------
+
+
+def resnet50_cases(size: Size, device: torch.device, folder: Path) -> list[Case]:
+    s, b = size.imagenet, size.imagenet_batch
+    data = f"synthetic:3,{s},{s},1000"
+    ours = trainer_epoch("resnet50", data, b, size.steps, device, folder / "r50", model_options={"stride_at": "3x3"})
+    contenders = {
+        "ours": ours,
+        "eager": plain_loop(torchvision.models.resnet50(), (3, s, s), 1000, b, size.steps, device),
+    }
+    if size.compile:
+        compiled = torch.compile(torchvision.models.resnet50().to(device, memory_format=torch.channels_last))
+        contenders["compiled"] = plain_loop(compiled, (3, s, s), 1000, b, size.steps, device)
+    got = alternate(contenders, size.rounds)
+    setting = f"ResNet-50, {s}x{s}, batch {b}, synthetic"
+    cases = [Case("resnet50-train", setting, got["ours"], got["eager"], "torchvision eager", size.rounds)]
+    if "compiled" in got:
+        cases.append(Case("resnet50-train", setting, got["ours"], got["compiled"], "torchvision compiled", size.rounds))
+    else:
+        cases[0].notes.append("torchvision compiled: left out at this size (compiling takes minutes on a CPU)")
+    return cases
+
+
+def cifar_cases(size: Size, device: torch.device, folder: Path) -> list[Case]:
+    cases = []
+    for depth in size.cifar_depths:
+        name, b = f"resnet{depth}", size.cifar_batch
+        torch.manual_seed(0)
+        got = alternate(
+            {
+                "ours": trainer_epoch(name, "synthetic:3,32,32,10", b, size.steps, device, folder / name),
+                "plain": plain_loop(create_model(name), (3, 32, 32), 10, b, size.steps, device),
+            },
+            size.rounds,
+        )
+        setting = f"CIFAR ResNet-{depth}, 32x32, batch {b}, synthetic"
+        cases.append(Case(f"{name}-train", setting, got["ours"], got["plain"], "plain eager loop", size.rounds))
+    return cases
+
+
+def fashion_mnist_case(size: Size, device: torch.device, folder: Path) -> Case:
+    data = "fashion-mnist" if FASHION_MNIST.is_file() else "synthetic:1,28,28,10"
+    b = size.cifar_batch
+    got = alternate(
+        {
+            "ours": trainer_epoch("resnet20", data, b, size.steps, device, folder / "fm"),
+            "plain": plain_loop(create_model("resnet20", in_channels=1), (1, 28, 28), 10, b, size.steps, device),
+        },
+        size.rounds,
+    )
+    setting = f"ResNet-20, {data}, batch {b}"
+    case = Case("fashion-mnist-train", setting, got["ours"], got["plain"], "plain eager loop", size.rounds)
+    if data != "fashion-mnist":
+        case.notes.append("Fashion-MNIST not installed here: synthetic images of its shape")
+    return case
+
+
+def inference_case(size: Size, device: torch.device) -> Case:
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50().eval()
+    ours = create_model("resnet50", stride_at="3x3").eval()
+    ours.load_state_dict(reference.state_dict())
+    s, b = size.imagenet, size.imagenet_batch
+    got = alternate(
+        {
+            "ours": inference_loop(fuse_bn(ours), s, b, size.steps, device),
+            "reference": inference_loop(reference, s, b, size.steps, device),
+        },
+        size.rounds,
+    )
+    setting = f"ResNet-50 inference, {s}x{s}, batch {b}, BN folded"
+    return Case("resnet50-inference", setting, got["ours"], got["reference"], "torchvision eager", size.rounds)
+
+
+def gpu_tests(device: torch.device) -> dict:
+    """The test suite's GPU tests (`pytest -m gpu`): their outcome as pytest summarises it."""
+    if device.type != "cuda":
+        return {"ran": False, "why": "no CUDA device: the GPU tests skip themselves"}
+    if importlib.util.find_spec("pytest") is None:
+        return {"ran": False, "why": "pytest is not installed here: bring its wheel (see BENCHMARKS.md)"}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(root / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    return {"ran": True, "status": done.returncode, "summary": done.stdout.strip().splitlines()[-1:]}
+
+
+# ---- output ---------------------------------------------------------------------------------------------------
+
+
+def markdown(cases: list[Case], machine: str, when: str, tests: dict, small: bool) -> str:
+    lines = [
+        f"GPU suite, {when}, {machine}" + (" (toy sizes: --small; the figures mean nothing)" if small else ""),
+        "",
+        "| case | setting | resnets img/s | reference | reference img/s | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        lines.append(
+            f"| {c.name} | {c.setting} | {c.ours:,.0f} | {c.reference_name} | {c.reference:,.0f} | {c.ratio:.2f}x |"
+        )
+    notes = [n for c in cases for n in c.notes]
+    lines += ["", *(f"- {n}" for n in notes)] if notes else []
+    outcome = tests["summary"][0] if tests.get("ran") and tests["summary"] else tests.get("why", "")
+    lines += ["", f"GPU tests: {outcome}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for results.json and results.md")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--small", action="store_true", help="toy sizes (the CPU check that make test runs)")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    size = Size.small() if args.small else Size()
+    machine = summary(describe(device))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"GPU suite on {machine}" + (" (--small)" if args.small else ""), flush=True)
+    started = time.perf_counter()
+    cases: list[Case] = []
+    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stderr(io.StringIO()):
+        folder = Path(scratch)
+        for make in (resnet50_cases, cifar_cases):
+            cases += make(size, device, folder)
+            print(f"  {cases[-1].name}: done", file=sys.stdout, flush=True)
+        cases.append(fashion_mnist_case(size, device, folder))
+        cases.append(inference_case(size, device))
+    tests = gpu_tests(device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "machine": describe(device),
+        "when": when,
+        "small": args.small,
+        "seconds": round(time.perf_counter() - started, 1),
+        "cases": [{**asdict(c), "ratio": c.ratio} for c in cases],
+        "gpu_tests": tests,
+    }
+    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    table = markdown(cases, machine, when, tests, args.small)
+    (out / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

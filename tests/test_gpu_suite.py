@@ -1,0 +1,29 @@
+"""`make bench-gpu` at toy sizes on the CPU: every case runs beside its reference, and the results are written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_suite.py"
+CASES = ["resnet50-train", "resnet8-train", "resnet14-train", "fashion-mnist-train", "resnet50-inference"]
+
+
+def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--small", "--device", "cpu", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["small"] is True and results["machine"]["device"] == "cpu"
+    assert [c["name"] for c in results["cases"]] == CASES
+    for case in results["cases"]:
+        assert case["ours"] > 0 and case["reference"] > 0 and case["rounds"] == 2
+        assert case["ratio"] == case["ours"] / case["reference"]
+    assert results["gpu_tests"] == {"ran": False, "why": "no CUDA device: the GPU tests skip themselves"}
+    table = (tmp_path / "results.md").read_text()
+    assert "toy sizes" in table and all(f"| {name} |" in table for name in CASES)
+    assert table.count("x |") == len(CASES)  # a ratio in each row
