@@ -74,6 +74,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(tmp_path, comman
     assert_same_run(reference, crashed)
 
 
+@pytest.mark.slow  # 12 s of real processes; tests/hostile/test_stop_signals.py covers the same in make test
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tmp_path, command):
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
     run_to_end(command, reference)
