@@ -1,0 +1,56 @@
+"""Several processes share the data: each takes its rows of every global batch and a part of each
+evaluation split; together they see exactly what one process sees, whatever their number."""
+
+import pytest
+import torch
+from datagen import save_image
+
+from resnets.data import load_dataset
+from resnets.data.transforms import FolderTransforms
+
+
+def shares(name: str, world: int, **options) -> list:
+    return [load_dataset(name, shard=(rank, world), **options) for rank in range(world)]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_device_loaders_share_every_global_batch_and_every_test_image(world):
+    options = {"batch_size": 48, "subset": 240, "seed": 3, "test_subset": 101, "eval_batch_size": 32}
+    whole = load_dataset("synthetic:1,16,16,4", **options)
+    parts = shares("synthetic:1,16,16,4", world, **options)
+    assert all(len(p.train) == len(whole.train) == 5 for p in parts)  # the same global steps
+    for epoch in (0, 1):
+        for i, (x, y) in enumerate(whole.train.epoch(epoch)):
+            pieces = [next(p.train.epoch(epoch, start=i)) for p in parts]
+            assert [len(py) for _, py in pieces] == [48 // world] * world  # 48 among 2 or 3: equal shares
+            # The same images, cropped and flipped alike: augmentation is drawn for the global batch.
+            assert torch.equal(torch.cat([px for px, _ in pieces]), x)
+            assert torch.equal(torch.cat([py for _, py in pieces]), y)
+    test_x = torch.cat([x for p in parts for x, _ in p.test.epoch(0)])
+    assert torch.equal(test_x, torch.cat([x for x, _ in whole.test.epoch(0)])) and len(test_x) == 101
+
+
+@pytest.fixture
+def clean_folder(tmp_path):
+    root = tmp_path / "images"
+    for k, (name, color) in enumerate({"cat": (200, 40, 40), "dog": (40, 200, 40), "eel": (40, 40, 200)}.items()):
+        for i in range(6):
+            save_image(root / "train" / name / f"{i}.png", (40 + 4 * i, 36), tuple(max(c - 10 * i, 0) for c in color))
+        for i in range(3):
+            save_image(root / "val" / name / f"{i}.jpg", (44, 40 + k), color)
+    return root
+
+
+def test_image_folders_share_every_global_batch_and_every_test_image(clean_folder):
+    options = {"batch_size": 6, "seed": 1, "num_workers": 0, "folder_transforms": FolderTransforms(image_size=32)}
+    name = f"imagefolder:{clean_folder}"
+    whole = load_dataset(name, **options)
+    parts = shares(name, 2, **options)
+    for epoch in (0, 1):
+        for i, (x, y) in enumerate(whole.train.epoch(epoch)):
+            pieces = [next(p.train.epoch(epoch, start=i)) for p in parts]
+            # Each image decoded and augmented with the seed of its place in the global batch.
+            assert torch.equal(torch.cat([px for px, _ in pieces]), x)
+            assert torch.equal(torch.cat([py for _, py in pieces]), y)
+    test_x = torch.cat([x for p in parts for x, _ in p.test.epoch(0)])
+    assert torch.equal(test_x, torch.cat([x for x, _ in whole.test.epoch(0)])) and len(test_x) == 9
