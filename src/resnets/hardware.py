@@ -82,8 +82,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool, cache_enabled: bool = True):
     """bf16 autocast on CUDA; nothing elsewhere (fp32 on CPU is faster than emulated bf16)."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()

@@ -15,6 +15,7 @@ import yaml
 from ..data.base import BAD_IMAGES, NORMALIZATIONS
 from ..data.images import DEFAULT_MAX_PIXELS, check_max_pixels
 from ..models.resnet import INITS
+from .graphs import CUDA_GRAPHS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
 
@@ -78,6 +79,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (fp32 elsewhere)
     channels_last: bool = True  # NHWC memory format (faster convolutions on GPUs and most CPUs)
     compile: bool = False  # torch.compile the model
+    cuda_graphs: str = "auto"  # auto: CIFAR nets on a GPU train as one CUDA graph a step | on | off
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (else per process)
     accumulate: int = 1  # split each process's batch into K micro-batches (gradients added; one all-reduce)
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
@@ -103,6 +105,7 @@ class TrainConfig:
             ("device", DEVICES),
             ("bad_images", BAD_IMAGES),
             ("normalize", NORMALIZATIONS),
+            ("cuda_graphs", CUDA_GRAPHS),
         )
         for name, accepted in accepted_values:
             value = getattr(self, name)

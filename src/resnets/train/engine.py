@@ -25,6 +25,7 @@ from ..data.transforms import FolderTransforms
 from ..export import export_model, rebuild_options
 from ..files import atomic_write
 from ..hardware import autocast, resolve_device
+from ..models.registry import model_entry
 from .checkpoint import (
     first_non_finite,
     latest_valid,
@@ -46,6 +47,7 @@ from .distributed import (
 )
 from .evaluate import EvalResult, NonFiniteOutputs, evaluate
 from .finetune import build_model, set_train_mode
+from .graphs import GraphedStep, graphs_wanted
 from .metrics import MetricsLog, Progress
 from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
@@ -66,6 +68,7 @@ RESUMABLE_CHANGES = {
     "compile",
     "data_dir",
     "max_image_pixels",
+    "cuda_graphs",  # the same arithmetic, launched otherwise (fused SGD: rounding alone differs)
 }
 
 
@@ -314,6 +317,16 @@ class Trainer:
         self.total_steps = c.iterations or c.epochs * self.steps_per_epoch
         self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.schedule = LRSchedule(c, self.total_steps)
+        self.graphed = graphs_wanted(
+            c.cuda_graphs,
+            self.device,
+            model_entry(c.model).family,
+            distributed=self.place.active,
+            accumulate=c.accumulate,
+            compiled=c.compile,
+            folder=c.data.startswith("imagefolder:"),
+        )
+        self.graph_step: GraphedStep | None = None  # made at the first step, after any restore
         network = self.ddp if self.ddp is not None else self.model
         self.forward = torch.compile(network) if c.compile else network
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
@@ -399,7 +412,7 @@ class Trainer:
             return self.last_good
         state = {
             "model": {k: v.detach().cpu() for k, v in weights.items()},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": plain_optimizer_state(self.optimizer),
             "scheduler": self.schedule.state_dict(),
             **self.position.state_dict(),
             "history": self.metrics.history,
@@ -425,6 +438,21 @@ class Trainer:
         """
         c = self.config
         lr = self.schedule.lr(self.position.step)
+        if self.graphed:
+            if self.graph_step is None:
+                self.graph_step = GraphedStep(
+                    self.model,
+                    self.criterion,
+                    self.optimizer,
+                    tuple(x.shape),
+                    self.device,
+                    amp=c.amp,
+                    channels_last=c.channels_last,
+                    capture=self.device.type == "cuda",
+                )
+            loss, errors = self.graph_step.step(x, y, lr)
+            self._count(loss, errors, y.shape[0])
+            return
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if c.channels_last:
@@ -440,7 +468,11 @@ class Trainer:
         else:
             loss, errors = self._accumulated(x, y)
         self.optimizer.step()
-        p, n = self.position, y.shape[0]
+        self._count(loss, errors, y.shape[0])
+
+    def _count(self, loss: torch.Tensor, errors: torch.Tensor, n: int) -> None:
+        """A step's loss and errors into the interval meter and the epoch's sums (on the device)."""
+        p = self.position
         self.meter.add(loss, errors, n)
         p.sums[0] += loss.double() * n
         p.sums[1] += errors
@@ -636,6 +668,16 @@ class Trainer:
             self.log(f"warning: {exc}; {weights} written unchecked (the same weights are in {self.last_good})")
         seconds = time.perf_counter() - self.started
         return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, list(self.info.class_names))
+
+
+def plain_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state for a checkpoint, with the learning rate as a number (a CUDA-graphed run
+    holds it in a device tensor), so that the checkpoint loads on any device and in an eager run."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = group["lr"].item()
+    return state
 
 
 def format_record(r: dict) -> str:
