@@ -8,7 +8,9 @@ over several rounds, and reports the medians and their ratio:
   and torch.compile'd (resnets builds the same architecture: stride on the 3x3, as torchvision);
 - CIFAR ResNet-56 and ResNet-110, 32x32, batch 128: the same network in a plain eager loop;
 - the device-resident Fashion-MNIST path (ResNet-20, batch 128), against the same plain loop;
-- inference of ResNet-50, batch 256: torchvision's against resnets' (BN folded, as predict runs it).
+- inference of ResNet-50, batch 256: torchvision's against resnets' (BN folded, as predict runs it);
+- the image-folder loader on 2,048 generated JPEGs of 500x375: images/s decoded, augmented and on the
+  device, beside this run's ResNet-50 training rate (1x or more: the loader keeps up).
 
 Synthetic inputs unless named. A synthetic set holds 1,024 training images, so resnets' loop
 ends an epoch, and syncs with the host, every 1,024 / batch steps (4 at batch 256), where real
@@ -40,9 +42,13 @@ from pathlib import Path
 
 import torch
 import torchvision
+from PIL import Image
 
 from resnets import create_model
-from resnets.hardware import describe, resolve_device, summary
+from resnets.data import load_dataset
+from resnets.data.base import LoaderOptions
+from resnets.data.transforms import FolderTransforms
+from resnets.hardware import describe, resolve_device, summary, usable_cores
 from resnets.models.fuse import fuse_bn
 from resnets.train import TrainConfig
 from resnets.train.engine import Trainer
@@ -79,10 +85,22 @@ class Size:
     steps: int = 30  # timed steps per round
     rounds: int = 5
     compile: bool = True
+    folder_images: int = 2048  # JPEGs of 500x375 (ImageNet's typical size) for the loader case
+    small: bool = False
 
     @classmethod
-    def small(cls) -> Size:
-        return cls(imagenet=64, imagenet_batch=4, cifar_batch=8, cifar_depths=(8, 14), steps=3, rounds=2, compile=False)
+    def small_sizes(cls) -> Size:
+        return cls(
+            imagenet=64,
+            imagenet_batch=4,
+            cifar_batch=8,
+            cifar_depths=(8, 14),
+            steps=3,
+            rounds=2,
+            compile=False,
+            folder_images=16,
+            small=True,
+        )
 
 
 def synchronize(device: torch.device) -> None:
@@ -263,6 +281,40 @@ def inference_case(size: Size, device: torch.device) -> Case:
     return Case("resnet50-inference", setting, got["ours"], got["reference"], "torchvision eager", size.rounds)
 
 
+def jpeg_folder(root: Path, images: int, size: tuple[int, int]) -> Path:
+    """An ImageNet-layout folder of random JPEGs (10 classes; val/ holds one image a class)."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", images), ("val", 10)):
+        for i in range(n):
+            pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy()
+            path = root / split / f"class{i % 10}" / f"{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path, quality=90)
+    return root
+
+
+def folder_loader_case(size: Size, device: torch.device, folder: Path, training: Case) -> Case:
+    """Images/s that the image-folder loader decodes, augments (scale, crop, flip, lighting) and
+    delivers to the device with its default workers, beside the ResNet-50 training rate of this run:
+    at 1x or more the loader keeps up."""
+    root = jpeg_folder(folder / "jpegs", size.folder_images, (500, 375) if not size.small else (80, 60))
+    options = {"folder_transforms": FolderTransforms(image_size=size.imagenet)} if size.small else {}
+    bundle = load_dataset(f"imagefolder:{root}", device=device, batch_size=size.imagenet_batch, **options)
+
+    def run() -> float:
+        synchronize(device)
+        start, images = time.perf_counter(), 0
+        for _, labels in bundle.train.epoch(0):
+            images += labels.shape[0]
+        synchronize(device)
+        return images / (time.perf_counter() - start)
+
+    got = alternate({"loader": run}, size.rounds)
+    workers = min(LoaderOptions().num_workers, usable_cores())
+    setting = f"{size.folder_images} JPEGs, {workers} workers, batch {size.imagenet_batch}, to {size.imagenet}px"
+    return Case("imagefolder-loader", setting, got["loader"], training.ours, "ResNet-50 training (above)", size.rounds)
+
+
 def gpu_tests(device: torch.device) -> dict:
     """The test suite's GPU tests (`pytest -m gpu`): their outcome as pytest summarises it."""
     if device.type != "cuda":
@@ -307,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="toy sizes (the CPU check that make test runs)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    size = Size.small() if args.small else Size()
+    size = Size.small_sizes() if args.small else Size()
     machine = summary(describe(device))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"GPU suite on {machine}" + (" (--small)" if args.small else ""), flush=True)
@@ -320,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {cases[-1].name}: done", file=sys.stdout, flush=True)
         cases.append(fashion_mnist_case(size, device, folder))
         cases.append(inference_case(size, device))
+        cases.append(folder_loader_case(size, device, folder, cases[0]))
     tests = gpu_tests(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

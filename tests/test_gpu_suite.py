@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_suite.py"
-CASES = ["resnet50-train", "resnet8-train", "resnet14-train", "fashion-mnist-train", "resnet50-inference"]
+CASES = [
+    "resnet50-train",
+    "resnet8-train",
+    "resnet14-train",
+    "fashion-mnist-train",
+    "resnet50-inference",
+    "imagefolder-loader",
+]
 
 
 def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
