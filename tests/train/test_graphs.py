@@ -105,3 +105,25 @@ def test_on_a_gpu_the_graphed_compiled_and_eager_paths_agree(tiny_config, tmp_pa
     resumed = train(tiny_config(out=str(tmp_path / "resumed"), cuda_graphs="on", **common), resume=checkpoint)
     for a, b in zip(graphed.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_failed_capture_trains_on_uncaptured_under_auto_and_stops_under_on():
+    """Here no capture can succeed (no GPU): auto's fallback keeps the same arithmetic and says why."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 4, (8,))
+    losses = []
+    for fallback in (True, False):
+        torch.manual_seed(0)
+        model = create_model("resnet8", in_channels=1, num_classes=4)
+        step = GraphedStep(
+            model, torch.nn.CrossEntropyLoss(), sgd(model), tuple(x.shape), CPU,
+            amp=False, channels_last=False, capture=True, fallback=fallback,
+        )  # fmt: skip
+        if not fallback:
+            with pytest.raises(RuntimeError):
+                step.step(x, y, 0.1)
+            continue
+        losses.append(step.step(x, y, 0.1)[0].item())
+        assert step.failed and step.graph is None
+        losses.append(step.step(x, y, 0.1)[0].item())
+    assert losses[1] < losses[0]  # it trains

@@ -449,8 +449,16 @@ class Trainer:
                     amp=c.amp,
                     channels_last=c.channels_last,
                     capture=self.device.type == "cuda",
+                    fallback=c.cuda_graphs == "auto",
                 )
-            loss, errors = self.graph_step.step(x, y, lr)
+                loss, errors = self.graph_step.step(x, y, lr)
+                if self.graph_step.failed:
+                    self.progress.message(
+                        f"warning: CUDA graph capture failed ({self.graph_step.failed}); training without it "
+                        "(--cuda-graphs off says so from the start)"
+                    )
+            else:
+                loss, errors = self.graph_step.step(x, y, lr)
             self._count(loss, errors, y.shape[0])
             return
         for group in self.optimizer.param_groups:

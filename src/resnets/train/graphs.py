@@ -75,9 +75,14 @@ class GraphedStep:
         amp: bool,
         channels_last: bool,
         capture: bool,
+        fallback: bool = False,
     ) -> None:
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         self.device, self.amp, self.capture = device, amp, capture
+        # With `fallback` (--cuda-graphs auto) a capture that fails leaves the step uncaptured (the same
+        # arithmetic, launched eagerly) and says why in `failed`; otherwise the failure is raised.
+        self.fallback = fallback
+        self.failed: str | None = None
         layout = torch.channels_last if channels_last and len(batch_shape) == 4 else torch.contiguous_format
         self.x = torch.zeros(batch_shape, device=device).contiguous(memory_format=layout)
         self.y = torch.zeros(batch_shape[0], dtype=torch.long, device=device)
@@ -127,9 +132,16 @@ class GraphedStep:
             torch.set_rng_state(rng)
         self.optimizer.zero_grad(set_to_none=True)
         if self.capture:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._body(capturing=True)
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self._body(capturing=True)
+                self.graph = graph
+            except RuntimeError as exc:  # capture runs nothing: the state is as the warm-up left it, undone
+                if not self.fallback:
+                    raise
+                self.failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.optimizer.zero_grad(set_to_none=True)
         self.ready = True
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
