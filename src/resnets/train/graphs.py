@@ -1,7 +1,7 @@
 """Whole-step CUDA graphs: forward, backward and the SGD step of one batch, replayed as one graph.
 
 The CIFAR nets are small: an eager step on a GPU spends most of its time launching kernels. A
-graph launches them all at once (about 3.5x on an H200 for ResNet-56 at batch 128, ANCHORS.md).
+graph launches them all at once (about 3.5x on an H200 for ResNet-56 at batch 128: BENCHMARKS.md).
 The step reads its batch from fixed input buffers, its learning rate from a device tensor (so the
 schedules go on working inside the graph), and leaves its loss and error count on the device.
 SGD runs fused, which takes the learning rate as a tensor without reading it on the host.
