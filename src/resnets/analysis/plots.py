@@ -28,7 +28,7 @@ def _depth(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _save(fig, path: Path | BinaryIO, dpi: int = 120) -> Path | BinaryIO:
+def _save(fig, path: str | Path | BinaryIO, dpi: int = 120) -> Path | BinaryIO:
     """Write atomically: a figure is either complete or absent. A file object (an in-memory
     buffer for a page that embeds the figure) is written as it is."""
     if not isinstance(path, str | Path):
@@ -133,7 +133,7 @@ def plot_run_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Path | 
     if len(curves) > 1:
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path if not isinstance(path, str) else Path(path), dpi=110)
+    return _save(fig, path, dpi=110)
 
 
 def _as_dict(result) -> dict:

@@ -115,8 +115,11 @@ def process_group(device: torch.device, timeout_s: float = 1800) -> Iterator[Dis
     rank 0 of 1 and joins nothing.
     """
     place = launched()
-    if not place.active or dist.is_initialized():
-        yield place if dist.is_initialized() else SINGLE
+    if dist.is_initialized():  # the caller joined a group itself: train in it, and leave it to the caller
+        yield Distributed(dist.get_rank(), dist.get_world_size(), place.local_rank, dist.get_backend())
+        return
+    if not place.active:
+        yield SINGLE
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

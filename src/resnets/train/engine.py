@@ -407,9 +407,12 @@ class Trainer:
                 f"(epoch {at.epoch + 1}): not saved; {self._good_checkpoint_text()}; try a lower --lr"
             )
         self._combine()
+        if self.place.is_main:  # rank 0 writes; every process knows where the checkpoint is
+            self._write_checkpoint(weights, is_best)
         self.last_good = self.ckpt_dir / "last.pt"
-        if not self.place.is_main:
-            return self.last_good
+        return self.last_good
+
+    def _write_checkpoint(self, weights: dict, is_best: bool) -> None:
         state = {
             "model": {k: v.detach().cpu() for k, v in weights.items()},
             "optimizer": plain_optimizer_state(self.optimizer),
@@ -426,7 +429,6 @@ class Trainer:
         }
         with self.stop.shielded():
             save_checkpoint(state, self.ckpt_dir, self.position.step, self.config.keep, is_best)
-        return self.last_good
 
     # ------------------------------------------------------------------------- the loop
 
@@ -439,6 +441,7 @@ class Trainer:
         c = self.config
         lr = self.schedule.lr(self.position.step)
         if self.graphed:
+            first = self.graph_step is None
             if self.graph_step is None:
                 self.graph_step = GraphedStep(
                     self.model,
@@ -451,14 +454,12 @@ class Trainer:
                     capture=self.device.type == "cuda",
                     fallback=c.cuda_graphs == "auto",
                 )
-                loss, errors = self.graph_step.step(x, y, lr)
-                if self.graph_step.failed:
-                    self.progress.message(
-                        f"warning: CUDA graph capture failed ({self.graph_step.failed}); training without it "
-                        "(--cuda-graphs off says so from the start)"
-                    )
-            else:
-                loss, errors = self.graph_step.step(x, y, lr)
+            loss, errors = self.graph_step.step(x, y, lr)
+            if first and self.graph_step.failed:
+                self.progress.message(
+                    f"warning: CUDA graph capture failed ({self.graph_step.failed}); training without it "
+                    "(--cuda-graphs off says so from the start)"
+                )
             self._count(loss, errors, y.shape[0])
             return
         for group in self.optimizer.param_groups:
@@ -512,14 +513,15 @@ class Trainer:
         if meter.pending == 0:
             return
         c = self.config
-        values, images = meter.values(), meter.images
         if self.place.active:  # the group's numbers: every process takes the same decisions from them
             local = meter.buffer[: meter.pending].double().flatten()
-            extra = torch.tensor([images, float(bool(self.stop))], dtype=torch.float64, device=local.device)
+            extra = torch.tensor([meter.images, float(bool(self.stop))], dtype=torch.float64, device=local.device)
             totals = self.place.sum(torch.cat([local, extra])).cpu()
             values = totals[:-2].view(-1, 2)
             values[:, 0] /= self.place.world_size  # the mean of the processes' mean losses
             images, self.stop_agreed = int(totals[-2]), bool(totals[-1] > 0)
+        else:
+            values, images = meter.values(), meter.images
         bad = (~torch.isfinite(values[:, 0])).nonzero()
         if len(bad):
             at = meter.start_step + int(bad[0]) + 1

@@ -92,8 +92,8 @@ def evaluate(
     finally:
         model.train(was_training)
     # One tensor of counts (exact in float64), summed over the processes when there are several.
-    totals = torch.stack([correct1.double(), correct5.double(), loss_sum, torch.tensor(float(n), device=device)])
-    totals = torch.cat([totals, (~finite).double()[None]])
+    count = torch.tensor(float(n), device=device, dtype=torch.float64)
+    totals = torch.stack([correct1.double(), correct5.double(), loss_sum, count, (~finite).double()])
     if reduce is not None:
         totals = reduce(totals)
     right1, right5, loss, count, non_finite = totals.tolist()

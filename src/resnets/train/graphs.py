@@ -124,8 +124,12 @@ class GraphedStep:
             self.model.load_state_dict(weights)
             for p in params:
                 buffer = self.optimizer.state[p].get("momentum_buffer")
-                if buffer is not None:
-                    buffer.copy_(momentum[p]) if p in momentum else buffer.zero_()
+                if buffer is None:
+                    continue
+                if p in momentum:
+                    buffer.copy_(momentum[p])
+                else:
+                    buffer.zero_()
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(rng, self.device)
         else:
