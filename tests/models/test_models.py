@@ -70,6 +70,7 @@ def test_registry_holds_every_architecture_of_the_issue():
         "preact_resnet110",
         "preact_resnet164",
         "preact_resnet1001",
+        "wrn16_4",
         "wrn28_10",
         "wrn40_4",
     }

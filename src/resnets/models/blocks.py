@@ -22,6 +22,33 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016, "Deep Networks with Stochastic Depth"): in training,
+    each image's residual branch is dropped with probability `rate`, and kept ones are scaled by
+    1 / (1 - rate), so that evaluation (identity) sees the expected branch; timm's per-sample form.
+
+    >>> drop = DropPath(0.5).eval()
+    >>> bool(drop(torch.ones(2, 3, 1, 1)).eq(1).all())
+    True
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+            raise ValueError(f"drop-path rate={rate!r} must be a probability in [0, 1)")
+        self.rate = float(rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0:
+            return x
+        keep = 1 - self.rate
+        mask = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) < keep  # (B, 1, 1, 1)
+        return x * (mask.to(x.dtype) / keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.4g}"
+
+
 class ZeroPadShortcut(nn.Module):
     """Option A: identity, subsampled by striding, with zero channels appended.
 
@@ -85,6 +112,7 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         *,
         residual: bool = True,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.residual = residual
@@ -94,10 +122,13 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))  # the residual F(x)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
@@ -130,6 +161,7 @@ class Bottleneck(nn.Module):
         base_width: int = 64,
         stride_at: str = "1x1",
         residual: bool = True,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
@@ -143,11 +175,14 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
@@ -187,6 +222,7 @@ class PreActBasicBlock(nn.Module):
         *,
         entry: str = "preact",
         dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.entry = _check_entry(entry)
@@ -199,6 +235,7 @@ class PreActBasicBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout else None
         self.conv2 = conv3x3(planes, planes)
         self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x if self.bn1 is None else self.relu(self.bn1(x))
@@ -206,7 +243,10 @@ class PreActBasicBlock(nn.Module):
         out = self.relu(self.bn2(self.conv1(out)))
         if self.dropout is not None:
             out = self.dropout(out)
-        return self.conv2(out) + shortcut
+        out = self.conv2(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
+        return out + shortcut
 
     def last_conv(self) -> nn.Conv2d:
         return self.conv2
@@ -229,6 +269,7 @@ class PreActBottleneck(nn.Module):
         base_width: int = 64,
         stride_at: str = "1x1",
         entry: str = "preact",
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
@@ -242,6 +283,7 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x if self.bn1 is None else self.relu(self.bn1(x))
@@ -249,6 +291,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         return out + shortcut
 
     def last_conv(self) -> nn.Conv2d:

@@ -183,6 +183,12 @@ def preact_resnet1001(**options) -> ResNet:
 
 
 @register_model("cifar")
+def wrn16_4(**options) -> ResNet:
+    """Wide ResNet 16-4 (Zagoruyko and Komodakis 2016): 2.75M parameters, the base of `fmnist-best`."""
+    return wide_resnet(16, 4, **options)
+
+
+@register_model("cifar")
 def wrn28_10(**options) -> ResNet:
     """Wide ResNet 28-10 (Zagoruyko and Komodakis 2016)."""
     return wide_resnet(28, 10, **options)

@@ -46,6 +46,7 @@ class ResNetConfig:
     in_channels: int = 3  # 1 for Fashion-MNIST
     zero_init_residual: bool = False  # start each residual branch at zero (Goyal et al. 2017)
     dropout: float = 0.0  # between the two 3x3 convs of a pre-activation basic block (wide ResNets)
+    drop_path: float = 0.0  # stochastic depth: the last block's drop rate, rising linearly from 0 (Huang et al. 2016)
     init: str = "he"  # he: the paper's (He et al. 2015); xavier: Glorot and Bengio 2010
 
     def __post_init__(self) -> None:
@@ -74,6 +75,14 @@ class ResNetConfig:
                 f"groups={self.groups}, width_per_group={self.width_per_group}: {self.block} blocks take only "
                 "groups=1, width_per_group=64 (use a bottleneck net for ResNeXt or wide nets)"
             )
+        if (
+            isinstance(self.drop_path, bool)
+            or not isinstance(self.drop_path, int | float)
+            or not 0 <= self.drop_path < 1
+        ):
+            raise ValueError(f"drop_path={self.drop_path!r} must be a probability in [0, 1)")
+        if self.drop_path and self.shortcut is None:
+            raise ValueError("drop_path needs a residual net: dropping a plain net's layer cuts its only path")
         if self.shortcut is None and self.block.startswith("preact"):
             raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
         if self.dropout and self.block != "preact_basic":
@@ -126,6 +135,7 @@ class ResNet(nn.Module):
 
         in_planes = config.stem_width
         self.stage_names: list[str] = []
+        total, index = sum(config.layers), 0
         for i, (planes, count) in enumerate(zip(config.widths, config.layers, strict=True)):
             stride = 1 if i == 0 else 2
             blocks = []
@@ -134,7 +144,12 @@ class ResNet(nn.Module):
                 out_planes = planes * block.expansion
                 # The stage maker builds the shortcut and hands it to the block, as torchvision does.
                 downsample = make_shortcut(config.shortcut, in_planes, out_planes, step, with_bn=not self.preact)
-                blocks.append(block(in_planes, planes, step, downsample, **self._block_options(i == j == 0)))
+                options = self._block_options(i == j == 0)
+                index += 1
+                if config.drop_path:
+                    # Huang et al. 2016, eq. 4: block l of L survives with p_l = 1 - l / L * (1 - p_L).
+                    options["drop_path"] = config.drop_path * index / total
+                blocks.append(block(in_planes, planes, step, downsample, **options))
                 in_planes = out_planes
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
