@@ -6,17 +6,26 @@ import torch
 from datagen import save_image
 
 from resnets.data import load_dataset
+from resnets.data.base import BatchAugment
 from resnets.data.transforms import FolderTransforms
+
+# The augmentations of recipes after 2015, drawn for the global batch too.
+EXTRAS = [None, BatchAugment(randaugment=(2, 9.0, 0.5), erasing=0.5), BatchAugment(trivialaugment=True)]
 
 
 def shares(name: str, world: int, **options) -> list:
     return [load_dataset(name, shard=(rank, world), **options) for rank in range(world)]
 
 
+@pytest.mark.parametrize("extra", EXTRAS)
 @pytest.mark.parametrize("world", [2, 3])
-def test_device_loaders_share_every_global_batch_and_every_test_image(world):
-    options = {"batch_size": 48, "subset": 240, "seed": 3, "test_subset": 101, "eval_batch_size": 32}
+def test_device_loaders_share_every_global_batch_and_every_test_image(world, extra):
+    options = {"batch_size": 48, "subset": 240, "seed": 3, "test_subset": 101, "eval_batch_size": 32, "extra": extra}
     whole = load_dataset("synthetic:1,16,16,4", **options)
+    if extra is not None:  # the extra augmentation changes the images, and only the training images
+        plain = load_dataset("synthetic:1,16,16,4", **{**options, "extra": None})
+        assert not torch.equal(next(plain.train.epoch(0))[0], next(whole.train.epoch(0))[0])
+        assert torch.equal(next(plain.test.epoch(0))[0], next(whole.test.epoch(0))[0])
     parts = shares("synthetic:1,16,16,4", world, **options)
     assert all(len(p.train) == len(whole.train) == 5 for p in parts)  # the same global steps
     for epoch in (0, 1):
@@ -41,8 +50,16 @@ def clean_folder(tmp_path):
     return root
 
 
-def test_image_folders_share_every_global_batch_and_every_test_image(clean_folder):
-    options = {"batch_size": 6, "seed": 1, "num_workers": 0, "folder_transforms": FolderTransforms(image_size=32)}
+@pytest.mark.parametrize(
+    "transforms",
+    [
+        FolderTransforms(image_size=32),
+        FolderTransforms(image_size=32, crop="random-resized", randaugment=(2, 9.0, 0.5), erasing=0.5),
+        FolderTransforms(image_size=32, crop="random-resized", trivialaugment=True, test_size=40, test_resize=44),
+    ],
+)
+def test_image_folders_share_every_global_batch_and_every_test_image(clean_folder, transforms):
+    options = {"batch_size": 6, "seed": 1, "num_workers": 0, "folder_transforms": transforms}
     name = f"imagefolder:{clean_folder}"
     whole = load_dataset(name, **options)
     parts = shares(name, 2, **options)

@@ -168,6 +168,29 @@ def check_start(start: int, length: int) -> None:
 
 
 @dataclass(frozen=True)
+class BatchAugment:
+    """Augmentations beyond the paper's, each off by default, done on the device a whole batch at a time.
+
+    Small images take them here (`augment.py`); image folders take theirs per image in the workers
+    (`FolderTransforms`).
+    """
+
+    randaugment: tuple[int, float, float] | None = None  # (operations N, magnitude M, std of M per image)
+    trivialaugment: bool = False  # TrivialAugment Wide
+    erasing: float = 0.0  # the probability of erasing a box of each image (Zhong et al. 2017)
+
+    def __post_init__(self) -> None:
+        if self.randaugment is not None and self.trivialaugment:
+            raise ValueError("randaugment and trivialaugment are two automatic augmentations: choose one")
+        if not 0 <= self.erasing <= 1:
+            raise ValueError(f"erasing={self.erasing!r} must be a probability in [0, 1]")
+
+    @property
+    def active(self) -> bool:
+        return self.randaugment is not None or self.trivialaugment or self.erasing > 0
+
+
+@dataclass(frozen=True)
 class LoaderOptions:
     """How to batch a dataset: the arguments of `load_dataset` shared by every dataset."""
 
@@ -179,7 +202,7 @@ class LoaderOptions:
     val_split: int = 0  # hold the last N of them out as a validation set
     augment: bool = True
     padding: int | None = None  # pad-and-crop margin of small images; None: the dataset's default
-    num_workers: int = 4  # DataLoader workers (image folders only)
+    num_workers: int | None = None  # DataLoader workers (image folders only); None: one per usable core
     bad_images: str = "skip"  # skip (and count) or fail on unreadable images (image folders only)
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger image files are refused undecoded (image folders)
     normalize: str = "pixel-mean"  # small images: one of NORMALIZATIONS (image folders: ImageNet's channel stats)
@@ -190,6 +213,7 @@ class LoaderOptions:
     # its slice of every global training batch (the batches themselves do not depend on the world
     # size) and a contiguous part of each evaluation split.
     shard: tuple[int, int] = (0, 1)
+    extra: BatchAugment = field(default_factory=BatchAugment)  # augmentation beyond the paper's (training only)
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size)
@@ -199,7 +223,8 @@ class LoaderOptions:
             raise ValueError(f"seed={self.seed!r} must be an integer")
         if self.padding is not None and (not isinstance(self.padding, int) or self.padding < 0):
             raise ValueError(f"padding={self.padding!r} must be a non-negative integer")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+        workers = self.num_workers
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
         if self.bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={self.bad_images!r} is not one of {', '.join(BAD_IMAGES)}")

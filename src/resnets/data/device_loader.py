@@ -11,8 +11,10 @@ from collections.abc import Generator, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .augment import rand_augment, random_erasing, trivial_augment
 from .base import (
     Batch,
+    BatchAugment,
     DataBundle,
     DatasetInfo,
     LoaderOptions,
@@ -58,6 +60,7 @@ class DeviceLoader:
         padding: int = 4,
         normalize_first: bool = False,
         shard: tuple[int, int] = (0, 1),
+        extra: BatchAugment | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {images.shape} and {labels.shape}")
@@ -73,6 +76,7 @@ class DeviceLoader:
         # Normalise before cropping, so that the padding holds the mean (0): the paper's order (section 4.2).
         self.normalize_first = normalize_first
         self.shard = shard
+        self.extra = extra or BatchAugment()
 
     def __len__(self) -> int:
         if self.train:
@@ -87,6 +91,9 @@ class DeviceLoader:
     def _batches(self, epoch: int, start: int) -> Generator[Batch, None, None]:
         device = self.images.device
         whole, part = self._part()
+        if self.train and self.augment and self.extra.active:
+            yield from self._batches_beyond_paper(epoch, start, part)
+            return
         for i, (images, labels) in self._unaugmented(epoch, start):
             g = generator(device, self.seed, "aug", epoch, i) if self.train and self.augment else None
             if self.normalize_first:
@@ -95,6 +102,29 @@ class DeviceLoader:
             else:
                 crops = crop_flip(images, self.padding, g, whole, part) if g is not None else images
                 yield normalize(crops, self.mean, self.std), labels
+
+    def _batches_beyond_paper(self, epoch: int, start: int, part: slice) -> Generator[Batch, None, None]:
+        """Training batches with `extra`'s augmentations: RandAugment or TrivialAugment on the uint8
+        images, then the paper's crop and flip and the normalisation, then random erasing.
+
+        Each process augments the whole global batch and keeps its rows, so that an image's
+        augmentation does not depend on the number of processes (small images: the cost is small).
+        """
+        device, extra = self.images.device, self.extra
+        for i, (images, labels) in self._unaugmented(epoch, start, whole_batch=True):
+            if extra.randaugment is not None:
+                n, m, std = extra.randaugment
+                images = rand_augment(images, generator(device, self.seed, "randaugment", epoch, i), n, m, std)
+            elif extra.trivialaugment:
+                images = trivial_augment(images, generator(device, self.seed, "trivialaugment", epoch, i))
+            g = generator(device, self.seed, "aug", epoch, i)  # the same crops and flips as without `extra`
+            if self.normalize_first:
+                x = crop_flip(normalize(images, self.mean, self.std), self.padding, g)
+            else:
+                x = normalize(crop_flip(images, self.padding, g), self.mean, self.std)
+            if extra.erasing:
+                x = random_erasing(x, generator(device, self.seed, "erasing", epoch, i), p=extra.erasing)
+            yield x[part], labels[part]
 
     def _part(self) -> tuple[int, slice]:
         """The size of a global training batch, and this process's rows of it."""
@@ -106,7 +136,7 @@ class DeviceLoader:
         check_start(start, len(self))
         return (batch for _, batch in self._unaugmented(epoch, start))
 
-    def _unaugmented(self, epoch: int, start: int) -> Iterator[tuple[int, Batch]]:
+    def _unaugmented(self, epoch: int, start: int, whole_batch: bool = False) -> Iterator[tuple[int, Batch]]:
         device = self.images.device
         if not self.train:
             for i in range(start, len(self)):
@@ -114,6 +144,7 @@ class DeviceLoader:
                 yield i, (self.images[batch], self.labels[batch])
             return
         size, part = self._part()
+        part = slice(None) if whole_batch else part
         order = torch.randperm(self.num_samples, generator=generator(device, self.seed, "perm", epoch), device=device)
         for i in range(start, len(self)):
             index = order[i * size : (i + 1) * size][part]
@@ -162,6 +193,7 @@ def device_bundle(
             padding=padding,
             normalize_first=normalize_first,
             shard=options.shard,
+            extra=options.extra if train else None,
         )
 
     n_test = options.test_images(test[0].shape[0])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .base import DataBundle, LoaderOptions
+from .base import BatchAugment, DataBundle, LoaderOptions
 from .cifar import RELEASES, cifar_bundle
 from .fashion_mnist import fashion_mnist_bundle
 from .imagefolder import imagefolder_bundle
@@ -30,7 +30,7 @@ def load_dataset(
     augment: bool = True,
     download: bool = True,
     bad_images: str = "skip",
-    num_workers: int = 4,
+    num_workers: int | None = None,
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     normalization: tuple[torch.Tensor, torch.Tensor] | None = None,
     normalize: str = "pixel-mean",
@@ -38,6 +38,7 @@ def load_dataset(
     folder_transforms: FolderTransforms | None = None,
     test_subset: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    extra: BatchAugment | None = None,
 ) -> DataBundle:
     """The dataset `name` as train, val and test loaders on `device`.
 
@@ -49,7 +50,8 @@ def load_dataset(
     normalised (see `NORMALIZATIONS`: the paper's per-pixel mean, by default); `test_subset`
     keeps the first N test images. `shard=(rank, world)` gives one of `world` processes its
     share: its rows of every global training batch of `batch_size` images (batches that do not
-    depend on `world`) and a contiguous part of the validation and test images.
+    depend on `world`) and a contiguous part of the validation and test images. `extra` adds the
+    augmentations of recipes after 2015 (RandAugment, TrivialAugment, random erasing) to training.
 
     >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=32, val_split=24, seed=1)
     >>> bundle.info.n_train, bundle.info.n_val, len(bundle.train), tuple(next(bundle.train.epoch(0))[0].shape)
@@ -71,6 +73,7 @@ def load_dataset(
         normalize=normalize,
         test_subset=test_subset,
         shard=shard,
+        extra=extra or BatchAugment(),
     )
     kind, _, arg = name.partition(":")
     if name == "fashion-mnist":

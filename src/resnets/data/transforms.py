@@ -9,12 +9,14 @@ All randomness comes from explicit generators.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
+from torchvision.transforms import v2
 
 # ImageNet channel statistics on the 0..1 scale (torchvision's). The paper subtracts the
 # per-pixel mean (section 3.4); over ImageNet's varied framing the mean image is nearly flat,
@@ -120,6 +122,13 @@ def padded_ten_crop(images: Tensor, padding: int) -> list[Tensor]:
     return crops + [crop.flip(-1) for crop in crops]
 
 
+CROPS = ("scale", "random-resized")
+# Inception's crop (Szegedy et al. 2015, as torchvision's RandomResizedCrop): 8% to 100% of the area,
+# aspect ratio 3/4 to 4/3, resized to the training size. Used by the recipes after 2015 (RSB, Bag of Tricks).
+CROP_AREA = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
 @dataclass(frozen=True)
 class FolderTransforms:
     """Sizes and strengths of the ImageNet-style augmentation and test views (section 3.4)."""
@@ -127,22 +136,37 @@ class FolderTransforms:
     image_size: int = 224  # the square training crop
     resize_range: tuple[int, int] = (256, 480)  # scale augmentation: shorter side drawn from [lo, hi]
     test_resize: int = 256  # shorter side before the centre crop and the 10 crops
+    test_size: int | None = None  # the side of the test crops (None: image_size)
+    crop: str = "scale"  # scale: the paper's; random-resized: Inception's (CROP_AREA, CROP_RATIO)
+    # (operations, magnitude, magnitude std) of RandAugment (Cubuk et al. 2020), or None
+    randaugment: tuple[int, float, float] | None = None
+    trivialaugment: bool = False  # TrivialAugment Wide (Mueller and Hutter 2021)
+    erasing: float = 0.0  # probability of random erasing (Zhong et al. 2017), last of the training view
     scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # shorter sides of the multi-scale test views
     # Brightness, contrast and saturation factors from [1 - j, 1 + j]: fb.resnet.torch's 0.4, not the
     # paper's. The paper uses "the standard color augmentation in [21]", AlexNet's PCA lighting alone.
     jitter: float = 0.0
     lighting: float = 0.1  # std of the PCA lighting coefficients (Krizhevsky et al. 2012)
 
+    @property
+    def tested(self) -> int:
+        """The side of the test crops."""
+        return self.test_size or self.image_size
+
     def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"crop={self.crop!r} is not one of {', '.join(CROPS)}")
         lo, hi = self.resize_range
-        if not 1 <= self.image_size <= lo <= hi:
+        if self.crop == "scale" and not 1 <= self.image_size <= lo <= hi:
             raise ValueError(
                 f"resize_range={self.resize_range} must satisfy image_size ({self.image_size}) <= lo <= hi"
             )
-        if self.test_resize < self.image_size:
-            raise ValueError(f"test_resize={self.test_resize} must be at least image_size={self.image_size}")
+        if self.test_resize < self.tested:
+            raise ValueError(f"test_resize={self.test_resize} must be at least the test crop's {self.tested}")
         if not self.scales or min(self.scales) < 1:
             raise ValueError(f"scales={self.scales} must be positive sizes")
+        if not 0 <= self.erasing <= 1:
+            raise ValueError(f"erasing={self.erasing} must be a probability in [0, 1]")
         if not 0 <= self.jitter < 1 or self.lighting < 0:
             raise ValueError(f"jitter={self.jitter} must be in [0, 1) and lighting={self.lighting} non-negative")
 
@@ -185,26 +209,104 @@ def train_view(image: Tensor, config: FolderTransforms, g: torch.Generator) -> t
     ((3, 16, 16), (3,))
     """
     size = config.image_size
-    image = TF.resize(image, [_randint(*config.resize_range, g)], antialias=True)
-    h, w = image.shape[-2:]
-    image = TF.crop(image, _randint(0, h - size, g), _randint(0, w - size, g), size, size)
+    if config.crop == "random-resized":
+        top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], g)
+        image = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+    else:
+        image = TF.resize(image, [_randint(*config.resize_range, g)], antialias=True)
+        h, w = image.shape[-2:]
+        image = TF.crop(image, _randint(0, h - size, g), _randint(0, w - size, g), size, size)
     if float(torch.rand((), generator=g)) < 0.5:
         image = TF.horizontal_flip(image)
+    image = auto_augment(image, config, g)
     image = color_jitter(image, config.jitter, g)
-    return image, lighting_shift(config.lighting, g)
+    shift = lighting_shift(config.lighting, g)
+    return erase_box(image, config.erasing, g), shift
+
+
+# Random erasing's box (Zhong et al. 2017, Algorithm 1): 2% to 1/3 of the area, aspect ratio 0.3 to 1/0.3.
+ERASE_AREA = (0.02, 1 / 3)
+ERASE_RATIO = (0.3, 1 / 0.3)
+
+
+def erase_box(image: Tensor, p: float, g: torch.Generator) -> Tensor:
+    """With probability `p`, a random box of the uint8 image (C, H, W) filled with random pixel values
+    (Zhong et al. 2017; up to ten tries at a box that fits, as their Algorithm 1).
+
+    >>> erased = erase_box(torch.zeros(1, 20, 20, dtype=torch.uint8), 1.0, torch.Generator().manual_seed(0))
+    >>> 0.0 < (erased > 0).float().mean().item() <= 1 / 3
+    True
+    """
+    if p == 0 or float(torch.rand((), generator=g)) >= p:
+        return image
+    c, height, width = image.shape
+    log_ratio = (math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]))
+    for _ in range(10):
+        area = height * width * _uniform(*ERASE_AREA, g)
+        ratio = math.exp(_uniform(*log_ratio, g))
+        h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < h < height and 0 < w < width:
+            top, left = _randint(0, height - h, g), _randint(0, width - w, g)
+            image = image.clone()
+            image[:, top : top + h, left : left + w] = torch.randint(0, 256, (c, h, w), generator=g, dtype=torch.uint8)
+            return image
+    return image
+
+
+def random_resized_box(height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of an Inception crop: a random area share and aspect ratio, ten tries, then
+    the central crop of the nearest allowed ratio (torchvision's RandomResizedCrop rule).
+
+    >>> random_resized_box(100, 100, torch.Generator().manual_seed(0))
+    (23, 14, 68, 79)
+    """
+    area = height * width
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        target = area * _uniform(*CROP_AREA, g)
+        ratio = math.exp(_uniform(*log_ratio, g))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return _randint(0, height - h, g), _randint(0, width - w, g), h, w
+    ratio = min(max(width / height, CROP_RATIO[0]), CROP_RATIO[1])
+    w, h = (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+    w, h = min(w, width), min(h, height)
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def auto_augment(image: Tensor, config: FolderTransforms, g: torch.Generator) -> Tensor:
+    """RandAugment or TrivialAugment Wide on one uint8 image, through torchvision's transforms v2.
+
+    torchvision draws from the global generator: it is seeded from `g` for the call, so the image's
+    augmentation still depends on the run's seed and the image's place alone. RandAugment's magnitude
+    is drawn per image from N(M, std), clipped to torchvision's levels 0..30 and rounded.
+    """
+    if config.randaugment is None and not config.trivialaugment:
+        return image
+    seed = int(torch.randint(0, 2**62, (), generator=g))
+    if config.randaugment is not None:
+        ops, magnitude, std = config.randaugment
+        if std:
+            magnitude = min(30.0, max(0.0, magnitude + std * float(torch.randn((), generator=g))))
+        transform: torch.nn.Module = v2.RandAugment(num_ops=ops, magnitude=round(magnitude))
+    else:
+        transform = v2.TrivialAugmentWide()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(image)
 
 
 def center_view(image: Tensor, config: FolderTransforms) -> Tensor:
-    """Shorter side resized to `test_resize`, then the central `image_size` square."""
+    """Shorter side resized to `test_resize`, then the central square of the test size."""
     image = TF.resize(image, [config.test_resize], antialias=True)
-    return TF.center_crop(image, [config.image_size])
+    return TF.center_crop(image, [config.tested])
 
 
 def ten_crop_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
     """The standard 10-crop testing (Krizhevsky et al. 2012): after resizing the shorter side to
     `test_resize`, the four corner and the centre crops and their mirror images."""
     image = TF.resize(image, [config.test_resize], antialias=True)
-    return list(TF.ten_crop(image, [config.image_size]))
+    return list(TF.ten_crop(image, [config.tested]))
 
 
 def multi_scale_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
