@@ -46,7 +46,6 @@ from PIL import Image
 
 from resnets import create_model
 from resnets.data import load_dataset
-from resnets.data.base import LoaderOptions
 from resnets.data.transforms import FolderTransforms
 from resnets.hardware import describe, resolve_device, summary, usable_cores
 from resnets.models.fuse import fuse_bn
@@ -310,7 +309,7 @@ def folder_loader_case(size: Size, device: torch.device, folder: Path, training:
         return images / (time.perf_counter() - start)
 
     got = alternate({"loader": run}, size.rounds)
-    workers = min(LoaderOptions().num_workers, usable_cores())
+    workers = usable_cores()  # the loader's default: one worker per usable core
     setting = f"{size.folder_images} JPEGs, {workers} workers, batch {size.imagenet_batch}, to {size.imagenet}px"
     return Case("imagefolder-loader", setting, got["loader"], training.ours, "ResNet-50 training (above)", size.rounds)
 

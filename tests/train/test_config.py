@@ -1,5 +1,8 @@
 """Recipes hold the paper's numbers; YAML files and flags override them, bad values are named."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from resnets.cli import build_parser, resolve_train_config
@@ -31,7 +34,15 @@ def test_paper_imagenet_and_explainer_recipes():
     assert (explainer.init, explainer.weight_decay, explainer.batch_size, explainer.lr) == ("xavier", 1e-5, 256, 0.1)
     fast = get_recipe("fast", "resnet20")
     assert fast.nesterov and fast.schedule == "onecycle" and fast.label_smoothing > 0 and fast.tta_flip
-    assert set(RECIPES) == {"paper-cifar", "paper-imagenet", "explainer", "fast"}
+    assert set(RECIPES) == {
+        "paper-cifar",
+        "paper-imagenet",
+        "explainer",
+        "fast",
+        "rsb-a3",
+        "bag-of-tricks",
+        "fmnist-best",
+    }
 
 
 def parse(*argv):
@@ -160,3 +171,18 @@ def test_every_flag_has_help_with_its_default_and_no_python_field_names(capsys):
         build_parser().parse_args(["train", "--help"])
     text = capsys.readouterr().out
     assert "(default: the recipe's; paper-cifar: 128)" in " ".join(text.split())
+
+
+def test_the_recipes_of_2015_are_pinned_and_every_newer_option_is_off_in_them():
+    """paper_recipes.json holds these recipes' configs as they were before the options of later
+    recipes (mixup, EMA, LAMB, ...) existed; the loader's worker count alone has changed since."""
+    pinned = json.loads((Path(__file__).parent / "paper_recipes.json").read_text())
+    off = TrainConfig().to_dict()
+    for key, values in pinned.items():
+        name, model = key.split()
+        config = get_recipe(name, model).to_dict()
+        assert {k: config[k] for k in values} == values, key
+        newer = set(config) - set(values)
+        assert newer >= {"mixup", "cutmix", "ema", "optimizer", "drop_path", "random_erasing", "bce"}
+        assert {k: config[k] for k in newer} == {k: off[k] for k in newer}, key
+        assert off["optimizer"] == "sgd" and off["ema"] is None and not off["mixup"] and off["decay_norm_bias"]

@@ -172,11 +172,20 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
         forward=net,
         criterion=torch.nn.CrossEntropyLoss(),
     )
-    mean_loss, errors = Trainer._accumulated(trainer, x, y)
+    mean_loss, errors = Trainer._accumulated(trainer, x, y, y)
     for p, g in zip(net.parameters(), whole, strict=True):
         torch.testing.assert_close(p.grad, g)
     assert mean_loss.item() == pytest.approx(loss.item(), rel=1e-6)
     assert errors.item() == (net(x).argmax(1) != y).sum().item()
+    # Soft targets (mixup, CutMix) are cut with their images: the same gradient as the whole batch's.
+    soft = torch.softmax(torch.randn(10, 3), 1)
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), soft).backward()
+    whole = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    Trainer._accumulated(trainer, x, y, soft)
+    for p, g in zip(net.parameters(), whole, strict=True):
+        torch.testing.assert_close(p.grad, g)
 
 
 def test_a_run_with_accumulation_learns(tiny_config, tmp_path):

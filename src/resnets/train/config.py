@@ -14,10 +14,13 @@ import yaml
 
 from ..data.base import BAD_IMAGES, NORMALIZATIONS
 from ..data.images import DEFAULT_MAX_PIXELS, check_max_pixels
+from ..data.transforms import CROPS
 from ..models.resnet import INITS
 from .graphs import CUDA_GRAPHS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
+FOLDER_DEFAULTS = {"crop": "scale", "image_size": 224, "test_size": 224, "test_resize": 256}
+OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 
 
 def legacy_values(saved: dict) -> dict:
@@ -57,6 +60,10 @@ class TrainConfig:
     augment: bool = True  # pad-and-crop and flips (section 4.2); scale and colour for image folders
     normalize: str = "pixel-mean"  # small images: pixel-mean (the paper's, before padding) | pixel-mean-std
     color_jitter: float = 0.0  # image folders: brightness/contrast/saturation jitter on top of the paper's PCA lighting
+    crop: str = "scale"  # image folders: scale (the paper's shorter side in [256, 480]) | random-resized (Inception's)
+    image_size: int = 224  # image folders: the side of the training crop
+    test_size: int = 224  # image folders: the side of the centre crop tested
+    test_resize: int = 256  # image folders: the shorter side before the test crop
     batch_size: int = 128  # the paper: 128 on CIFAR, 256 on ImageNet
     eval_batch_size: int = 512  # images per evaluation batch (no gradients, so larger fits)
     epochs: int = 10  # training length, unless `iterations` is set
@@ -73,6 +80,21 @@ class TrainConfig:
     warmup_lr: float | None = None  # lr until the training error < warmup_until_err (paper-cifar: 0.01 at 110+ layers)
     warmup_until_err: float = 0.8  # the warm-up ends once the training error is below this (the paper's 80%)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (not the paper's)
+    optimizer: str = "sgd"  # sgd (the paper's) | adamw | lamb (RSB) | lars (large batches)
+    decay_norm_bias: bool = True  # weight decay on BN parameters and biases too (the paper's); no: Bag of Tricks
+    clip_grad: float | None = None  # clip the global gradient norm to this (none: no clipping)
+    warmup_epochs: float = 0.0  # linear warm-up of the lr from 0 over this many epochs, step by step
+    ema: float | None = None  # decay of an average of the weights, evaluated and saved beside them (e.g. 0.9998)
+    mixup: float = 0.0  # mixup's Beta alpha (0: off; RSB A3: 0.1)
+    cutmix: float = 0.0  # CutMix's Beta alpha (0: off; RSB A3: 1.0); with mixup, half the batches each
+    bce: bool = False  # binary cross-entropy over classes (RSB) instead of softmax cross-entropy
+    randaugment: bool = False  # RandAugment (Cubuk et al. 2020), on the device for small images
+    randaugment_ops: int = 2  # RandAugment: operations per image (N)
+    randaugment_magnitude: float = 9.0  # RandAugment: magnitude M on torchvision's levels 0..30 (timm's M x 3)
+    randaugment_std: float = 0.0  # RandAugment: std of the magnitude drawn per image, in the same levels
+    trivialaugment: bool = False  # TrivialAugment Wide (Mueller and Hutter 2021): one op, random magnitude
+    random_erasing: float = 0.0  # probability of erasing a random box of each image (Zhong et al. 2017)
+    drop_path: float = 0.0  # stochastic depth: the last block's drop rate, rising linearly from 0
     tta_flip: bool = False  # average the logits of each test image and its mirror image
     seed: int = 0  # the initialisation, the order of the images and their augmentation derive from it
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
@@ -87,7 +109,8 @@ class TrainConfig:
     checkpoint_every: int | None = None  # also checkpoint every N steps inside an epoch
     log_every: int = 50  # steps between progress lines (and the only host syncs of the loop)
     tensorboard: bool = False  # also log to TensorBoard (the tensorboard extra)
-    num_workers: int = 4  # image folders: DataLoader worker processes
+    mlflow: str | None = None  # also log to MLflow: a folder (a local file store) or a tracking URI (the mlflow extra)
+    num_workers: int | None = None  # image folders: DataLoader worker processes (none: one per usable core)
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
     init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
@@ -106,6 +129,8 @@ class TrainConfig:
             ("bad_images", BAD_IMAGES),
             ("normalize", NORMALIZATIONS),
             ("cuda_graphs", CUDA_GRAPHS),
+            ("optimizer", OPTIMIZERS),
+            ("crop", CROPS),
         )
         for name, accepted in accepted_values:
             value = getattr(self, name)
@@ -115,7 +140,7 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(accepted)}")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is not one of {', '.join(INITS)}")
-        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate"):
+        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate", "image_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
         if self.log_every > MAX_LOG_EVERY:
@@ -151,12 +176,43 @@ class TrainConfig:
             )
         if self.color_jitter and not self.data.startswith("imagefolder:"):
             raise ValueError(f"color_jitter applies to image folders, not to {self.data}")
+        for name, default in FOLDER_DEFAULTS.items():
+            if getattr(self, name) != default and not self.data.startswith("imagefolder:"):
+                raise ValueError(f"{name} applies to image folders, not to {self.data}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones={self.milestones!r} must be increasing fractions of training in (0, 1)")
+        self._validate_beyond_paper()
         if self.freeze_backbone and not self.init_from:
             raise ValueError("freeze_backbone needs init_from: a frozen random backbone learns nothing")
+
+    def _validate_beyond_paper(self) -> None:
+        """The options of recipes after 2015 (mixup, EMA, ...): each off by default."""
+        if self.clip_grad is not None and not (self.clip_grad > 0 and math.isfinite(self.clip_grad)):
+            raise ValueError(f"clip_grad={self.clip_grad!r} must be a positive gradient norm (or none)")
+        if not (self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)):
+            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be a number of epochs >= 0")
+        if self.warmup_epochs and self.warmup_lr is not None:
+            raise ValueError("warmup_epochs and warmup_lr are two warm-ups: choose one (warmup_lr none turns it off)")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"ema={self.ema!r} must be a decay in (0, 1), e.g. 0.9998 (or none)")
+        for name in ("mixup", "cutmix", "randaugment_std"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r} must be a number >= 0 (0: off)")
+        if self.randaugment_ops < 1:
+            raise ValueError(f"randaugment_ops={self.randaugment_ops!r} must be a positive integer")
+        if not 0 <= self.randaugment_magnitude <= 30:
+            raise ValueError(f"randaugment_magnitude={self.randaugment_magnitude!r} must be in [0, 30]")
+        if self.randaugment and self.trivialaugment:
+            raise ValueError("randaugment and trivialaugment are two automatic augmentations: choose one")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"random_erasing={self.random_erasing!r} must be a probability in [0, 1]")
+        if not 0 <= self.drop_path < 1:
+            raise ValueError(f"drop_path={self.drop_path!r} must be a probability in [0, 1)")
+        if (self.randaugment or self.trivialaugment or self.random_erasing) and not self.augment:
+            raise ValueError("randaugment, trivialaugment and random_erasing need augment (--no-augment turns all off)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

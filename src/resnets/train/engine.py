@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import hardware
 from ..data import load_dataset
+from ..data.base import BatchAugment
 from ..data.transforms import FolderTransforms
 from ..export import export_model, rebuild_options
 from ..files import atomic_write
@@ -45,10 +46,13 @@ from .distributed import (
     process_group,
     sync_batchnorm,
 )
+from .ema import WeightAverage
 from .evaluate import EvalResult, NonFiniteOutputs, evaluate
 from .finetune import build_model, set_train_mode
 from .graphs import GraphedStep, graphs_wanted
 from .metrics import MetricsLog, Progress
+from .mix import BinaryCrossEntropy, Mixer
+from .optimizers import LAMB, LARS, param_groups
 from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
@@ -62,6 +66,7 @@ RESUMABLE_CHANGES = {
     "log_every",
     "keep",
     "tensorboard",
+    "mlflow",
     "num_workers",
     "checkpoint_every",
     "eval_batch_size",
@@ -220,7 +225,12 @@ class Trainer:
         if self._stop_agreed():
             raise self._interrupted(None)
         self.metrics = MetricsLog(
-            self.run_dir, self.history, tensorboard=self.config.tensorboard, write=self.place.is_main
+            self.run_dir,
+            self.history,
+            tensorboard=self.config.tensorboard,
+            write=self.place.is_main,
+            mlflow=self.config.mlflow,
+            params=self.config.to_dict(),
         )
         # The header lines first, then the bar below them.
         self.log(
@@ -246,15 +256,17 @@ class Trainer:
             )
         self.progress = Progress(self.total_steps, self.position.step, self.stream)
         set_train_mode(self.model)
+        finished = False
         try:
             while self.position.epoch < self.n_epochs:
                 self._train_epoch()
                 self._end_epoch()
                 if self._stop_agreed():
                     raise self._interrupted(self.last_good)
+            finished = True
         finally:
             self.progress.close()
-            self.metrics.close()
+            self.metrics.close(finished)
         with self.stop.shielded():
             result = self._finish()
         if self.stop:
@@ -285,9 +297,10 @@ class Trainer:
             num_workers=c.num_workers,
             max_image_pixels=c.max_image_pixels,
             normalize=c.normalize,
-            folder_transforms=FolderTransforms(jitter=c.color_jitter) if c.data.startswith("imagefolder:") else None,
+            folder_transforms=folder_transforms(c) if c.data.startswith("imagefolder:") else None,
             test_subset=c.test_subset,
             shard=(self.place.rank, self.place.world_size),
+            extra=batch_augment(c),
         )
         self.info = info = self.data.info
         self._check_shares()
@@ -306,17 +319,13 @@ class Trainer:
             # state dict (no "module." prefix) the checkpoints hold.
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.SGD(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=c.lr,
-            momentum=c.momentum,
-            nesterov=c.nesterov,
-            weight_decay=c.weight_decay,
-        )
+        self.optimizer = build_optimizer(c, self.model, self.device)
+        # An average of the weights (--ema), of the bare network, evaluated beside it.
+        self.ema = WeightAverage(self.model, c.ema) if c.ema is not None else None
         self.steps_per_epoch = len(self.data.train)
         self.total_steps = c.iterations or c.epochs * self.steps_per_epoch
         self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.schedule = LRSchedule(c, self.total_steps)
+        self.schedule = LRSchedule(c, self.total_steps, self.steps_per_epoch)
         self.graphed = graphs_wanted(
             c.cuda_graphs,
             self.device,
@@ -325,11 +334,15 @@ class Trainer:
             accumulate=c.accumulate,
             compiled=c.compile,
             folder=c.data.startswith("imagefolder:"),
+            uncaptured=beyond_paper_step(c),
         )
         self.graph_step: GraphedStep | None = None  # made at the first step, after any restore
         network = self.ddp if self.ddp is not None else self.model
         self.forward = torch.compile(network) if c.compile else network
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+        self.criterion: nn.Module = (
+            BinaryCrossEntropy(c.label_smoothing) if c.bce else nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+        )
+        self.mixer = Mixer(c.mixup, c.cutmix, num_classes, c.seed) if c.mixup or c.cutmix else None
         self.mean, self.std = (t.detach().cpu() for t in self.data.normalization)
         # Where the run stands (restored from a checkpoint on resume), and the steps since the last
         # host sync (synced at least once an epoch).
@@ -345,6 +358,10 @@ class Trainer:
         path, state = self.resume_from
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # how to step is this device's choice, not the checkpoint's
+            group.update(optimizer_launch(self.optimizer, self.device))
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.schedule.load_state_dict(state["scheduler"])
         self.position.load_state_dict(state)
         self.history = state["history"]
@@ -369,8 +386,11 @@ class Trainer:
                 )
 
     def _data_meta(self) -> dict:
-        info = self.info
-        return {"name": self.config.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
+        info, c = self.info, self.config
+        meta = {"name": c.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
+        if c.data.startswith("imagefolder:"):  # the test view, which may differ from the training crop (RSB)
+            meta.update(test_size=c.test_size, test_resize=c.test_resize)
+        return meta
 
     def _good_checkpoint_text(self) -> str:
         if self.last_good is None:
@@ -427,6 +447,8 @@ class Trainer:
             "normalization": {"mean": self.mean, "std": self.std},
             "data": self._data_meta(),
         }
+        if self.ema is not None:
+            state["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
         with self.stop.shielded():
             save_checkpoint(state, self.ckpt_dir, self.position.step, self.config.keep, is_best)
 
@@ -443,6 +465,7 @@ class Trainer:
         if self.graphed:
             first = self.graph_step is None
             if self.graph_step is None:
+                assert isinstance(self.optimizer, torch.optim.SGD)  # graphs_wanted: the paper's SGD step only
                 self.graph_step = GraphedStep(
                     self.model,
                     self.criterion,
@@ -464,19 +487,25 @@ class Trainer:
             return
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        # Mixup and CutMix: soft targets; the errors still count against each image's own label.
+        x, target = self.mixer(x, y, self.position.step) if self.mixer is not None else (x, y)
         if c.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         if c.accumulate == 1:
             with autocast(self.device, c.amp):
                 logits = self.forward(x)
-                loss = self.criterion(logits, y)
+                loss = self.criterion(logits, target)
             loss.backward()
             errors = (logits.detach().argmax(1) != y).sum()
             loss = loss.detach().float()
         else:
-            loss, errors = self._accumulated(x, y)
+            loss, errors = self._accumulated(x, y, target)
+        if c.clip_grad is not None:  # returns the norm as a tensor: no host sync
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad, foreach=self.device.type != "cpu" or None)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self._count(loss, errors, y.shape[0])
 
     def _count(self, loss: torch.Tensor, errors: torch.Tensor, n: int) -> None:
@@ -490,18 +519,18 @@ class Trainer:
         p.step += 1
         p.epoch_step += 1
 
-    def _accumulated(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _accumulated(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward in micro-batches; the mean loss and the error count of all of them."""
-        n = y.shape[0]
-        parts = list(zip(x.chunk(self.config.accumulate), y.chunk(self.config.accumulate), strict=True))
+        n, k = y.shape[0], self.config.accumulate
+        parts = list(zip(x.chunk(k), y.chunk(k), target.chunk(k), strict=True))
         loss_sum = torch.zeros((), device=x.device)
         errors = torch.zeros((), device=x.device, dtype=torch.long)
-        for i, (xs, ys) in enumerate(parts):
+        for i, (xs, ys, ts) in enumerate(parts):
             last = i == len(parts) - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
                 with autocast(self.device, self.config.amp):
                     logits = self.forward(xs)
-                    loss = self.criterion(logits, ys)
+                    loss = self.criterion(logits, ts)
                 (loss * (ys.shape[0] / n)).backward()
             errors += (logits.detach().argmax(1) != ys).sum()
             loss_sum += loss.detach().float() * ys.shape[0]
@@ -565,7 +594,7 @@ class Trainer:
                 break
         self._check_interval()
 
-    def _evaluate(self, loader) -> EvalResult:
+    def _evaluate(self, loader, model: nn.Module | None = None) -> EvalResult:
         """Errors on a split; in a group each process evaluates its part and the counts are summed.
 
         Alone, a stop signal abandons the pass; a group finishes it (its processes hold unequal
@@ -576,7 +605,12 @@ class Trainer:
         reduce = self.place.sum if self.place.active else None
         try:
             return evaluate(
-                self.model, batches, amp=c.amp, channels_last=c.channels_last, tta_flip=c.tta_flip, reduce=reduce
+                model or self.model,
+                batches,
+                amp=c.amp,
+                channels_last=c.channels_last,
+                tta_flip=c.tta_flip,
+                reduce=reduce,
             )
         except NonFiniteOutputs:
             at = self.position
@@ -625,6 +659,11 @@ class Trainer:
             record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
         test = self._evaluate(self.data.test)
         record.update(test_err=test.top1_err, test_top5_err=test.top5_err, test_loss=test.loss)
+        if self.ema is not None:  # the averaged weights, on the same images
+            if self.data.val is not None:
+                record["ema_val_err"] = self._evaluate(self.data.val, self.ema.model).top1_err
+            ema_test = self._evaluate(self.data.test, self.ema.model)
+            record.update(ema_test_err=ema_test.top1_err, ema_test_top5_err=ema_test.top5_err)
         # None when no step ran since the start or the resumption (an epoch evaluated again after a stop).
         record["images_per_s"] = epoch_images / max(train_seconds, 1e-9) if epoch_images else None
         record["epoch_time"] = time.perf_counter() - self.epoch_started
@@ -676,8 +715,89 @@ class Trainer:
         except ValueError as exc:
             export_model(self.model, "safetensors", weights, input_size=size, metadata=metadata, check=False)
             self.log(f"warning: {exc}; {weights} written unchecked (the same weights are in {self.last_good})")
+        if self.ema is not None:  # the averaged weights, loadable as any run's model.safetensors
+            export_model(
+                self.ema.model, "safetensors", self.run_dir / "model-ema.safetensors", metadata=metadata, check=False
+            )
         seconds = time.perf_counter() - self.started
         return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, list(self.info.class_names))
+
+
+def folder_transforms(config: TrainConfig) -> FolderTransforms:
+    """The image-folder augmentation and test view that a config asks for."""
+    c = config
+    return FolderTransforms(
+        image_size=c.image_size,
+        test_size=c.test_size,
+        test_resize=c.test_resize,
+        crop=c.crop,
+        jitter=c.color_jitter,
+        randaugment=(c.randaugment_ops, c.randaugment_magnitude, c.randaugment_std) if c.randaugment else None,
+        trivialaugment=c.trivialaugment,
+        erasing=c.random_erasing,
+    )
+
+
+def batch_augment(config: TrainConfig) -> BatchAugment:
+    """The augmentations beyond the paper's that device-resident data do a batch at a time (image
+    folders do theirs per image in the workers: `folder_transforms`)."""
+    c = config
+    if c.data.startswith("imagefolder:"):
+        return BatchAugment()
+    return BatchAugment(
+        randaugment=(c.randaugment_ops, c.randaugment_magnitude, c.randaugment_std) if c.randaugment else None,
+        trivialaugment=c.trivialaugment,
+        erasing=c.random_erasing,
+    )
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer a config names, over the parameters that train.
+
+    SGD is the paper's; AdamW (Loshchilov and Hutter 2019), LAMB (You et al. 2020, as in RSB) and
+    LARS (You et al. 2017) are not. `decay_norm_bias=False` puts BN parameters and biases in a
+    group without weight decay (Bag of Tricks, He et al. 2019); with it (the paper's) all
+    parameters form one group, as they always have, so older checkpoints load.
+    """
+    c = config
+    trained = [p for p in model.parameters() if p.requires_grad]
+    groups: list = trained if c.decay_norm_bias else param_groups(model, c.weight_decay, decay_norm_and_bias=False)
+    if c.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+        )
+    elif c.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+    elif c.optimizer == "lamb":
+        optimizer = LAMB(groups, lr=c.lr, weight_decay=c.weight_decay)
+    else:
+        optimizer = LARS(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    for group in optimizer.param_groups:
+        group.update(optimizer_launch(optimizer, device))
+    return optimizer
+
+
+def optimizer_launch(optimizer: torch.optim.Optimizer, device: torch.device) -> dict:
+    """How an optimizer steps on `device`: SGD and AdamW fused into one kernel per step on a GPU
+    (the same arithmetic; rounding alone differs), their default elsewhere."""
+    if isinstance(optimizer, torch.optim.SGD | torch.optim.AdamW) and device.type == "cuda":
+        return {"fused": True, "foreach": None}
+    return {"fused": None, "foreach": None} if "fused" in optimizer.defaults else {}
+
+
+def beyond_paper_step(config: TrainConfig) -> str | None:
+    """The first option of the step that a CUDA graph does not capture (the graph holds the paper's step)."""
+    c = config
+    options = (
+        (c.optimizer != "sgd", f"--optimizer {c.optimizer}"),
+        (not c.decay_norm_bias, "--no-decay-norm-bias"),
+        (c.mixup > 0 or c.cutmix > 0, "--mixup/--cutmix"),
+        (c.bce, "--bce"),
+        (c.clip_grad is not None, "--clip-grad"),
+        (c.ema is not None, "--ema"),
+        (c.drop_path > 0, "--drop-path"),
+    )
+    return next((name for on, name in options if on), None)
 
 
 def plain_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
@@ -697,6 +817,10 @@ def format_record(r: dict) -> str:
     parts += [
         f"test err {100 * r['test_err']:.2f}%",
         f"test top-5 err {100 * r['test_top5_err']:.2f}%",
+    ]
+    if r.get("ema_test_err") is not None:
+        parts.append(f"EMA test err {100 * r['ema_test_err']:.2f}%")
+    parts += [
         f"{r['images_per_s']:.0f} img/s" if r.get("images_per_s") is not None else "evaluated again",
         f"{r['epoch_time']:.1f} s",
     ]

@@ -13,6 +13,8 @@ from .config import TrainConfig
 def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_size: tuple[int, ...]) -> nn.Module:
     """The network a config asks for, shaped for the data; refuses images too small for it."""
     options = {"init": config.init, **config.model_options}
+    if config.drop_path:
+        options["drop_path"] = config.drop_path
     model = create_model(config.model, in_channels=in_channels, num_classes=num_classes, **options)
     smallest = interface(model).min_input_size
     if min(image_size) < smallest:

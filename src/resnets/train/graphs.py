@@ -32,9 +32,11 @@ def graphs_wanted(
     accumulate: int = 1,
     compiled: bool = False,
     folder: bool = False,
+    uncaptured: str | None = None,
 ) -> bool:
     """Whether to train through a CUDA graph. `auto`: for the CIFAR nets on a CUDA device (launch-bound,
-    where a graph pays); `on` refuses a run that cannot be captured; `off` never.
+    where a graph pays); `on` refuses a run that cannot be captured; `off` never. `uncaptured` names
+    an option of the step that the graph does not hold (the graph holds the paper's SGD step).
 
     >>> graphs_wanted("auto", torch.device("cpu"), "cifar")
     False
@@ -49,6 +51,7 @@ def graphs_wanted(
         (accumulate > 1, "captures whole steps, not --accumulate micro-batches"),
         (compiled, "and --compile are exclusive (torch.compile has its own mode=reduce-overhead)"),
         (folder, "needs batches of one size: device-resident data (an image folder skips unreadable files)"),
+        (uncaptured is not None, f"captures the paper's SGD step, not {uncaptured}"),
     ]
     found = [why for bad, why in obstacles if bad]
     if mode == "on" and found:

@@ -1,4 +1,4 @@
-"""Per-epoch metrics: `metrics.jsonl` (one JSON object a line), `metrics.csv`, TensorBoard when asked."""
+"""Per-epoch metrics: `metrics.jsonl` (one JSON object a line), `metrics.csv`; TensorBoard and MLflow when asked."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -31,6 +33,8 @@ COLUMNS = (
     "epoch_time",
     "elapsed",
 )
+# Columns that runs with an average of the weights (--ema) add.
+EMA_COLUMNS = ("ema_val_err", "ema_test_err", "ema_test_top5_err")
 # Fields that measure the machine rather than the run; they differ between identical runs.
 TIMING_FIELDS = ("images_per_s", "epoch_time", "elapsed")
 
@@ -45,7 +49,13 @@ class MetricsLog:
     """The run's history of epoch records, mirrored to files; rebuilt from a checkpoint on resume."""
 
     def __init__(
-        self, run_dir: Path, history: list[dict] | None = None, tensorboard: bool = False, write: bool = True
+        self,
+        run_dir: Path,
+        history: list[dict] | None = None,
+        tensorboard: bool = False,
+        write: bool = True,
+        mlflow: str | None = None,
+        params: dict | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.history: list[dict] = list(history or [])
@@ -57,6 +67,7 @@ class MetricsLog:
             except ImportError:
                 raise MissingExtra("tensorboard", "tensorboard", " (or leave --tensorboard out)") from None
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.mlflow = MlflowLog(run_dir, mlflow, params or {}) if mlflow and write else None
         self._rewrite()
 
     def add(self, record: dict) -> None:
@@ -75,6 +86,15 @@ class MetricsLog:
                 if key not in ("epoch", "step") and isinstance(value, int | float):
                     self.writer.add_scalar(key, value, record["step"])
             self.writer.flush()
+        if self.mlflow is not None:
+            try:
+                self.mlflow.log(record)
+            except Exception as exc:  # a tracking server that went away must not stop the training
+                print(
+                    f"warning: MLflow logging stopped ({type(exc).__name__}: {exc}); metrics.jsonl has every epoch",
+                    file=sys.stderr,
+                )
+                self.mlflow = None
 
     def _rewrite(self) -> None:
         """Make the files hold exactly `history` (after a resume, drop what the crash left beyond it)."""
@@ -85,14 +105,68 @@ class MetricsLog:
 
     def _write_csv(self) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+        extra = [k for k in EMA_COLUMNS if any(k in r for r in self.history)]
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS + tuple(extra), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.history)
         atomic_write(self.run_dir / "metrics.csv", buffer.getvalue().encode())
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.mlflow is not None:
+            self.mlflow.close(finished)
+
+
+class MlflowLog:
+    """The run's config and epoch records in MLflow (the mlflow extra), under the experiment "resnets".
+
+    `where` is a folder, a local file store that needs no server, or a tracking URI (sqlite:///...,
+    http://...). The MLflow run's id is kept in the run folder (mlflow.json): a resumed run logs
+    into the same MLflow run.
+    """
+
+    def __init__(self, run_dir: Path, where: str, params: dict) -> None:
+        if urlparse(where).scheme in ("", "file"):
+            # MLflow 3 refuses file stores unless told otherwise; here the user asked for one.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            where = Path(where.removeprefix("file://")).expanduser().resolve().as_uri()
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise MissingExtra("mlflow", "mlflow", " (or leave --mlflow out)") from None
+        self.client = MlflowClient(tracking_uri=where)
+        memo = run_dir / "mlflow.json"
+        saved = json.loads(memo.read_text()) if memo.is_file() else {}
+        if saved.get("tracking_uri") == where:
+            self.run_id = saved["run_id"]
+        else:
+            found = self.client.get_experiment_by_name("resnets")
+            experiment = found.experiment_id if found else self.client.create_experiment("resnets")
+            run = self.client.create_run(experiment, run_name=run_dir.name)
+            self.run_id = run.info.run_id
+            from mlflow.entities import Param
+
+            # MLflow keeps parameters as strings of at most 6,000 characters.
+            values = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+            self.client.log_batch(self.run_id, params=values)
+            atomic_write(memo, (json.dumps({"tracking_uri": where, "run_id": self.run_id}) + "\n").encode())
+        self.client.update_run(self.run_id, status="RUNNING")
+
+    def log(self, record: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = int(record["step"])
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in record.items()
+            if k not in ("epoch", "step") and isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self, finished: bool) -> None:
+        self.client.set_terminated(self.run_id, status="FINISHED" if finished else "KILLED")
 
 
 class Progress:

@@ -16,9 +16,11 @@ class LRSchedule:
     [0.1, 0.1, 0.01, 0.001]
     """
 
-    def __init__(self, config: TrainConfig, total_steps: int) -> None:
+    def __init__(self, config: TrainConfig, total_steps: int, steps_per_epoch: int = 1) -> None:
         self.config = config
         self.total_steps = max(1, total_steps)
+        # A linear warm-up over `warmup_epochs` (Goyal et al. 2017, section 2.2: from near 0, step by step).
+        self.ramp = min(self.total_steps, round(config.warmup_epochs * steps_per_epoch))
         self.scale = 1.0  # plateau: the product of the drops so far
         self.best = math.inf  # plateau: the best monitored value
         self.bad_epochs = 0
@@ -28,7 +30,15 @@ class LRSchedule:
         c = self.config
         if self.warming_up and c.warmup_lr is not None:
             return float(c.warmup_lr)
+        if step < self.ramp:
+            return self._scheduled(step) * (step + 1) / self.ramp
+        return self._scheduled(step)
+
+    def _scheduled(self, step: int) -> float:
+        c = self.config
         t = step / self.total_steps
+        if self.ramp and c.schedule == "cosine":  # the cosine spans the steps after the warm-up
+            t = max(0, step - self.ramp) / max(1, self.total_steps - self.ramp)
         if c.schedule == "step":
             return c.lr * c.gamma ** sum(t >= m for m in c.milestones)
         if c.schedule == "plateau":
