@@ -14,10 +14,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from browser import dump_dom, ensure_chromium, with_checks
 from resnets import report
+from resnets.analysis.errors import ErrorCounter, write_error_analysis
 from resnets.experiments import run_degradation
 from resnets.hardware import describe
 from resnets.paper import TABLE6_TEST_ERR
@@ -43,8 +45,8 @@ class Page(HTMLParser):
             self._table = {}
             self.tables.setdefault(a["class"], []).append(self._table)
             self.sources.setdefault(a["class"], []).append(a.get("data-source"))
-        elif tag == "tr" and self._table is not None and ("data-model" in a or "data-run" in a):
-            self._row = self._table.setdefault(a.get("data-model") or a["data-run"], {})
+        elif tag == "tr" and self._table is not None and {"data-model", "data-run", "data-class"} & set(a):
+            self._row = self._table.setdefault(a.get("data-model") or a.get("data-run") or a["data-class"], {})
         elif tag == "td" and self._row is not None:
             self._cell = a["class"].split()[0]
             self._row[self._cell] = ""
@@ -247,6 +249,50 @@ def test_text_is_escaped_and_the_page_self_contained(tmp_path):
     assert "<script" not in text  # the page ships no script; the browser test injects its own into a copy
 
 
+def write_eval(run: Path) -> None:
+    """What `resnets eval --checkpoint RUN/model.safetensors --out RUN/eval` writes, for known scores:
+    cat 2 of 2 right, dog 1 of 3, bird 0 of 1."""
+    counter = ErrorCounter(["cat", "dog", "bird"], worst=4)
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.6, 0.3, 0.1], [0.3, 0.3, 0.4]])
+    counter.update(probs, torch.tensor([0, 0, 1, 1, 1]), torch.rand(5, 3, 8, 8))
+    counter.update(torch.tensor([[0.5, 0.45, 0.05]]), torch.tensor([2]), torch.rand(1, 3, 8, 8))
+    analysis = counter.result(torch.full((3, 1, 1), 128.0), torch.full((3, 1, 1), 64.0))
+    analysis.context = {"checkpoint": str(run / "model.safetensors"), "data": "cifar10", "view": "ten_crop"}
+    write_error_analysis(analysis, run / "eval")
+
+
+def test_a_run_with_an_eval_folder_shows_where_it_fails(tmp_path):
+    run = write_run(tmp_path / "run")
+    write_eval(run)
+    text = build_report([run], tmp_path / "r.html").read_text()
+    page = Page(text)
+    rows = page.tables["per-class"][0]
+    assert page.sources["per-class"] == ["eval/eval.json"]
+    assert list(rows) == ["bird", "dog", "cat"]  # least accurate first
+    assert rows["dog"] == {"class": "dog", "images": "3", "correct": "1", "accuracy": "33.33"}
+    assert rows["bird"]["accuracy"] == "0.00" and rows["cat"]["accuracy"] == "100.00"
+    ece = json.loads((run / "eval" / "eval.json").read_text())["ece"]
+    assert f"<dt>expected calibration error</dt><dd>{pct(ece)}%</dd>" in text
+    assert "<dt>top-1 error</dt><dd>50.00%</dd>" in text and "<dt>test view</dt><dd>ten-crop</dd>" in text
+    names = [m.group(1) for m in re.finditer(r'<figure data-file="([^"]+)"', text)]
+    assert names == ["curves", "eval/confusion.png", "eval/reliability.png", "eval/worst.png"]
+    assert all(img["src"].startswith("data:image/png;base64,") for img in page.images)
+    assert "<script" not in text
+
+
+def test_a_damaged_eval_folder_is_named_and_its_figures_still_shown(tmp_path):
+    run = write_run(tmp_path / "run")
+    write_eval(run)
+    (run / "eval" / "eval.json").write_text('{"top1_err": "high"}')
+    (run / "eval" / "worst.png").write_bytes(b"not a png")
+    text = build_report([run], tmp_path / "r.html", stream=io.StringIO()).read_text()
+    assert "per-class" not in Page(text).tables
+    assert "top1_err, top5_err, n, ece missing or not a number" in text
+    assert "worst.png: skipped, not a PNG image" in text
+    names = [m.group(1) for m in re.finditer(r'<figure data-file="([^"]+)"', text)]
+    assert names == ["curves", "eval/confusion.png", "eval/reliability.png"]
+
+
 def test_partial_last_line_is_skipped(tmp_path):
     run = write_run(tmp_path / "run")
     with open(run / "metrics.jsonl", "a") as f:
@@ -337,3 +383,14 @@ def test_browser_checks_catch_a_broken_figure_and_a_script_error(chromium, exper
     checks, _ = browser_checks(chromium, tmp_path / "broken.html")
     assert any("boom" in error for error in checks["errors"])
     assert [image["ok"] for image in checks["images"] if image["alt"] == "broken"] == [False]
+
+
+def test_eval_section_renders_in_chromium(chromium, tmp_path):
+    run = write_run(tmp_path / "run")
+    write_eval(run)
+    checks, dom = browser_checks(chromium, build_report([run], tmp_path / "r.html"))
+    assert checks["errors"] == [] and checks["resources"] == []
+    assert len(checks["images"]) == 4 and all(image["ok"] and min(image["size"]) > 0 for image in checks["images"])
+    assert "per-class" in {t["cls"] for t in checks["tables"]}
+    assert not checks["overflow"]
+    assert list(dom.tables["per-class"][0]) == ["bird", "dog", "cat"]

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from . import __version__
 from .analysis import complexity
+from .analysis.errors import CALIBRATION_BINS, WORST, check_output_folder, write_error_analysis
+from .analysis.errors import FILES as ERROR_FILES
 from .analysis.gradflow import gradient_flow_for
 from .analysis.plots import AXES, plot_gradient_flow, plot_responses
 from .analysis.responses import POOLINGS, responses_for_checkpoints
@@ -35,7 +37,7 @@ from .experiments.degradation import run_degradation, summary_text
 from .experiments.demo import run_demo
 from .export import FORMATS, export_model
 from .files import atomic_write, check_output_file
-from .inference import Predictor, evaluate_checkpoint, expand_paths
+from .inference import Predictor, analyse_checkpoint, evaluate_checkpoint, expand_paths
 from .models import list_models, model_entry
 from .models.blocks import SHORTCUTS, STRIDE_PLACEMENTS
 from .models.convert import SOURCES, convert_file
@@ -209,6 +211,21 @@ FLAG_ALIASES = {
     "out": ("--output",),
     "schedule": ("--sched", "--lr-scheduler"),
     "init_from": ("--initial-checkpoint",),
+    "optimizer": ("--opt",),
+    "random_erasing": ("--reprob",),
+    "ema": ("--model-ema-decay",),
+}
+# Placeholders that say what a value is, where the field's last word would not.
+METAVARS = {
+    "mixup": "ALPHA",
+    "cutmix": "ALPHA",
+    "ema": "DECAY",
+    "drop_path": "RATE",
+    "random_erasing": "P",
+    "clip_grad": "NORM",
+    "optimizer": "NAME",
+    "randaugment_magnitude": "M",
+    "randaugment_ops": "N",
 }
 
 
@@ -235,7 +252,8 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
         elif f.name == "milestones":  # 0.5 0.75 (timm's form) or 0.5,0.75
             p.add_argument(*flags, dest=f.name, nargs="+", default=None, metavar="FRACTION", help=text)
         else:
-            p.add_argument(*flags, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(), help=text)
+            metavar = METAVARS.get(f.name, f.name.split("_")[-1].upper())
+            p.add_argument(*flags, dest=f.name, default=None, metavar=metavar, help=text)
     p.add_argument("--shortcut", choices=SHORTCUTS, help="model option: shortcut type")
     p.add_argument("--stride-at", dest="stride_at_", choices=STRIDE_PLACEMENTS, help="model option: bottleneck stride")
     p.add_argument(
@@ -293,26 +311,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.ten_crop and args.multi_scale:
         raise ValueError("--ten-crop and --multi-scale are exclusive: choose one test view")
+    if args.worst is not None and args.out is None:
+        raise ValueError(f"--worst {args.worst} sets the images of worst.png: give --out DIR too")
     view = "ten_crop" if args.ten_crop else "multi_scale" if args.multi_scale else "center"
-    result = evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        args.data_dir,
-        view,
-        args.device,
-        args.batch_size,
-        allow_other_classes=args.allow_other_classes,
-        max_image_pixels=args.max_image_pixels,
-        flip=args.flip,
-    )
+    out = check_output_folder(args.out) if args.out is not None else None  # before the work, not after it
+    where = (args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
+    options = {"allow_other_classes": args.allow_other_classes, "max_image_pixels": args.max_image_pixels}
+    if out is None and not args.json:
+        result = evaluate_checkpoint(*where, **options, flip=args.flip)
+        print(_eval_line(args.checkpoint, result, view))
+        return 0
+    worst = 0 if out is None else args.worst or WORST  # no sheet without --out: no images kept
+    analysis = analyse_checkpoint(*where, **options, flip=args.flip, worst=worst)
+    if out is not None:
+        write_error_analysis(analysis, out)
     if args.json:
-        _print_json(result.to_dict())
-    else:
-        print(
-            f"{args.checkpoint}: top-1 error {100 * result.top1_err:.2f}%, top-5 error "
-            f"{100 * result.top5_err:.2f}% on {result.n} test images ({view.replace('_', '-')})"
-        )
+        _print_json(analysis.summary())
+        return 0
+    print(_eval_line(args.checkpoint, analysis, view))
+    print(f"expected calibration error {100 * analysis.ece:.2f}% ({CALIBRATION_BINS} bins of confidence)")
+    worst_classes = [
+        f"{printable(c['class'])} {100 * c['accuracy']:.1f}% ({c['correct']}/{c['n']})"
+        for c in analysis.worst_classes(3)
+    ]
+    print("least accurate classes: " + ", ".join(worst_classes))
+    print(f"written to {out}: {', '.join(ERROR_FILES)} ({len(analysis.worst)} mistakes on the sheet)")
     return 0
+
+
+def _eval_line(checkpoint: str, result, view: str) -> str:
+    return (
+        f"{checkpoint}: top-1 error {100 * result.top1_err:.2f}%, top-5 error "
+        f"{100 * result.top5_err:.2f}% on {result.n} test images ({view.replace('_', '-')})"
+    )
 
 
 # ----------------------------------------------------------------------------- predict, embed, export, convert
@@ -519,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1/top-5 test error of a checkpoint", **shown)
+    p = sub.add_parser("eval", help="top-1/top-5 test error of a checkpoint; with --out, where it fails", **shown)
     p.add_argument("--checkpoint", required=True, help="a checkpoint .pt or a run's model.safetensors")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: the usual places)")
@@ -534,7 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on a dataset whose class names differ from the checkpoint's (labels compared by index)",
     )
     _add_pixel_limit(p)
-    p.add_argument("--json", action="store_true", help="print {top1_err, top5_err, n} as JSON on stdout")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write where the model fails into DIR: eval.json (accuracy per class, confusion matrix, "
+        "calibration), confusion.png, reliability.png, worst.png",
+    )
+    p.add_argument(
+        "--worst",
+        type=positive_int,
+        metavar="K",
+        help=f"misclassified images of highest confidence on worst.png (default: {WORST}; needs --out)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print {top1_err, top5_err, loss, n, ece, per_class} as JSON on stdout",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("experiment", help="the paper's experiments")

@@ -1,10 +1,11 @@
-"""Using a trained network: its test error (`evaluate_checkpoint`, the paper's test views), and class
-predictions and embeddings for image files (`Predictor`)."""
+"""Using a trained network: its test error (`evaluate_checkpoint`, the paper's test views), where it
+fails (`analyse_checkpoint`: per class, calibration, worst mistakes), and class predictions and
+embeddings for image files (`Predictor`)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from tqdm import tqdm
 
-from .data import VIEWS, load_dataset, normalize
+from .analysis.errors import WORST, ErrorAnalysis, ErrorCounter
+from .data import VIEWS, DatasetInfo, load_dataset, normalize
 from .data.base import check_positive
 from .data.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
 from .files import atomic_write, check_output_file
-from .hardware import resolve_device
+from .hardware import autocast, resolve_device
 from .models.fuse import fuse_bn
 from .train.checkpoint import model_from_checkpoint
 from .train.config import legacy_values
@@ -89,10 +91,10 @@ class Predictor:
         spatial = tuple(self.mean.shape[-2:])  # a mean image (small datasets) has the training size
         size = tuple(data["image_size"]) if "image_size" in data else spatial if spatial != (1, 1) else None
         if self.folder_style:
-            side = size[0] if size else 224
-            self.view = FolderTransforms(
-                image_size=side, resize_range=(side, side), test_resize=round(side * 256 / 224)
-            )
+            # The run's test view: recorded since runs may train and test at different sizes (RSB).
+            side = int(data.get("test_size") or (size[0] if size else 224))
+            resize = int(data.get("test_resize") or round(side * 256 / 224))
+            self.view = FolderTransforms(image_size=side, resize_range=(side, side), test_resize=resize)
             self.size = (side, side)
         elif size is None:
             raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
@@ -209,6 +211,96 @@ def evaluate_checkpoint(
     >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err  # doctest: +SKIP
     0.0619
     """
+    test = _test_set(path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip)
+    return evaluate(test.model, test.batches, tta_flip=test.flip)
+
+
+def analyse_checkpoint(
+    path: str,
+    data: str | None = None,
+    data_dir: str | None = None,
+    view: str = "center",
+    device: str = "auto",
+    batch_size: int | None = None,
+    *,
+    allow_other_classes: bool = False,
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
+    worst: int = WORST,
+) -> ErrorAnalysis:
+    """Where a trained checkpoint fails on its test set: `evaluate_checkpoint`'s errors (the same
+    numbers, in the same single pass) with accuracy per class, the confusion matrix, the expected
+    calibration error and the `worst` misclassified images of highest confidence.
+
+    The arguments are `evaluate_checkpoint`'s. Class names are the checkpoint's. The worst images
+    are shown as the model saw them, un-normalised: the image itself (the centre crop among ten
+    crops; the smallest scale, centre-cropped to the training size, among multi-scale views).
+
+    >>> analysis = analyse_checkpoint("runs/r20/model.safetensors")  # doctest: +SKIP
+    >>> analysis.ece, analysis.worst_classes(1)[0]["class"]  # doctest: +SKIP
+    (0.0213, 'cat')
+    """
+    test = _test_set(path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip)
+    model, target = test.model, test.device
+    names = test.meta.get("class_names") or test.info.class_names
+    counter = ErrorCounter(list(names), target, worst=worst)
+    model.eval()
+    with torch.no_grad():
+        for images, labels in test.batches:
+            views = list(images) if isinstance(images, list | tuple) else [images]
+            shown = _shown_view(views, view, test.info.image_size) if worst else None
+            if test.flip:
+                views += [v.flip(-1) for v in views]
+            # As `evaluate` scores them: the softmax scores of the views, averaged (He et al. 2016, section 3.4).
+            probs = _softmax(model, views[0], target)
+            for v in views[1:]:
+                probs = probs + _softmax(model, v, target)
+            probs = probs / len(views)
+            counter.update(probs, labels.to(target), shown)
+    norm = test.meta.get("normalization") or {}
+    result = counter.result(norm.get("mean"), norm.get("std"))
+    result.context = {"checkpoint": str(path), "data": test.info.name, "view": view, "flip": test.flip}
+    return result
+
+
+def _softmax(model: torch.nn.Module, view: Tensor, device: torch.device) -> Tensor:
+    """Class probabilities of one view, computed as `evaluate` computes them (channels last, autocast)."""
+    with autocast(device, True):
+        logits = model(view.contiguous(memory_format=torch.channels_last))
+    return F.softmax(logits.float(), dim=1)
+
+
+def _shown_view(views: list[Tensor], view: str, size: tuple[int, int]) -> Tensor:
+    """The view of a batch that shows each image as it is: a sheet of mistakes needs one picture per image."""
+    if view == "ten_crop":
+        return views[4]  # corners first, then the centre: the order of torchvision's ten_crop and ours
+    if view == "multi_scale":  # sizes differ from image to image: cut the smallest scale to the training size
+        return TF.center_crop(views[0], list(size))
+    return views[0]
+
+
+@dataclass
+class _TestSet:
+    model: torch.nn.Module
+    meta: dict
+    info: DatasetInfo
+    batches: Iterable
+    device: torch.device
+    flip: bool
+
+
+def _test_set(
+    path: str,
+    data: str | None,
+    data_dir: str | None,
+    view: str,
+    device: str,
+    batch_size: int | None,
+    allow_other_classes: bool,
+    max_image_pixels: int | None,
+    flip: bool,
+) -> _TestSet:
+    """The checkpoint's model on the device and the test batches of `view`, checked against each other."""
     if view not in VIEWS:
         raise ValueError(f"view={view!r} is not one of {', '.join(VIEWS)}")
     if batch_size is not None:
@@ -232,7 +324,7 @@ def evaluate_checkpoint(
         subset=config.get("subset") if own else None,
         val_split=config.get("val_split", 0) if own else 0,
         augment=False,
-        num_workers=config.get("num_workers", 4),
+        num_workers=config.get("num_workers"),
         max_image_pixels=max_image_pixels,
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
@@ -254,4 +346,4 @@ def evaluate_checkpoint(
     bar = tqdm(
         batches, total=n, desc=f"evaluating ({view})", unit="batch", leave=False, disable=not sys.stderr.isatty()
     )
-    return evaluate(model, bar, tta_flip=flip or bool(config.get("tta_flip", False)))
+    return _TestSet(model, meta, bundle.info, bar, target, flip or bool(config.get("tta_flip", False)))

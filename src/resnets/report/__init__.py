@@ -1,7 +1,8 @@
 """The HTML report (`resnets report DIR... --out report.html`): one self-contained page from
 experiment and run folders.
 
-- load.py: reading the folders (runs, summaries, curves), every damaged file or line left out and named;
+- load.py: reading the folders (runs, summaries, curves, a run's eval/ from `resnets eval --out`), every
+  damaged file or line left out and named;
 - page.py: what each section shows, as plain values, and the page written atomically;
 - templates/: report.html.j2 (Jinja2, autoescaped) and report.css, inlined into the page.
 """

@@ -12,12 +12,26 @@ from pathlib import Path
 
 import yaml
 
+from ..analysis.errors import DATA_FILE, FIGURES
 from ..experiments.degradation import final_errors
 from ..hardware import describe
 
 NAME = re.compile(r"(?:cifar_)?(plain|resnet)(\d+)$")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # in model.safetensors, not parameters
 TEXT_FIELDS = ("name", "model", "note")  # epoch-record fields that are not numbers
+# What `resnets eval --out RUN/eval` writes (resnets.analysis.errors): the report shows it beside the run.
+EVAL_DIR = "eval"
+EVAL_NUMBERS = ("top1_err", "top5_err", "n", "ece")
+
+
+@dataclass
+class Evaluation:
+    """What `resnets eval --checkpoint RUN/model.safetensors --out RUN/eval` left in a run folder:
+    eval.json (its usable part; None when unreadable) and the figures beside it."""
+
+    path: Path
+    values: dict | None
+    figures: list[Path]
 
 
 @dataclass
@@ -29,6 +43,7 @@ class Run:
     config: dict
     history: list[dict]
     hardware: dict | None
+    evaluation: Evaluation | None = None
 
     @property
     def final(self) -> dict:
@@ -138,7 +153,48 @@ def load_run(path: Path, root: Path, problems: list[str]) -> Run:
     history = _read_jsonl(path / "metrics.jsonl", problems)
     if not history:
         problems.append(f"{path}: no usable epoch record in metrics.jsonl (a run that has not finished an epoch?)")
-    return Run(path, label, config, history, hardware)
+    return Run(path, label, config, history, hardware, load_evaluation(path / EVAL_DIR, problems))
+
+
+def load_evaluation(path: Path, problems: list[str]) -> Evaluation | None:
+    """The eval/ folder of a run, if it has one; damaged values are left out and reported in `problems`."""
+    if not path.is_dir():
+        return None
+    figures = [path / name for name in FIGURES if (path / name).is_file()]
+    data = path / DATA_FILE
+    if not data.is_file():
+        problems.append(f"{path}: no {DATA_FILE}, its figures shown alone")
+        return Evaluation(path, None, figures)
+    values = read_json(data, problems)
+    if values is not None:
+        values = _check_evaluation(values, data, problems)
+    return Evaluation(path, values, figures)
+
+
+def _check_evaluation(values: dict, path: Path, problems: list[str]) -> dict | None:
+    """eval.json's numbers and per-class entries, or None (reported) when they are not what `resnets eval` writes."""
+    bad = [k for k in EVAL_NUMBERS if k not in values or values[k] is None or not is_number(values[k])]
+    if bad:
+        problems.append(f"{path}: skipped, {', '.join(bad)} missing or not a number")
+        return None
+    classes = values.get("per_class")
+    if not isinstance(classes, list):
+        problems.append(f"{path}: skipped, per_class is not a list")
+        return None
+    good = [c for c in classes if _is_class_entry(c)]
+    if len(good) < len(classes):
+        problems.append(f"{path}: {len(classes) - len(good)} per_class entries not of the form written, left out")
+    return {**values, "per_class": good}
+
+
+def _is_class_entry(entry: object) -> bool:
+    """{"class": name, "n": images, "correct": right ones, "accuracy": share or null}."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("class"), str):
+        return False
+    counts = [entry.get(k) for k in ("n", "correct")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        return False
+    return is_number(entry.get("accuracy"))
 
 
 def summarize(runs: list[Run]) -> dict[str, dict]:

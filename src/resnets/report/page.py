@@ -20,15 +20,25 @@ import jinja2
 import yaml
 
 from .. import __version__
+from ..analysis.errors import DATA_FILE
 from ..analysis.plots import plot_run_curves
 from ..experiments.degradation import assess, paper_test_err, verdict
 from ..files import atomic_write
 from ..hardware import summary as hardware_summary
 from ..paper import TABLE6_TEST_ERR
 from ..text import human_count
-from .load import Source, is_number, load_source, natural, read_json, this_machine
+from .load import Evaluation, Source, is_number, load_source, natural, read_json, this_machine
 
 TITLES = {"gradflow": "Gradient flow", "responses": "Layer responses"}
+CLASS_ROWS = 50  # the per-class table of a run's eval/ shows at most this many, the least accurate
+EVAL_CAPTIONS = {
+    "confusion.png": "Confusion matrix: row i holds the test images of true class i, each cell the share of them "
+    "predicted as the column's class.",
+    "reliability.png": "Reliability diagram: accuracy against confidence (the largest softmax probability) in "
+    "equal-width bins, the gap to the mean confidence hatched; below, the share of the images in each bin.",
+    "worst.png": "The misclassified test images of highest confidence: true class, predicted class and the "
+    "probability given to it under each image.",
+}
 
 ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("resnets.report", "templates"),
@@ -80,6 +90,17 @@ class Extra:
 
 
 @dataclass
+class Failures:
+    """Where one run's model fails: what `resnets eval --out RUN/eval` wrote, as the page shows it."""
+
+    run: str
+    facts: list[tuple[str, str]]
+    classes: Table | None
+    note: str
+    figures: list[Figure]
+
+
+@dataclass
 class Section:
     index: int
     kind: str
@@ -96,6 +117,7 @@ class Section:
     configs: Table | None = None
     full_configs: list[tuple[str, str]] = field(default_factory=list)
     extras: list[Extra] = field(default_factory=list)
+    failures: list[Failures] = field(default_factory=list)
 
 
 # ---- formatting ----------------------------------------------------------------------------------------------
@@ -312,6 +334,71 @@ def _extras(src: Source) -> list[Extra]:
     return extras
 
 
+def _failures(src: Source) -> list[Failures]:
+    """Each run's eval/ folder: its numbers, the accuracy of its least accurate classes, its figures."""
+    shown = []
+    for run in src.runs:
+        evaluation = run.evaluation
+        if evaluation is None:
+            continue
+        figures = _eval_figures(evaluation, src.problems)
+        values = evaluation.values
+        if values is None:  # eval.json unreadable (named among the problems): the figures alone
+            shown.append(Failures(run.label, [], None, "", figures))
+            continue
+        facts = [
+            ("checkpoint", str(values.get("checkpoint", "?"))),
+            ("test view", str(values.get("view", "?")).replace("_", "-")),
+            ("test images", f"{values['n']:,}"),
+            ("top-1 error", f"{_pct(values['top1_err'])}%"),
+            ("top-5 error", f"{_pct(values['top5_err'])}%"),
+            ("expected calibration error", f"{_pct(values['ece'])}%"),
+        ]
+        table = _class_table(values["per_class"], f"{evaluation.path.name}/{DATA_FILE}")
+        n = len(values["per_class"])
+        note = (
+            f"The {len(table.rows)} least accurate of {n} classes; all of them in {DATA_FILE}."
+            if len(table.rows) < n
+            else "Least accurate first."
+        )
+        shown.append(Failures(run.label, facts, table, note, figures))
+    return shown
+
+
+def _eval_figures(evaluation: Evaluation, problems: list[str]) -> list[Figure]:
+    figures = []
+    for path in evaluation.figures:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            problems.append(f"{path}: skipped ({e.strerror or e})")
+            continue
+        if _png_size(data) is None:
+            problems.append(f"{path}: skipped, not a PNG image")
+            continue
+        figures.append(_figure(data, EVAL_CAPTIONS[path.name], f"{evaluation.path.name}/{path.name}"))
+    return figures
+
+
+def _class_table(classes: list[dict], source: str) -> Table:
+    """The `CLASS_ROWS` least accurate classes, least accurate first (classes without test images last)."""
+    worst_first = sorted(classes, key=lambda c: (c["accuracy"] is None, c["accuracy"] or 0.0))[:CLASS_ROWS]
+    rows = [
+        (
+            "data-class",
+            c["class"],
+            [
+                Cell("class", c["class"], num=False),
+                Cell("images", f"{c['n']:,}", c["n"]),
+                Cell("correct", f"{c['correct']:,}", c["correct"]),
+                Cell("accuracy", _pct(c["accuracy"]), c["accuracy"]),
+            ],
+        )
+        for c in worst_first
+    ]
+    return Table("per-class", source, _headers(["class", "test images", "correct", "accuracy %"], text_cols=1), rows)
+
+
 def _section(i: int, src: Source) -> Section:
     datas = ", ".join(sorted(map(str, src.values("data")))) or "data not recorded"
     recipes = ", ".join(sorted(map(str, src.values("recipe"))))
@@ -331,6 +418,7 @@ def _section(i: int, src: Source) -> Section:
         runs=_runs_table(src) if src.runs else None,
     )
     _configs(src, section)
+    section.failures = _failures(src)
     section.extras = _extras(src)  # last: a damaged JSON file beside a figure adds to the problems shown
     return section
 
