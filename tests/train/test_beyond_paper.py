@@ -204,3 +204,23 @@ def test_the_rsb_a3_and_bag_of_tricks_recipes_hold_their_papers_values():
     assert with_overrides(tricks, {"batch_size": 1024}).lr == pytest.approx(0.4)
     best = get_recipe("fmnist-best", "wrn16_4")
     assert best.random_erasing == 0.5 and best.data == "fashion-mnist"
+
+
+def test_a_recipe_trains_its_own_model_unless_one_is_named():
+    from resnets.train.recipes import resolve_config
+
+    assert resolve_config({}, recipe="fmnist-best").model == "wrn16_4"
+    assert resolve_config({}, recipe="rsb-a3").model == "resnet50"
+    assert resolve_config({}, recipe="paper-cifar").model == "resnet20"
+    assert resolve_config({"model": "resnet56"}, recipe="fmnist-best").model == "resnet56"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_every_option_trains_in_bf16_and_resumes(tiny_config, tmp_path):
+    common = {**ALL_ON, "device": "cuda", "epochs": 2, "keep": 10}
+    reference = train(tiny_config(out=str(tmp_path / "reference"), **common))
+    assert math.isfinite(reference.history[-1]["train_loss"]) and 0 <= reference.history[-1]["ema_test_err"] <= 1
+    checkpoint = tmp_path / "reference" / "checkpoints" / "step-00000008.pt"
+    resumed = train(tiny_config(out=str(tmp_path / "resumed"), **common), resume=checkpoint)
+    for a, b in zip(reference.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)

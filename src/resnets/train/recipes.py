@@ -5,6 +5,7 @@ Each takes the model name, because the paper's recipe depends on it (ResNet-110 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -300,8 +301,13 @@ def resolve_config(
             raise ValueError(f"nothing to resume: {saved} does not exist")
         config = TrainConfig.from_dict(load_yaml(saved))
     else:
-        model = flags.get("model") or file_values.get("model") or trained_model_name(flags, file_values) or "resnet20"
         name = recipe or file_values.pop("recipe", None) or "paper-cifar"
+        model = (
+            flags.get("model")
+            or file_values.get("model")
+            or trained_model_name(flags, file_values)
+            or default_model(name)
+        )
         config = get_recipe(name, str(model))
     for values in (file_values, flags):
         config = with_overrides(config, values)
@@ -318,6 +324,17 @@ def trained_model_name(*sources: dict) -> str | None:
     except (CheckpointError, ValueError, OSError):  # a plain state dict: --model must name the architecture
         return None
     return meta.get("model_name")
+
+
+def default_model(recipe: str) -> str:
+    """The model a recipe trains when none is named: its function's default.
+
+    >>> default_model("paper-cifar"), default_model("rsb-a3"), default_model("fmnist-best")
+    ('resnet20', 'resnet50', 'wrn16_4')
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; accepted: {', '.join(RECIPES)}")
+    return inspect.signature(RECIPES[recipe]).parameters["model"].default
 
 
 def get_recipe(name: str, model: str) -> TrainConfig:
