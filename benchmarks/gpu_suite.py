@@ -219,11 +219,20 @@ def resnet50_cases(size: Size, device: torch.device, folder: Path) -> list[Case]
     if size.compile:
         compiled = torch.compile(torchvision.models.resnet50().to(device, memory_format=torch.channels_last))
         contenders["compiled"] = plain_loop(compiled, (3, s, s), 1000, b, size.steps, device)
+        # `resnets train --compile`: the large-model path (fused SGD, bf16, channels_last, no host sync).
+        contenders["ours-compiled"] = trainer_epoch(
+            "resnet50", data, b, size.steps, device, folder / "r50c", model_options={"stride_at": "3x3"}, compile=True
+        )
     got = alternate(contenders, size.rounds)
     setting = f"ResNet-50, {s}x{s}, batch {b}, synthetic"
     cases = [Case("resnet50-train", setting, got["ours"], got["eager"], "torchvision eager", size.rounds)]
     if "compiled" in got:
         cases.append(Case("resnet50-train", setting, got["ours"], got["compiled"], "torchvision compiled", size.rounds))
+        compiled_setting = f"{setting}, resnets --compile"
+        for reference, label in (("eager", "torchvision eager"), ("compiled", "torchvision compiled")):
+            cases.append(
+                Case("resnet50-train", compiled_setting, got["ours-compiled"], got[reference], label, size.rounds)
+            )
     else:
         cases[0].notes.append("torchvision compiled: left out at this size (compiling takes minutes on a CPU)")
     return cases
