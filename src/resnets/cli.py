@@ -304,7 +304,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"done in {result.seconds:.1f} s: test error {100 * final.get('test_err', float('nan')):.2f}% "
         f"(top-5 error {100 * final.get('test_top5_err', float('nan')):.2f}%), run folder {result.run_dir}"
     )
-    print(f"evaluate with: resnets eval --checkpoint {result.run_dir / 'checkpoints' / 'last.pt'}")
+    if final.get("ema_test_err") is not None:
+        print(
+            f"averaged weights (--ema): test error {100 * final['ema_test_err']:.2f}%, "
+            f"in {result.run_dir / 'model-ema.safetensors'}"
+        )
+    print(
+        f"evaluate with: resnets eval --checkpoint {result.run_dir / 'model.safetensors'} "
+        f"(--out {result.run_dir / 'eval'}: where it fails)"
+    )
     return 0
 
 
