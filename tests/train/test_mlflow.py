@@ -3,6 +3,7 @@ logs into the same MLflow run."""
 
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -48,3 +49,53 @@ def test_a_run_and_its_resumption_log_every_epoch_into_one_mlflow_run(tiny_confi
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(m.step, m.value) for m in logged] == [(r["step"], r["test_err"]) for r in lines]
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+class FakeClient:
+    """MLflow's client as far as the logger uses it, keeping what it is given."""
+
+    runs: dict = {}
+
+    def __init__(self, tracking_uri):
+        self.uri = tracking_uri
+
+    def get_experiment_by_name(self, name):
+        return None
+
+    def create_experiment(self, name):
+        return "7"
+
+    def create_run(self, experiment, run_name):
+        run_id = f"run{len(self.runs)}"
+        self.runs[run_id] = {"name": run_name, "params": {}, "metrics": [], "status": None}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id))
+
+    def log_batch(self, run_id, metrics=(), params=()):
+        self.runs[run_id]["params"].update({p.key: p.value for p in params})
+        self.runs[run_id]["metrics"] += [(m.key, m.value, m.step) for m in metrics]
+
+    def update_run(self, run_id, status):
+        self.runs[run_id]["status"] = status
+
+    def set_terminated(self, run_id, status):
+        self.runs[run_id]["status"] = status
+
+
+def test_the_logger_gives_mlflow_the_config_once_and_each_epoch_at_its_step(tiny_config, tmp_path, monkeypatch):
+    """Without MLflow installed: a stand-in client records what the logger sends."""
+    entities = SimpleNamespace(
+        Metric=lambda key, value, timestamp, step: SimpleNamespace(key=key, value=value, step=step),
+        Param=lambda key, value: SimpleNamespace(key=key, value=value),
+    )
+    monkeypatch.setitem(sys.modules, "mlflow", SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", SimpleNamespace(MlflowClient=FakeClient))
+    monkeypatch.setitem(sys.modules, "mlflow.entities", entities)
+    FakeClient.runs = {}
+    result = train(tiny_config(mlflow=str(tmp_path / "store"), epochs=2))
+    (run,) = FakeClient.runs.values()
+    assert run["name"] == "run" and run["status"] == "FINISHED"
+    assert run["params"]["lr"] == "0.05" and run["params"]["mlflow"] == str(tmp_path / "store")
+    test_err = [(step, value) for key, value, step in run["metrics"] if key == "test_err"]
+    assert test_err == [(r["step"], r["test_err"]) for r in result.history]
+    memo = json.loads((result.run_dir / "mlflow.json").read_text())
+    assert memo == {"tracking_uri": (tmp_path / "store").resolve().as_uri(), "run_id": "run0"}
