@@ -71,3 +71,33 @@ def test_image_folders_share_every_global_batch_and_every_test_image(clean_folde
             assert torch.equal(torch.cat([py for _, py in pieces]), y)
     test_x = torch.cat([x for p in parts for x, _ in p.test.epoch(0)])
     assert torch.equal(test_x, torch.cat([x for x, _ in whole.test.epoch(0)])) and len(test_x) == 9
+
+
+def test_repeated_augmentation_puts_each_image_in_its_batch_n_times_augmented_anew(clean_folder):
+    """Batches of 6 with 3 repeats hold 2 images, each 3 times (positions 2 apart, so the copies
+    go to different processes), each copy cropped and flipped with its own seed; shards stay exact."""
+    transforms = FolderTransforms(image_size=32, crop="random-resized")
+    options = {"batch_size": 6, "seed": 1, "num_workers": 0, "folder_transforms": transforms, "repeats": 3}
+    name = f"imagefolder:{clean_folder}"
+    bundle = load_dataset(name, **options)
+    keys = list(iter(_keys(bundle.train, 0)))
+    seen = []
+    for batch in keys:
+        images = [index for index, _ in batch]
+        assert images == images[:2] * 3  # two images, three copies each
+        assert len({seed for _, seed in batch}) == 6  # every copy augmented with a seed of its own
+        seen += images[:2]
+    assert len(seen) == len(set(seen)) == 2 * len(bundle.train)  # an epoch: n / 3 distinct images
+    x, y = next(bundle.train.epoch(0))
+    assert torch.equal(y[:2].repeat(3), y) and not torch.equal(x[0], x[2])
+    parts = shares(name, 3, **options)
+    pieces = [next(p.train.epoch(0)) for p in parts]
+    assert torch.equal(torch.cat([px for px, _ in pieces]), x)
+    with pytest.raises(ValueError, match="repeats=0"):
+        load_dataset(name, **{**options, "repeats": 0})
+
+
+def _keys(loader, epoch):
+    from resnets.data.imagefolder import _BatchKeys
+
+    return _BatchKeys(loader, epoch, 0)

@@ -224,3 +224,44 @@ def test_on_a_gpu_every_option_trains_in_bf16_and_resumes(tiny_config, tmp_path)
     resumed = train(tiny_config(out=str(tmp_path / "resumed"), **common), resume=checkpoint)
     for a, b in zip(reference.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_an_image_folder_trains_with_rsb_s_augmentations_and_tests_at_its_own_size(tmp_path):
+    from PIL import Image
+
+    from resnets.inference import Predictor
+
+    root = tmp_path / "folder"
+    for split, count in (("train", 8), ("val", 2)):
+        for k, color in enumerate(((200, 40, 40), (40, 200, 40))):
+            for i in range(count):
+                path = root / split / f"c{k}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (48 + 2 * i, 44), tuple(max(c - 12 * i, 0) for c in color)).save(path)
+    options = {
+        "crop": "random-resized",
+        "image_size": 32,
+        "test_size": 40,
+        "test_resize": 44,
+        "randaugment": True,
+        "random_erasing": 0.5,
+        "repeated_aug": 2,
+        "mixup": 0.2,
+        "bce": True,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+    }
+    config = TrainConfig(
+        model="resnet8",
+        data=f"imagefolder:{root}",
+        batch_size=8,
+        epochs=2,
+        num_workers=0,
+        device="cpu",
+        out=str(tmp_path / "run"),
+        **options,
+    )
+    result = train(config)
+    assert math.isfinite(result.history[-1]["train_loss"]) and result.history[-1]["step"] == 4
+    predictor = Predictor(result.weights, device="cpu")
+    assert predictor.size == (40, 40) and predictor.view.test_resize == 44  # the run's test view

@@ -4,6 +4,7 @@ logs into the same MLflow run."""
 import json
 import sys
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_a_run_and_its_resumption_log_every_epoch_into_one_mlflow_run(tiny_confi
 class FakeClient:
     """MLflow's client as far as the logger uses it, keeping what it is given."""
 
-    runs: dict = {}
+    runs: ClassVar[dict] = {}
 
     def __init__(self, tracking_uri):
         self.uri = tracking_uri

@@ -214,6 +214,7 @@ class LoaderOptions:
     # size) and a contiguous part of each evaluation split.
     shard: tuple[int, int] = (0, 1)
     extra: BatchAugment = field(default_factory=BatchAugment)  # augmentation beyond the paper's (training only)
+    repeats: int = 1  # image folders: each training image this many times in its batch, augmented anew
 
     def __post_init__(self) -> None:
         check_positive("batch_size", self.batch_size)
@@ -223,6 +224,8 @@ class LoaderOptions:
             raise ValueError(f"seed={self.seed!r} must be an integer")
         if self.padding is not None and (not isinstance(self.padding, int) or self.padding < 0):
             raise ValueError(f"padding={self.padding!r} must be a non-negative integer")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats={self.repeats!r} must be a positive integer")
         workers = self.num_workers
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")

@@ -167,9 +167,16 @@ class _BatchKeys:
         order = torch.randperm(n, generator=g).tolist()
         size = min(loader.batch_size, n)
         part = loader.options.share(size)
+        # Repeated augmentation (Hoffer et al. 2020, RSB's A1 and A2): a batch holds `distinct` images,
+        # each `repeats` times at positions `distinct` apart (so the copies go to different processes),
+        # each copy augmented with its own seed; an epoch then sees about n / repeats images.
+        distinct = -(-size // loader.options.repeats)
         for i in range(self.start, len(loader)):
             yield [
-                (order[i * size + k], derive_seed(loader.seed, "aug", self.epoch, i, k) if loader.augment else None)
+                (
+                    order[i * distinct + k % distinct],
+                    derive_seed(loader.seed, "aug", self.epoch, i, k) if loader.augment else None,
+                )
                 for k in range(part.start, part.stop)
             ]
 

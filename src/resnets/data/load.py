@@ -39,6 +39,7 @@ def load_dataset(
     test_subset: int | None = None,
     shard: tuple[int, int] = (0, 1),
     extra: BatchAugment | None = None,
+    repeats: int = 1,
 ) -> DataBundle:
     """The dataset `name` as train, val and test loaders on `device`.
 
@@ -51,7 +52,8 @@ def load_dataset(
     keeps the first N test images. `shard=(rank, world)` gives one of `world` processes its
     share: its rows of every global training batch of `batch_size` images (batches that do not
     depend on `world`) and a contiguous part of the validation and test images. `extra` adds the
-    augmentations of recipes after 2015 (RandAugment, TrivialAugment, random erasing) to training.
+    augmentations of recipes after 2015 (RandAugment, TrivialAugment, random erasing) to training;
+    `repeats` > 1 puts each training image of an image folder that many times in its batch.
 
     >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=32, val_split=24, seed=1)
     >>> bundle.info.n_train, bundle.info.n_val, len(bundle.train), tuple(next(bundle.train.epoch(0))[0].shape)
@@ -74,6 +76,7 @@ def load_dataset(
         test_subset=test_subset,
         shard=shard,
         extra=extra or BatchAugment(),
+        repeats=repeats,
     )
     kind, _, arg = name.partition(":")
     if name == "fashion-mnist":

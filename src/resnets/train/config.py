@@ -94,6 +94,7 @@ class TrainConfig:
     randaugment_std: float = 0.0  # RandAugment: std of the magnitude drawn per image, in the same levels
     trivialaugment: bool = False  # TrivialAugment Wide (Mueller and Hutter 2021): one op, random magnitude
     random_erasing: float = 0.0  # probability of erasing a random box of each image (Zhong et al. 2017)
+    repeated_aug: int = 1  # image folders: each image N times in its batch, augmented anew (RSB A1, A2: 3)
     drop_path: float = 0.0  # stochastic depth: the last block's drop rate, rising linearly from 0
     tta_flip: bool = False  # average the logits of each test image and its mirror image
     seed: int = 0  # the initialisation, the order of the images and their augmentation derive from it
@@ -211,6 +212,12 @@ class TrainConfig:
             raise ValueError(f"random_erasing={self.random_erasing!r} must be a probability in [0, 1]")
         if not 0 <= self.drop_path < 1:
             raise ValueError(f"drop_path={self.drop_path!r} must be a probability in [0, 1)")
+        if self.repeated_aug < 1:
+            raise ValueError(f"repeated_aug={self.repeated_aug!r} must be a positive integer (1: off)")
+        if self.repeated_aug > 1 and not self.data.startswith("imagefolder:"):
+            raise ValueError(f"repeated_aug applies to image folders, not to {self.data}")
+        if self.repeated_aug > self.batch_size:
+            raise ValueError(f"repeated_aug={self.repeated_aug} exceeds the batch of {self.batch_size} images")
         if (self.randaugment or self.trivialaugment or self.random_erasing) and not self.augment:
             raise ValueError("randaugment, trivialaugment and random_erasing need augment (--no-augment turns all off)")
 

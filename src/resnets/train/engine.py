@@ -301,6 +301,7 @@ class Trainer:
             test_subset=c.test_subset,
             shard=(self.place.rank, self.place.world_size),
             extra=batch_augment(c),
+            repeats=c.repeated_aug,
         )
         self.info = info = self.data.info
         self._check_shares()
