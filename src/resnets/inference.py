@@ -289,6 +289,16 @@ class _TestSet:
     flip: bool
 
 
+def _run_test_view(config: dict) -> FolderTransforms:
+    """An image-folder run's test view: its own crop sizes (a run may train at 160 and test at 224)."""
+    return FolderTransforms(
+        image_size=int(config.get("image_size", 224)),
+        test_size=config.get("test_size"),
+        test_resize=int(config.get("test_resize", 256)),
+        crop=str(config.get("crop", "scale")),
+    )
+
+
 def _test_set(
     path: str,
     data: str | None,
@@ -328,6 +338,7 @@ def _test_set(
         max_image_pixels=max_image_pixels,
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
+        folder_transforms=_run_test_view(config) if str(name).startswith("imagefolder:") else None,
     )
     if bundle.info.num_classes != model.num_classes:
         raise ValueError(

@@ -265,3 +265,7 @@ def test_an_image_folder_trains_with_rsb_s_augmentations_and_tests_at_its_own_si
     assert math.isfinite(result.history[-1]["train_loss"]) and result.history[-1]["step"] == 4
     predictor = Predictor(result.weights, device="cpu")
     assert predictor.size == (40, 40) and predictor.view.test_resize == 44  # the run's test view
+    from resnets.inference import evaluate_checkpoint
+
+    again = evaluate_checkpoint(str(result.weights), device="cpu")  # at the run's test size, as training did
+    assert again.top1_err == result.history[-1]["test_err"]
