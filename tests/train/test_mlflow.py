@@ -100,3 +100,15 @@ def test_the_logger_gives_mlflow_the_config_once_and_each_epoch_at_its_step(tiny
     assert test_err == [(r["step"], r["test_err"]) for r in result.history]
     memo = json.loads((result.run_dir / "mlflow.json").read_text())
     assert memo == {"tracking_uri": (tmp_path / "store").resolve().as_uri(), "run_id": "run0"}
+
+
+def test_a_tracking_server_that_cannot_be_reached_stops_the_start_in_one_line(tiny_config, tmp_path, monkeypatch):
+    class Unreachable(FakeClient):
+        def get_experiment_by_name(self, name):
+            raise ConnectionError("Connection refused\nretried 2 times")
+
+    monkeypatch.setitem(sys.modules, "mlflow", SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", SimpleNamespace(MlflowClient=Unreachable))
+    with pytest.raises(ValueError, match=r"^cannot log to MLflow at http://127\.0\.0\.1:9: Connection refused$"):
+        train(tiny_config(mlflow="http://127.0.0.1:9", epochs=1))
+    assert not (tmp_path / "run").exists()  # a failed start leaves no run folder behind

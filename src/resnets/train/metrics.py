@@ -131,11 +131,21 @@ class MlflowLog:
             # MLflow 3 refuses file stores unless told otherwise; here the user asked for one.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             where = Path(where.removeprefix("file://")).expanduser().resolve().as_uri()
+        # MLflow retries a request 7 times with growing pauses (4 minutes against a server that is
+        # down); a run waits at most seconds, then says so, unless the environment sets otherwise.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise MissingExtra("mlflow", "mlflow", " (or leave --mlflow out)") from None
         self.client = MlflowClient(tracking_uri=where)
+        try:
+            self._open(run_dir, where, params)
+        except Exception as exc:  # MLflow's own errors: an unreachable server, a store it cannot write
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"cannot log to MLflow at {where}: {first}") from None
+
+    def _open(self, run_dir: Path, where: str, params: dict) -> None:
         memo = run_dir / "mlflow.json"
         saved = json.loads(memo.read_text()) if memo.is_file() else {}
         if saved.get("tracking_uri") == where:
