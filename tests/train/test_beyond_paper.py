@@ -10,8 +10,9 @@ from resnets import create_model
 from resnets.models.blocks import DropPath
 from resnets.train import TrainConfig, load_checkpoint, train
 from resnets.train.ema import WeightAverage
-from resnets.train.engine import beyond_paper_step, build_optimizer
+from resnets.train.engine import beyond_paper_step
 from resnets.train.mix import SWITCH_PROB, BinaryCrossEntropy, Mixer
+from resnets.train.optimizers import build_optimizer
 from resnets.train.schedule import LRSchedule
 
 LABELS = torch.tensor([0, 1, 2, 3, 1, 0])

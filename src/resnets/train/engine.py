@@ -52,7 +52,7 @@ from .finetune import build_model, set_train_mode
 from .graphs import GraphedStep, graphs_wanted
 from .metrics import MetricsLog, Progress
 from .mix import BinaryCrossEntropy, Mixer
-from .optimizers import LAMB, LARS, param_groups
+from .optimizers import build_optimizer, optimizer_launch
 from .recipes import warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
@@ -750,40 +750,6 @@ def batch_augment(config: TrainConfig) -> BatchAugment:
         trivialaugment=c.trivialaugment,
         erasing=c.random_erasing,
     )
-
-
-def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer a config names, over the parameters that train.
-
-    SGD is the paper's; AdamW (Loshchilov and Hutter 2019), LAMB (You et al. 2020, as in RSB) and
-    LARS (You et al. 2017) are not. `decay_norm_bias=False` puts BN parameters and biases in a
-    group without weight decay (Bag of Tricks, He et al. 2019); with it (the paper's) all
-    parameters form one group, as they always have, so older checkpoints load.
-    """
-    c = config
-    trained = [p for p in model.parameters() if p.requires_grad]
-    groups: list = trained if c.decay_norm_bias else param_groups(model, c.weight_decay, decay_norm_and_bias=False)
-    if c.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
-        )
-    elif c.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
-    elif c.optimizer == "lamb":
-        optimizer = LAMB(groups, lr=c.lr, weight_decay=c.weight_decay)
-    else:
-        optimizer = LARS(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    for group in optimizer.param_groups:
-        group.update(optimizer_launch(optimizer, device))
-    return optimizer
-
-
-def optimizer_launch(optimizer: torch.optim.Optimizer, device: torch.device) -> dict:
-    """How an optimizer steps on `device`: SGD and AdamW fused into one kernel per step on a GPU
-    (the same arithmetic; rounding alone differs), their default elsewhere."""
-    if isinstance(optimizer, torch.optim.SGD | torch.optim.AdamW) and device.type == "cuda":
-        return {"fused": True, "foreach": None}
-    return {"fused": None, "foreach": None} if "fused" in optimizer.defaults else {}
 
 
 def beyond_paper_step(config: TrainConfig) -> str | None:
