@@ -110,7 +110,7 @@ def test_the_weight_average_equals_a_hand_computed_average_after_k_steps():
         with torch.no_grad():
             net[0].weight.add_(torch.randn(2, 3))
         net(torch.randn(8, 3))  # BN's statistics move too
-        ema.update(net)
+        ema.update()
         history.append(net[0].weight.detach().clone())
     # a_k = d^k w_0 + sum_{i=1..k} (1 - d) d^(k-i) w_i
     by_hand = decay**4 * history[0] + sum((1 - decay) * decay ** (4 - i) * history[i] for i in range(1, 5))
@@ -266,7 +266,10 @@ def test_an_image_folder_trains_with_rsb_s_augmentations_and_tests_at_its_own_si
     assert math.isfinite(result.history[-1]["train_loss"]) and result.history[-1]["step"] == 4
     predictor = Predictor(result.weights, device="cpu")
     assert predictor.size == (40, 40) and predictor.view.test_resize == 44  # the run's test view
-    from resnets.inference import evaluate_checkpoint
+    from resnets.inference import _run_test_view, evaluate_checkpoint
+    from resnets.train.checkpoint import model_from_checkpoint
 
+    view = _run_test_view(model_from_checkpoint(result.weights)[1]["config"])  # what eval reads from the file
+    assert (view.image_size, view.tested, view.test_resize) == (32, 40, 44)
     again = evaluate_checkpoint(str(result.weights), device="cpu")  # at the run's test size, as training did
     assert again.top1_err == result.history[-1]["test_err"]

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .transforms import ERASE_AREA, ERASE_RATIO
+
 OPS = (
     "Identity",
     "ShearX",
@@ -319,8 +321,8 @@ def random_erasing(
     images: Tensor,
     generator: torch.Generator,
     p: float = 0.25,
-    area: tuple[float, float] = (0.02, 1 / 3),
-    aspect: tuple[float, float] = (0.3, 1 / 0.3),
+    area: tuple[float, float] = ERASE_AREA,
+    aspect: tuple[float, float] = ERASE_RATIO,
     fill: str = "pixel",
 ) -> Tensor:
     """Random erasing (Zhong et al. 2017, Algorithm 1): with probability `p`, a box of each

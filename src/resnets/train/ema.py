@@ -20,7 +20,7 @@ class WeightAverage:
     >>> ema = WeightAverage(net, decay=0.5)
     >>> with torch.no_grad():
     ...     _ = net.weight.add_(2.0)
-    >>> ema.update(net)
+    >>> ema.update()
     >>> bool(torch.allclose(ema.model.weight, net.weight - 1.0))
     True
     """
@@ -32,29 +32,18 @@ class WeightAverage:
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._pairs_of: tuple[int, list, list, list, list] | None = None
-
-    def _pairs(self, model: nn.Module) -> tuple[list, list, list, list]:
-        if self._pairs_of is None or self._pairs_of[0] != id(model):
-            own, theirs = self.model.state_dict(), model.state_dict()
-            floats = [k for k, v in own.items() if v.is_floating_point()]
-            others = [k for k in own if k not in floats]
-            self._pairs_of = (
-                id(model),
-                [own[k] for k in floats],
-                [theirs[k] for k in floats],
-                [own[k] for k in others],
-                [theirs[k] for k in others],
-            )
-        return self._pairs_of[1:]
+        # The tensors of both state dicts share storage with the networks: updated in place.
+        own, source = self.model.state_dict(), model.state_dict()
+        floats = [k for k, v in own.items() if v.is_floating_point()]
+        self._averaged, self._current = [own[k] for k in floats], [source[k] for k in floats]
+        self._kept = [(own[k], source[k]) for k in own if k not in floats]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards `model`'s current weights (the network it was made from)."""
-        averaged, current, kept, counted = self._pairs(model)
-        torch._foreach_lerp_(averaged, current, 1 - self.decay)
-        for a, b in zip(kept, counted, strict=True):
-            a.copy_(b)
+    def update(self) -> None:
+        """Move the average towards the current weights of the network it was made from."""
+        torch._foreach_lerp_(self._averaged, self._current, 1 - self.decay)
+        for own, source in self._kept:
+            own.copy_(source)
 
     def state_dict(self) -> dict:
         return self.model.state_dict()

@@ -503,10 +503,10 @@ class Trainer:
         else:
             loss, errors = self._accumulated(x, y, target)
         if c.clip_grad is not None:  # returns the norm as a tensor: no host sync
-            nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad, foreach=self.device.type != "cpu" or None)
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad)
         self.optimizer.step()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update()
         self._count(loss, errors, y.shape[0])
 
     def _count(self, loss: torch.Tensor, errors: torch.Tensor, n: int) -> None:

@@ -78,9 +78,8 @@ class LAMB(Optimizer):
         w = w - lr * (||w|| / ||u||) * u                                 (trust ratio; 1 if a norm is 0)
 
     The trust ratio applies in groups whose weight decay is not 0, or in all with
-    `always_adapt` (see the module's docstring). `max_grad_norm` first scales all gradients
-    together so that their global norm is at most that: NVIDIA's NVLAMB, and timm's default
-    (1.0) that RSB trained with; None (the default) is the paper's algorithm, without it.
+    `always_adapt` (see the module's docstring). timm's LAMB also clips the global gradient norm
+    (at 1.0, which RSB trained with); here that is the run's `--clip-grad`, as for every optimizer.
 
     >>> w = nn.Parameter(torch.tensor([3.0, 4.0]))
     >>> w.grad = torch.tensor([1.0, -1.0])
@@ -98,14 +97,8 @@ class LAMB(Optimizer):
         weight_decay: float = 0.0,
         *,
         always_adapt: bool = False,
-        max_grad_norm: float | None = None,
     ) -> None:
-        if max_grad_norm is not None:
-            _number("max_grad_norm", max_grad_norm, 0.0)
-            if max_grad_norm == 0:
-                raise ValueError("max_grad_norm=0 must be a positive number, or None for no clipping")
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "always_adapt": always_adapt}
-        self.max_grad_norm = max_grad_norm
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -120,16 +113,6 @@ class LAMB(Optimizer):
         _number("eps", group["eps"], 0.0)
         _number("weight_decay", group["weight_decay"], 0.0)
 
-    def _clip_scale(self) -> Tensor | None:
-        """1 / max(1, global gradient norm / max_grad_norm), or None without clipping."""
-        if self.max_grad_norm is None:
-            return None
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return None
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads]))
-        return 1 / torch.clamp(norm / self.max_grad_norm, min=1.0)
-
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One update of every parameter that has a gradient; `closure` re-evaluates the loss."""
@@ -137,7 +120,6 @@ class LAMB(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        scale = self._clip_scale()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
@@ -147,7 +129,7 @@ class LAMB(Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise ValueError("LAMB takes dense gradients, not sparse ones")
-                g = p.grad if scale is None else p.grad * scale
+                g = p.grad
                 state = self.state[p]
                 if not state:
                     # The step is counted per tensor, as torch's Adam does: a tensor that had no
