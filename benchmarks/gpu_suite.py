@@ -10,7 +10,8 @@ over several rounds, and reports the medians and their ratio:
 - the device-resident Fashion-MNIST path (ResNet-20, batch 128), against the same plain loop;
 - inference of ResNet-50, batch 256: torchvision's against resnets' (BN folded, as predict runs it);
 - the image-folder loader on 2,048 generated JPEGs of 500x375: images/s decoded, augmented and on the
-  device, beside this run's ResNet-50 training rate (1x or more: the loader keeps up).
+  device, beside this run's ResNet-50 training rate (1x or more: the loader keeps up), with the
+  JPEGs decoded in the workers and, in turn, a batch at a time on the device (`--decode device`).
 
 Synthetic inputs unless named. A synthetic set holds 1,024 training images, so resnets' loop
 ends an epoch, and syncs with the host, every 1,024 / batch steps (4 at batch 256), where real
@@ -46,6 +47,7 @@ from PIL import Image
 
 from resnets import create_model
 from resnets.data import load_dataset
+from resnets.data.images import DECODERS
 from resnets.data.transforms import FolderTransforms
 from resnets.hardware import describe, resolve_device, summary, usable_cores
 from resnets.models.fuse import fuse_bn
@@ -290,37 +292,62 @@ def inference_case(size: Size, device: torch.device) -> Case:
 
 
 def jpeg_folder(root: Path, images: int, size: tuple[int, int]) -> Path:
-    """An ImageNet-layout folder of random JPEGs (10 classes; val/ holds one image a class)."""
+    """An ImageNet-layout folder of JPEGs (10 classes, fewer for fewer images; val/ holds one image a class).
+
+    Each image is smooth colour fields plus pixel noise, saved at quality 90: at 500x375 a file
+    holds about 107 KB, near ImageNet's average (about 110 KB), where pure noise would hold 170 KB
+    and cost the decoder more than real photographs do.
+    """
     g = torch.Generator().manual_seed(0)
-    for split, n in (("train", images), ("val", 10)):
+    classes = min(10, images)
+    for split, n in (("train", images), ("val", classes)):
         for i in range(n):
-            pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy()
-            path = root / split / f"class{i % 10}" / f"{i}.jpg"
+            fields = torch.rand(1, 3, 24, 32, generator=g) * 255
+            pixels = torch.nn.functional.interpolate(fields, size=(size[1], size[0]), mode="bicubic")[0]
+            pixels = (pixels + 20 * torch.randn(pixels.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+            path = root / split / f"class{i % classes}" / f"{i}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path, quality=90)
+            Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy()).save(path, quality=90)
     return root
 
 
-def folder_loader_case(size: Size, device: torch.device, folder: Path, training: Case) -> Case:
+def folder_loader_cases(size: Size, device: torch.device, folder: Path, training: Case) -> list[Case]:
     """Images/s that the image-folder loader decodes, augments (scale, crop, flip, lighting) and
-    delivers to the device with its default workers, beside the ResNet-50 training rate of this run:
-    at 1x or more the loader keeps up."""
+    delivers to the device with its default workers, beside the ResNet-50 training rate of this run
+    (at 1x or more the loader keeps up): with JPEGs decoded by the workers (libjpeg-turbo), and a
+    batch at a time on the device (nvJPEG on a GPU), timed in turn."""
     root = jpeg_folder(folder / "jpegs", size.folder_images, (500, 375) if not size.small else (80, 60))
     options = {"folder_transforms": FolderTransforms(image_size=size.imagenet)} if size.small else {}
-    bundle = load_dataset(f"imagefolder:{root}", device=device, batch_size=size.imagenet_batch, **options)
 
-    def run() -> float:
-        synchronize(device)
-        start, images = time.perf_counter(), 0
-        for _, labels in bundle.train.epoch(0):
-            images += labels.shape[0]
-        synchronize(device)
-        return images / (time.perf_counter() - start)
+    def timed(decode: str) -> Callable[[], float]:
+        bundle = load_dataset(
+            f"imagefolder:{root}", device=device, batch_size=size.imagenet_batch, decode=decode, **options
+        )
 
-    got = alternate({"loader": run}, size.rounds)
+        def run() -> float:
+            synchronize(device)
+            start, images = time.perf_counter(), 0
+            for _, labels in bundle.train.epoch(0):
+                images += labels.shape[0]
+            synchronize(device)
+            return images / (time.perf_counter() - start)
+
+        return run
+
+    got = alternate({decode: timed(decode) for decode in DECODERS}, size.rounds)
     workers = usable_cores()  # the loader's default: one worker per usable core
     setting = f"{size.folder_images} JPEGs, {workers} workers, batch {size.imagenet_batch}, to {size.imagenet}px"
-    return Case("imagefolder-loader", setting, got["loader"], training.ours, "ResNet-50 training (above)", size.rounds)
+    return [
+        Case(
+            f"imagefolder-loader, {decode}",
+            setting,
+            got[decode],
+            training.ours,
+            "ResNet-50 training (above)",
+            size.rounds,
+        )
+        for decode in DECODERS
+    ]
 
 
 def gpu_tests(device: torch.device) -> dict:
@@ -380,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {cases[-1].name}: done", file=sys.stdout, flush=True)
         cases.append(fashion_mnist_case(size, device, folder))
         cases.append(inference_case(size, device))
-        cases.append(folder_loader_case(size, device, folder, cases[0]))
+        cases += folder_loader_cases(size, device, folder, cases[0])
     tests = gpu_tests(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

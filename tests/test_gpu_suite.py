@@ -13,7 +13,8 @@ CASES = [
     "resnet14-train",
     "fashion-mnist-train",
     "resnet50-inference",
-    "imagefolder-loader",
+    "imagefolder-loader, workers",
+    "imagefolder-loader, device",
 ]
 
 
@@ -36,3 +37,17 @@ def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
     assert "toy sizes" in table and all(f"| {name} |" in table for name in CASES)
     ratios = [line for line in table.splitlines() if re.search(r"\| \d+\.\d\dx \|$", line)]
     assert len(ratios) == len(CASES)  # a ratio in each row
+
+
+def test_the_loader_benchmark_times_both_decoders():
+    script = SUITE.parent / "folder_loader.py"
+    flags = ["--device", "cpu", "--images", "8", "--batch-size", "4", "--workers", "0", "--rounds", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rates = re.findall(r"^decode=(\w+): ([\d,]+) images/s$", done.stdout, re.MULTILINE)
+    assert [name for name, _ in rates] == ["workers", "device"] and all(float(r.replace(",", "")) > 0 for _, r in rates)

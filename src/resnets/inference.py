@@ -336,6 +336,7 @@ def _test_set(
         augment=False,
         num_workers=config.get("num_workers"),
         max_image_pixels=max_image_pixels,
+        decode=config.get("decode", "workers") if own else "workers",
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
         folder_transforms=_run_test_view(config) if str(name).startswith("imagefolder:") else None,

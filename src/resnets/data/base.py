@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .images import DEFAULT_MAX_PIXELS, check_max_pixels
+from .images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 
 # How the evaluator may look at each test image (He et al. 2016, section 3.4): one centre crop,
 # the standard 10 crops, or the fully convolutional multi-scale views.
@@ -205,6 +205,7 @@ class LoaderOptions:
     num_workers: int | None = None  # DataLoader workers (image folders only); None: one per usable core
     bad_images: str = "skip"  # skip (and count) or fail on unreadable images (image folders only)
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger image files are refused undecoded (image folders)
+    decode: str = "workers"  # image folders: JPEGs decoded in the workers, or a batch at a time on the device
     normalize: str = "pixel-mean"  # small images: one of NORMALIZATIONS (image folders: ImageNet's channel stats)
     # (mean, std) in pixel units to use instead of the training set's: a trained model's own
     normalization: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
@@ -232,6 +233,8 @@ class LoaderOptions:
         if self.bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={self.bad_images!r} is not one of {', '.join(BAD_IMAGES)}")
         check_max_pixels(self.max_image_pixels)
+        if self.decode not in DECODERS:
+            raise ValueError(f"decode={self.decode!r} is not one of {', '.join(DECODERS)}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         if self.test_subset is not None:

@@ -1,7 +1,9 @@
 """ImageNet-style folders: ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg.
 
 Images are decoded by torchvision in DataLoader workers and augmented per image (section 3.4);
-the workers return uint8 crops, and the main process normalises them on the device. Every
+the workers return uint8 crops, and the main process normalises them on the device. With
+decode="device", the workers read JPEG files' bytes only, and the main process decodes each batch
+on the device (nvJPEG on a GPU) and augments its images there, with the same draws. Every
 random draw comes from a generator seeded from (seed, epoch, batch, position), so batch i of
 epoch e is the same whatever the number of workers and wherever the epoch was resumed.
 An unreadable image is skipped and counted, or, with bad_images="fail", raises an error naming it.
@@ -32,7 +34,7 @@ from .base import (
     split_sizes,
     train_batches,
 )
-from .images import DEFAULT_MAX_PIXELS, read_image
+from .images import DEFAULT_MAX_PIXELS, Encoded, ImageError, decode_batch, read_encoded, read_image
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -41,6 +43,7 @@ from .transforms import (
     multi_scale_views,
     normalize,
     ten_crop_views,
+    to_device,
     train_view,
 )
 
@@ -100,11 +103,17 @@ class ImageFiles(Dataset):
     """Image files decoded to RGB uint8 and transformed for one mode (training or a test view).
 
     Indexed by (sample index, augmentation seed or None); returns (views, lighting shift or
-    None, label), or an `Unreadable` for a file that cannot be decoded.
+    None, label), or an `Unreadable` for a file that cannot be decoded. With decode="device", a
+    JPEG's item is (its `Encoded` bytes, seed, label) instead, for the loader to decode and `view`.
     """
 
     def __init__(
-        self, samples: list[Sample], mode: str, config: FolderTransforms, max_pixels: int | None = DEFAULT_MAX_PIXELS
+        self,
+        samples: list[Sample],
+        mode: str,
+        config: FolderTransforms,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        decode: str = "workers",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
@@ -112,6 +121,7 @@ class ImageFiles(Dataset):
         self.mode = mode
         self.config = config
         self.max_pixels = max_pixels
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -120,16 +130,27 @@ class ImageFiles(Dataset):
         index, seed = key
         path, label = self.samples[index]
         try:
-            image = read_image(path, 3, self.max_pixels)
+            read = read_encoded if self.decode == "device" else read_image
+            image = read(path, 3, self.max_pixels)
         except (RuntimeError, OSError, ValueError) as exc:
-            return Unreadable(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return Unreadable(path, _first_line(exc))
+        if isinstance(image, Encoded):
+            return image, seed, label
+        return *self.view(image, seed), label
+
+    def view(self, image: Tensor, seed: int | None) -> tuple[list[Tensor], Tensor | None]:
+        """(views, lighting shift or None) of a uint8 image (3, H, W), on the image's device."""
         if self.mode == "train" and seed is not None:
             crop, shift = train_view(image, self.config, torch.Generator().manual_seed(seed))
-            return [crop], shift, label
+            return [crop], shift
         if self.mode in ("train", "center"):
-            return [center_view(image, self.config)], None, label
+            return [center_view(image, self.config)], None
         views = ten_crop_views if self.mode == "ten_crop" else multi_scale_views
-        return views(image, self.config), None, label
+        return views(image, self.config), None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[Unreadable]]:
@@ -141,6 +162,11 @@ def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor |
     views = [torch.stack(batch) for batch in zip(*(s[0] for s in good), strict=True)]
     shifts = torch.stack([s[1] for s in good]) if good[0][1] is not None else None
     return views, shifts, torch.tensor([s[2] for s in good]), bad
+
+
+def keep_items(samples: list) -> list:
+    """The worker's items as they are: a batch to be decoded on the device is assembled there."""
+    return samples
 
 
 class _BatchKeys:
@@ -201,7 +227,7 @@ class FolderLoader:
         batch_size: int | None = None,
         source: str = "the image folder",
     ) -> None:
-        self.dataset = ImageFiles(samples, mode, config, options.max_image_pixels)
+        self.dataset = ImageFiles(samples, mode, config, options.max_image_pixels, options.decode)
         self.source = source  # the folder the samples come from, for error messages
         self.options = options
         self.mean, self.std = normalization
@@ -234,13 +260,15 @@ class FolderLoader:
             # More workers than cores only adds processes that wait for a core; by default, one per core
             # (a GPU training ResNet-50 takes thousands of decoded JPEGs a second).
             num_workers=usable_cores() if options.num_workers is None else min(options.num_workers, usable_cores()),
-            collate_fn=collate,
-            pin_memory=device.type == "cuda",
+            collate_fn=collate if options.decode == "workers" else keep_items,
+            # Pinned pages make the copy of the decoded crops asynchronous; file bytes go to nvJPEG as they are.
+            pin_memory=device.type == "cuda" and options.decode == "workers",
             # Only to keep the DataLoader off the global RNG (it draws worker base seeds from it).
             generator=torch.Generator().manual_seed(derive_seed(self.seed, "workers", epoch)),
         )
+        batches = loader if options.decode == "workers" else map(self._decode, loader)
         readable, first_bad = 0, None
-        for views, shifts, labels, bad in loader:
+        for views, shifts, labels, bad in batches:
             if bad and options.bad_images == "fail":
                 raise ValueError(
                     f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' skips such files"
@@ -260,6 +288,31 @@ class FolderLoader:
                 f"no readable image in {self.source}: all {self.num_samples} files failed to decode "
                 f"(first: {first_bad.path}: {first_bad.error})"
             )
+
+    def _decode(self, items: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[Unreadable]]:
+        """A batch of worker items collated as `collate` does, its JPEGs decoded and viewed on the device."""
+        device = self.options.device
+        pixels = iter(decode_batch([item[0] for item in items if _is_encoded(item)], 3, device))
+        samples = []
+        for item in items:
+            if _is_encoded(item):
+                image = next(pixels)
+                if isinstance(image, ImageError):
+                    item = Unreadable(item[0].path, str(image))
+                else:
+                    item = (*self.dataset.view(image, item[1]), item[2])
+            elif not isinstance(item, Unreadable):  # a file the workers decoded (not a JPEG, or CMYK)
+                item = ([to_device(v, device) for v in item[0]], *item[1:])
+            samples.append(item)
+        views, shifts, labels, bad = collate(samples)
+        if labels is not None:
+            labels = to_device(labels, device)
+            shifts = None if shifts is None else to_device(shifts, device)
+        return views, shifts, labels, bad
+
+
+def _is_encoded(item: object) -> bool:
+    return isinstance(item, tuple) and isinstance(item[0], Encoded)
 
 
 def imagefolder_bundle(

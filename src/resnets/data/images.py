@@ -10,22 +10,32 @@ JPEG files, the bulk of ImageNet, are decoded by torchvision (libjpeg-turbo, a t
 through Pillow here); every other format by Pillow, which also reads BMP and TIFF and survives
 malformed PNGs that crash torchvision's decoder (a PNG whose data holds fewer rows than its
 header declares ends the process with a segmentation fault in torchvision 0.29).
+
+JPEGs may instead be decoded a batch at a time on the training device (`read_encoded` in the
+loader's workers, `decode_batch` where the batch is assembled): on a GPU, torchvision hands the
+whole batch to nvJPEG, and the CPU cores are left to read files.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 # Pillow's own limit, the size above which it warns of a decompression bomb: about 89 million pixels,
 # 268 MB as RGB uint8 (a 9460x9460 image), far above any training or photo resolution.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+# Where image folders' JPEGs are decoded: in the DataLoader workers (libjpeg-turbo), or a batch at a
+# time on the training device (nvJPEG on a GPU; in the main process on a CPU, for testing).
+DECODERS = ("workers", "device")
 
 
 class ImageError(ValueError):
@@ -69,6 +79,66 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
             raise
         raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
     return _decode_jpeg_or_fail(path, channels)
+
+
+class Encoded(NamedTuple):
+    """A JPEG file's bytes, its header checked, to be decoded with its batch by `decode_batch`."""
+
+    path: str
+    data: Tensor  # uint8 (file size,)
+
+
+def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Encoded | Tensor:
+    """The bytes of a JPEG file that nvJPEG takes (RGB or greyscale, within `max_pixels`), else the
+    file's pixels (or error) exactly as `read_image` gives them.
+
+    CMYK JPEGs, other formats and files whose header is unreadable take `read_image`'s path, so a
+    file is refused, or decoded, with the same message whichever decoder a run uses.
+
+    >>> read_encoded("photo.jpg").data.shape  # doctest: +SKIP
+    torch.Size([48213])
+    """
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # the header alone
+                _check_size(path, image.size, max_pixels)
+                plain = image.format == "JPEG" and image.mode in ("RGB", "L")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        plain = False
+    if not plain:
+        return read_image(path, channels, max_pixels)
+    return Encoded(path, torch.frombuffer(bytearray(data), dtype=torch.uint8))
+
+
+def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> list[Tensor | ImageError]:
+    """The JPEGs decoded on `device` as uint8 (channels, H, W), in one call (nvJPEG's batched decoder on a GPU).
+
+    The call fails as a whole when one file is corrupt: the batch is then decoded a file at a time,
+    and each corrupt file gives an ImageError naming it in place of its pixels.
+
+    >>> files = [read_encoded("a.jpg"), read_encoded("b.jpg")]  # doctest: +SKIP
+    >>> decode_batch(files, 3, torch.device("cuda"))[0].device  # doctest: +SKIP
+    device(type='cuda', index=0)
+    """
+    if not files:
+        return []
+    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as in _decode_jpeg_or_fail
+        try:
+            return list(decode_jpeg([f.data for f in files], mode=mode, device=device))
+        except RuntimeError:
+            pass
+        images: list[Tensor | ImageError] = []
+        for f in files:
+            try:
+                images.append(decode_jpeg(f.data, mode=mode, device=device))
+            except RuntimeError as exc:
+                images.append(ImageError(f"cannot read image {f.path}: {_first_line(exc)}"))
+        return images
 
 
 _ADVICE = " (a decompression bomb?); raise it with --max-image-pixels if the image is genuine"

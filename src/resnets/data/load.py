@@ -32,6 +32,7 @@ def load_dataset(
     bad_images: str = "skip",
     num_workers: int | None = None,
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+    decode: str = "workers",
     normalization: tuple[torch.Tensor, torch.Tensor] | None = None,
     normalize: str = "pixel-mean",
     padding: int | None = None,
@@ -53,7 +54,8 @@ def load_dataset(
     share: its rows of every global training batch of `batch_size` images (batches that do not
     depend on `world`) and a contiguous part of the validation and test images. `extra` adds the
     augmentations of recipes after 2015 (RandAugment, TrivialAugment, random erasing) to training;
-    `repeats` > 1 puts each training image of an image folder that many times in its batch.
+    `repeats` > 1 puts each training image of an image folder that many times in its batch;
+    `decode="device"` decodes an image folder's JPEGs a batch at a time on `device` (nvJPEG on a GPU).
 
     >>> bundle = load_dataset("synthetic:1,8,8,3", batch_size=32, val_split=24, seed=1)
     >>> bundle.info.n_train, bundle.info.n_val, len(bundle.train), tuple(next(bundle.train.epoch(0))[0].shape)
@@ -71,6 +73,7 @@ def load_dataset(
         num_workers=num_workers,
         bad_images=bad_images,
         max_image_pixels=max_image_pixels,
+        decode=decode,
         normalization=normalization,
         normalize=normalize,
         test_subset=test_subset,

@@ -33,6 +33,14 @@ IMAGENET_EIGVEC = (
 )
 
 
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A CPU tensor on `device`; to a GPU through pinned memory, so that the host does not wait for
+    the kernels queued before the copy (a copy from pageable memory synchronises)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """uint8 (or float) pixels in 0..255 to float32 inputs: (x - mean) / std.
 
@@ -248,7 +256,8 @@ def erase_box(image: Tensor, p: float, g: torch.Generator) -> Tensor:
         if 0 < h < height and 0 < w < width:
             top, left = _randint(0, height - h, g), _randint(0, width - w, g)
             image = image.clone()
-            image[:, top : top + h, left : left + w] = torch.randint(0, 256, (c, h, w), generator=g, dtype=torch.uint8)
+            noise = torch.randint(0, 256, (c, h, w), generator=g, dtype=torch.uint8)
+            image[:, top : top + h, left : left + w] = to_device(noise, image.device)
             return image
     return image
 
@@ -277,7 +286,7 @@ def random_resized_box(height: int, width: int, g: torch.Generator) -> tuple[int
 def auto_augment(image: Tensor, config: FolderTransforms, g: torch.Generator) -> Tensor:
     """RandAugment or TrivialAugment Wide on one uint8 image, through torchvision's transforms v2.
 
-    torchvision draws from the global generator: it is seeded from `g` for the call, so the image's
+    torchvision draws from the global CPU generator: it is seeded from `g` for the call, so the image's
     augmentation still depends on the run's seed and the image's place alone. RandAugment's magnitude
     is drawn per image from N(M, std), clipped to torchvision's levels 0..30 and rounded.
     """
@@ -292,7 +301,9 @@ def auto_augment(image: Tensor, config: FolderTransforms, g: torch.Generator) ->
     else:
         transform = v2.TrivialAugmentWide()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator alone: torch.manual_seed would also reseed the GPU's, which the training
+        # step draws from (drop-path) when images are augmented on the device, in the main process.
+        torch.default_generator.manual_seed(seed)
         return transform(image)
 
 

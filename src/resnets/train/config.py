@@ -13,13 +13,13 @@ from pathlib import Path
 import yaml
 
 from ..data.base import BAD_IMAGES, NORMALIZATIONS
-from ..data.images import DEFAULT_MAX_PIXELS, check_max_pixels
+from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 from ..data.transforms import CROPS
 from ..models.resnet import INITS
 from .graphs import CUDA_GRAPHS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
-FOLDER_DEFAULTS = {"crop": "scale", "image_size": 224, "test_size": 224, "test_resize": 256}
+FOLDER_DEFAULTS = {"crop": "scale", "image_size": 224, "test_size": 224, "test_resize": 256, "decode": "workers"}
 OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 
 
@@ -114,6 +114,7 @@ class TrainConfig:
     num_workers: int | None = None  # image folders: DataLoader worker processes (none: one per usable core)
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
+    decode: str = "workers"  # image folders: JPEGs decoded in the workers | device: a batch at a time (nvJPEG)
     init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
     num_classes: int | None = None  # override the dataset's class count (fine-tuning)
     freeze_backbone: bool = False  # fine-tuning: train only the new head
@@ -128,6 +129,7 @@ class TrainConfig:
             ("schedule", SCHEDULES),
             ("device", DEVICES),
             ("bad_images", BAD_IMAGES),
+            ("decode", DECODERS),
             ("normalize", NORMALIZATIONS),
             ("cuda_graphs", CUDA_GRAPHS),
             ("optimizer", OPTIMIZERS),

@@ -296,6 +296,7 @@ class Trainer:
             bad_images=c.bad_images,
             num_workers=c.num_workers,
             max_image_pixels=c.max_image_pixels,
+            decode=c.decode,
             normalize=c.normalize,
             folder_transforms=folder_transforms(c) if c.data.startswith("imagefolder:") else None,
             test_subset=c.test_subset,
