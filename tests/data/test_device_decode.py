@@ -149,3 +149,18 @@ def test_a_run_that_decodes_on_the_device_trains_resumes_and_evaluates_as_it_dec
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert evaluate_checkpoint(str(whole.weights), device="cpu").top1_err == whole.history[-1]["test_err"]
+
+
+@pytest.mark.gpu
+def test_decoding_on_the_gpu_never_makes_the_host_wait_for_it(jpeg_root):
+    # Not RandAugment: torchvision's own ops are not this project's to vouch for.
+    transforms = FolderTransforms(image_size=32, resize_range=(36, 48), test_resize=36, erasing=0.5)
+    bundle = load(jpeg_root, "device", device="cuda", folder_transforms=transforms)
+    batches = bundle.train.epoch(0)
+    next(batches)  # nvJPEG's decoder is created here, once
+    torch.cuda.set_sync_debug_mode("error")  # a copy from pageable memory, an .item(), ... raises
+    try:
+        rest = list(batches)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert rest and all(images.device.type == labels.device.type == "cuda" for images, labels in rest)
