@@ -44,7 +44,9 @@ def clean_folder(tmp_path):
     root = tmp_path / "images"
     for k, (name, color) in enumerate({"cat": (200, 40, 40), "dog": (40, 200, 40), "eel": (40, 40, 200)}.items()):
         for i in range(6):
-            save_image(root / "train" / name / f"{i}.png", (40 + 4 * i, 36), tuple(max(c - 10 * i, 0) for c in color))
+            suffix = ".jpg" if i % 2 else ".png"  # both kinds: decode="device" takes JPEGs to the device, PNGs not
+            shade = tuple(max(c - 10 * i, 0) for c in color)
+            save_image(root / "train" / name / f"{i}{suffix}", (40 + 4 * i, 36), shade)
         for i in range(3):
             save_image(root / "val" / name / f"{i}.jpg", (44, 40 + k), color)
     return root
@@ -58,11 +60,12 @@ def clean_folder(tmp_path):
         FolderTransforms(image_size=32, crop="random-resized", trivialaugment=True, test_size=40, test_resize=44),
     ],
 )
-def test_image_folders_share_every_global_batch_and_every_test_image(clean_folder, transforms):
+@pytest.mark.parametrize("decode", ["workers", "device"])
+def test_image_folders_share_every_global_batch_and_every_test_image(clean_folder, transforms, decode):
     options = {"batch_size": 6, "seed": 1, "num_workers": 0, "folder_transforms": transforms}
     name = f"imagefolder:{clean_folder}"
     whole = load_dataset(name, **options)
-    parts = shares(name, 2, **options)
+    parts = shares(name, 2, **options, decode=decode)  # the whole, decoded by the workers, is the reference
     for epoch in (0, 1):
         for i, (x, y) in enumerate(whole.train.epoch(epoch)):
             pieces = [next(p.train.epoch(epoch, start=i)) for p in parts]
