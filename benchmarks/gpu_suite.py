@@ -54,6 +54,7 @@ from resnets.models.fuse import fuse_bn
 from resnets.train import TrainConfig
 from resnets.train.engine import Trainer
 from resnets.train.metrics import Progress
+from resnets.train.recipes import paper_cifar
 from resnets.train.stops import StopRequest
 
 SYNTHETIC_IMAGES = 1024  # training images of a synthetic dataset
@@ -253,7 +254,15 @@ def cifar_cases(size: Size, device: torch.device, folder: Path) -> list[Case]:
             size.rounds,
         )
         setting = f"CIFAR ResNet-{depth}, 32x32, batch {b}, synthetic"
-        cases.append(Case(f"{name}-train", setting, got["ours"], got["plain"], "plain eager loop", size.rounds))
+        case = Case(f"{name}-train", setting, got["ours"], got["plain"], "plain eager loop", size.rounds)
+        # The paper's CIFAR recipe (section 4.2): its iterations at its batch, at this rate.
+        paper = paper_cifar()
+        minutes = paper.iterations * paper.batch_size / case.ours / 60
+        case.notes.append(
+            f"ResNet-{depth}: the paper's {paper.iterations:,} iterations of {paper.batch_size} would take "
+            f"{minutes:.1f} min of training at this rate (projected from the step rate, on synthetic images)"
+        )
+        cases.append(case)
     return cases
 
 

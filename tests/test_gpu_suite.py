@@ -37,6 +37,9 @@ def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
     assert "toy sizes" in table and all(f"| {name} |" in table for name in CASES)
     ratios = [line for line in table.splitlines() if re.search(r"\| \d+\.\d\dx \|$", line)]
     assert len(ratios) == len(CASES)  # a ratio in each row
+    rate = next(c["ours"] for c in results["cases"] if c["name"] == "resnet8-train")
+    minutes = 64000 * 128 / rate / 60  # the paper's CIFAR run, projected from the measured rate
+    assert f"ResNet-8: the paper's 64,000 iterations of 128 would take {minutes:.1f} min" in table
 
 
 def test_the_loader_benchmark_times_both_decoders():
