@@ -224,6 +224,7 @@ METAVARS = {
     "random_erasing": "P",
     "clip_grad": "NORM",
     "optimizer": "NAME",
+    "decode": "WHERE",
     "randaugment_magnitude": "M",
     "randaugment_ops": "N",
 }

@@ -114,7 +114,7 @@ class TrainConfig:
     num_workers: int | None = None  # image folders: DataLoader worker processes (none: one per usable core)
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
-    decode: str = "workers"  # image folders: JPEGs decoded in the workers | device: a batch at a time (nvJPEG)
+    decode: str = "workers"  # image folders: where JPEGs are decoded: workers | device (a batch at a time, nvJPEG)
     init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
     num_classes: int | None = None  # override the dataset's class count (fine-tuning)
     freeze_backbone: bool = False  # fine-tuning: train only the new head
