@@ -164,9 +164,13 @@ def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor |
     return views, shifts, torch.tensor([s[2] for s in good]), bad
 
 
-def keep_items(samples: list) -> list:
-    """The worker's items as they are: a batch to be decoded on the device is assembled there."""
-    return samples
+def pack(samples: list) -> tuple[list, tuple]:
+    """A batch for decoding on the device, as a worker sends it: each JPEG's item with its bytes (pickled
+    by value, where a tensor a file would hold a shared-memory file descriptor each, hundreds a batch),
+    True or False in the place of a file the worker decoded or could not read, and those it decoded
+    collated (one tensor a view)."""
+    marks = [s if _is_encoded(s) else not isinstance(s, Unreadable) for s in samples]
+    return marks, collate([s for s in samples if not _is_encoded(s)])
 
 
 class _BatchKeys:
@@ -260,7 +264,7 @@ class FolderLoader:
             # More workers than cores only adds processes that wait for a core; by default, one per core
             # (a GPU training ResNet-50 takes thousands of decoded JPEGs a second).
             num_workers=usable_cores() if options.num_workers is None else min(options.num_workers, usable_cores()),
-            collate_fn=collate if options.decode == "workers" else keep_items,
+            collate_fn=collate if options.decode == "workers" else pack,
             # Pinned pages make the copy of the decoded crops asynchronous; file bytes go to nvJPEG as they are.
             pin_memory=device.type == "cuda" and options.decode == "workers",
             # Only to keep the DataLoader off the global RNG (it draws worker base seeds from it).
@@ -289,21 +293,24 @@ class FolderLoader:
                 f"(first: {first_bad.path}: {first_bad.error})"
             )
 
-    def _decode(self, items: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[Unreadable]]:
-        """A batch of worker items collated as `collate` does, its JPEGs decoded and viewed on the device."""
+    def _decode(self, packed: tuple[list, tuple]) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list]:
+        """A batch from `pack` collated as `collate` does, its JPEGs decoded and viewed on the device."""
         device = self.options.device
-        pixels = iter(decode_batch([item[0] for item in items if _is_encoded(item)], 3, device))
-        samples = []
-        for item in items:
-            if _is_encoded(item):
+        marks, (views, shifts, labels, bad) = packed
+        pixels = iter(decode_batch([mark[0] for mark in marks if _is_encoded(mark)], 3, device))
+        samples: list = list(bad)
+        row = 0  # the next row of the files the worker decoded (not JPEGs, or CMYK)
+        for mark in marks:
+            if _is_encoded(mark):
                 image = next(pixels)
                 if isinstance(image, ImageError):
-                    item = Unreadable(item[0].path, str(image))
+                    samples.append(Unreadable(mark[0].path, str(image)))
                 else:
-                    item = (*self.dataset.view(image, item[1]), item[2])
-            elif not isinstance(item, Unreadable):  # a file the workers decoded (not a JPEG, or CMYK)
-                item = ([to_device(v, device) for v in item[0]], *item[1:])
-            samples.append(item)
+                    samples.append((*self.dataset.view(image, mark[1]), mark[2]))
+            elif mark:
+                shift = None if shifts is None else shifts[row]
+                samples.append(([to_device(v[row], device) for v in views], shift, int(labels[row])))
+                row += 1
         views, shifts, labels, bad = collate(samples)
         if labels is not None:
             labels = to_device(labels, device)

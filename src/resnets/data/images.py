@@ -85,7 +85,7 @@ class Encoded(NamedTuple):
     """A JPEG file's bytes, its header checked, to be decoded with its batch by `decode_batch`."""
 
     path: str
-    data: Tensor  # uint8 (file size,)
+    data: bytearray  # the file (writable, so that a tensor can share it)
 
 
 def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Encoded | Tensor:
@@ -95,8 +95,8 @@ def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_
     CMYK JPEGs, other formats and files whose header is unreadable take `read_image`'s path, so a
     file is refused, or decoded, with the same message whichever decoder a run uses.
 
-    >>> read_encoded("photo.jpg").data.shape  # doctest: +SKIP
-    torch.Size([48213])
+    >>> len(read_encoded("photo.jpg").data)  # doctest: +SKIP
+    48213
     """
     path = str(path)
     try:
@@ -110,7 +110,7 @@ def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_
         plain = False
     if not plain:
         return read_image(path, channels, max_pixels)
-    return Encoded(path, torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    return Encoded(path, bytearray(data))
 
 
 def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> list[Tensor | ImageError]:
@@ -128,14 +128,15 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # as in _decode_jpeg_or_fail
+        data = [torch.frombuffer(f.data, dtype=torch.uint8) for f in files]
         try:
-            return list(decode_jpeg([f.data for f in files], mode=mode, device=device))
+            return list(decode_jpeg(data, mode=mode, device=device))
         except RuntimeError:
             pass
         images: list[Tensor | ImageError] = []
-        for f in files:
+        for f, encoded in zip(files, data, strict=True):
             try:
-                images.append(decode_jpeg(f.data, mode=mode, device=device))
+                images.append(decode_jpeg(encoded, mode=mode, device=device))
             except RuntimeError as exc:
                 images.append(ImageError(f"cannot read image {f.path}: {_first_line(exc)}"))
         return images
