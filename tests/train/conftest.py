@@ -36,3 +36,28 @@ def tiny_config(tmp_path):
         return TrainConfig(**{**TINY, "out": str(tmp_path / "run"), **changes})
 
     return make
+
+
+@pytest.fixture
+def watched_steps(monkeypatch):
+    """Makes every training step after the first two raise on a host synchronisation (CUDA's sync
+    debug mode); the list it returns counts the steps. The first steps may synchronise: they create
+    the optimizer's state and capture the CUDA graph."""
+    import torch
+
+    from resnets.train.engine import Trainer
+
+    step, steps = Trainer._train_step, []
+
+    def watched(self, x, y):
+        steps.append(len(steps))
+        if len(steps) <= 2:
+            return step(self, x, y)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return step(self, x, y)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(Trainer, "_train_step", watched)
+    return steps

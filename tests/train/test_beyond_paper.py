@@ -227,6 +227,13 @@ def test_on_a_gpu_every_option_trains_in_bf16_and_resumes(tiny_config, tmp_path)
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.gpu
+def test_on_a_gpu_a_step_with_every_option_never_waits_for_the_host(tiny_config, watched_steps):
+    # Mixup draws on the host from (seed, step), EMA and clipping stay on the device: no step waits.
+    result = train(tiny_config(**ALL_ON, device="cuda", epochs=2, log_every=1000))
+    assert len(watched_steps) == result.history[-1]["step"] == 16
+
+
 def test_an_image_folder_trains_with_rsb_s_augmentations_and_tests_at_its_own_size(tmp_path):
     from PIL import Image
 

@@ -107,6 +107,13 @@ def test_on_a_gpu_the_graphed_compiled_and_eager_paths_agree(tiny_config, tmp_pa
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", ["on", "off"])
+def test_on_a_gpu_a_training_step_never_waits_for_the_host(tiny_config, watched_steps, graphs):
+    result = train(tiny_config(device="cuda", cuda_graphs=graphs, log_every=1000))
+    assert len(watched_steps) == result.history[-1]["step"] == 16
+
+
 def test_a_failed_capture_trains_on_uncaptured_under_auto_and_stops_under_on():
     """Here no capture can succeed (no GPU): auto's fallback keeps the same arithmetic and says why."""
     torch.manual_seed(0)
