@@ -225,6 +225,7 @@ METAVARS = {
     "clip_grad": "NORM",
     "optimizer": "NAME",
     "decode": "WHERE",
+    "compile_mode": "MODE",
     "randaugment_magnitude": "M",
     "randaugment_ops": "N",
 }

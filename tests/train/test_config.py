@@ -75,6 +75,8 @@ def test_epochs_replace_the_recipes_iterations():
         (["--recipe", "speedy"], "unknown recipe 'speedy'; accepted: paper-cifar"),
         (["--device", "tpu"], "device='tpu' is not one of auto, cpu, cuda, mps"),
         (["--freeze-backbone"], "freeze_backbone needs init_from"),
+        (["--compile", "--compile-mode", "fast"], "compile_mode='fast' is not one of default, reduce-overhead"),
+        (["--compile-mode", "max-autotune"], "compile_mode='max-autotune' is torch.compile's mode: add compile"),
     ],
 )
 def test_bad_values_are_named(argv, fragment):

@@ -164,3 +164,15 @@ def test_without_a_terminal_there_is_no_bar():
     progress = Progress(10, 0, io.StringIO())
     progress.advance(3)
     assert progress.bar is None
+
+
+def test_compile_passes_its_mode_to_torch_compile(tiny_config, monkeypatch):
+    seen = []
+
+    def recorded(model, mode=None):
+        seen.append(mode)
+        return model  # the network as it is: inductor's C++ build would take minutes here
+
+    monkeypatch.setattr(torch, "compile", recorded)
+    result = train(tiny_config(epochs=1, compile=True, compile_mode="max-autotune-no-cudagraphs"))
+    assert seen == ["max-autotune-no-cudagraphs"] and math.isfinite(result.history[-1]["train_loss"])

@@ -21,6 +21,8 @@ from .graphs import CUDA_GRAPHS
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
 FOLDER_DEFAULTS = {"crop": "scale", "image_size": 224, "test_size": 224, "test_resize": 256, "decode": "workers"}
 OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
+# torch.compile's modes: reduce-overhead adds CUDA graphs, max-autotune benchmarks kernel choices (minutes).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def legacy_values(saved: dict) -> dict:
@@ -102,6 +104,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (fp32 elsewhere)
     channels_last: bool = True  # NHWC memory format (faster convolutions on GPUs and most CPUs)
     compile: bool = False  # torch.compile the model
+    compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead | max-autotune | ...
     cuda_graphs: str = "auto"  # auto: CIFAR nets on a GPU train as one CUDA graph a step | on | off
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (else per process)
     accumulate: int = 1  # split each process's batch into K micro-batches (gradients added; one all-reduce)
@@ -134,6 +137,7 @@ class TrainConfig:
             ("cuda_graphs", CUDA_GRAPHS),
             ("optimizer", OPTIMIZERS),
             ("crop", CROPS),
+            ("compile_mode", COMPILE_MODES),
         )
         for name, accepted in accepted_values:
             value = getattr(self, name)
@@ -187,6 +191,8 @@ class TrainConfig:
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones={self.milestones!r} must be increasing fractions of training in (0, 1)")
         self._validate_beyond_paper()
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode={self.compile_mode!r} is torch.compile's mode: add compile (--compile)")
         if self.freeze_backbone and not self.init_from:
             raise ValueError("freeze_backbone needs init_from: a frozen random backbone learns nothing")
 

@@ -71,6 +71,7 @@ RESUMABLE_CHANGES = {
     "checkpoint_every",
     "eval_batch_size",
     "compile",
+    "compile_mode",
     "data_dir",
     "max_image_pixels",
     "cuda_graphs",  # the same arithmetic, launched otherwise (fused SGD: rounding alone differs)
@@ -340,7 +341,7 @@ class Trainer:
         )
         self.graph_step: GraphedStep | None = None  # made at the first step, after any restore
         network = self.ddp if self.ddp is not None else self.model
-        self.forward = torch.compile(network) if c.compile else network
+        self.forward = torch.compile(network, mode=c.compile_mode) if c.compile else network
         self.criterion: nn.Module = (
             BinaryCrossEntropy(c.label_smoothing) if c.bce else nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         )
