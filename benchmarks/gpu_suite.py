@@ -52,6 +52,7 @@ from resnets.data.transforms import FolderTransforms
 from resnets.hardware import describe, resolve_device, summary, usable_cores
 from resnets.models.fuse import fuse_bn
 from resnets.train import TrainConfig
+from resnets.train.config import COMPILE_MODES
 from resnets.train.engine import Trainer
 from resnets.train.metrics import Progress
 from resnets.train.recipes import paper_cifar
@@ -87,6 +88,7 @@ class Size:
     steps: int = 30  # timed steps per round
     rounds: int = 5
     compile: bool = True
+    compile_modes: tuple[str, ...] = ("default",)  # the modes of `resnets train --compile` timed on ResNet-50
     folder_images: int = 2048  # JPEGs of 500x375 (ImageNet's typical size) for the loader case
     small: bool = False
 
@@ -223,19 +225,30 @@ def resnet50_cases(size: Size, device: torch.device, folder: Path) -> list[Case]
         compiled = torch.compile(torchvision.models.resnet50().to(device, memory_format=torch.channels_last))
         contenders["compiled"] = plain_loop(compiled, (3, s, s), 1000, b, size.steps, device)
         # `resnets train --compile`: the large-model path (fused SGD, bf16, channels_last, no host sync).
-        contenders["ours-compiled"] = trainer_epoch(
-            "resnet50", data, b, size.steps, device, folder / "r50c", model_options={"stride_at": "3x3"}, compile=True
-        )
+        for mode in size.compile_modes:
+            contenders[f"ours-{mode}"] = trainer_epoch(
+                "resnet50",
+                data,
+                b,
+                size.steps,
+                device,
+                folder / f"r50-{mode}",
+                model_options={"stride_at": "3x3"},
+                compile=True,
+                compile_mode=mode,
+            )
     got = alternate(contenders, size.rounds)
     setting = f"ResNet-50, {s}x{s}, batch {b}, synthetic"
     cases = [Case("resnet50-train", setting, got["ours"], got["eager"], "torchvision eager", size.rounds)]
     if "compiled" in got:
         cases.append(Case("resnet50-train", setting, got["ours"], got["compiled"], "torchvision compiled", size.rounds))
-        compiled_setting = f"{setting}, resnets --compile"
-        for reference, label in (("eager", "torchvision eager"), ("compiled", "torchvision compiled")):
-            cases.append(
-                Case("resnet50-train", compiled_setting, got["ours-compiled"], got[reference], label, size.rounds)
+        for mode in size.compile_modes:
+            compiled_setting = f"{setting}, resnets --compile" + (
+                "" if mode == "default" else f" --compile-mode {mode}"
             )
+            for reference, label in (("eager", "torchvision eager"), ("compiled", "torchvision compiled")):
+                ours = got[f"ours-{mode}"]
+                cases.append(Case("resnet50-train", compiled_setting, ours, got[reference], label, size.rounds))
     else:
         cases[0].notes.append("torchvision compiled: left out at this size (compiling takes minutes on a CPU)")
     return cases
@@ -401,9 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for results.json and results.md")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--small", action="store_true", help="toy sizes (the CPU check that make test runs)")
+    parser.add_argument(
+        "--compile-mode",
+        action="append",
+        choices=COMPILE_MODES,
+        help="a torch.compile mode to time `resnets train --compile` in on ResNet-50 (repeatable; default: default; "
+        "max-autotune compiles for minutes)",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     size = Size.small_sizes() if args.small else Size()
+    if args.compile_mode:
+        size.compile_modes = tuple(args.compile_mode)
     machine = summary(describe(device))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"GPU suite on {machine}" + (" (--small)" if args.small else ""), flush=True)

@@ -54,3 +54,31 @@ def test_the_loader_benchmark_times_both_decoders():
     assert done.returncode == 0, done.stderr[-3000:]
     rates = re.findall(r"^decode=(\w+): ([\d,]+) images/s$", done.stdout, re.MULTILINE)
     assert [name for name, _ in rates] == ["workers", "device"] and all(float(r.replace(",", "")) > 0 for _, r in rates)
+
+
+def test_the_resnet50_case_times_each_compile_mode_asked_for(tmp_path, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
+    suite = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_suite", suite)  # its dataclasses look their module up
+    spec.loader.exec_module(suite)
+    modes = []
+
+    def recorded(model, mode=None):
+        modes.append(mode)
+        return model  # as it is: inductor would take minutes on this CPU
+
+    monkeypatch.setattr(torch, "compile", recorded)
+    size = suite.Size(imagenet=32, imagenet_batch=2, steps=1, rounds=1, compile_modes=("default", "max-autotune"))
+    cases = suite.resnet50_cases(size, torch.device("cpu"), tmp_path)
+    assert modes == [None, "default", "max-autotune"]  # torchvision's reference, then resnets in each mode
+    settings = [(c.setting.split(", ")[-1], c.reference_name) for c in cases]
+    assert settings[2:] == [
+        ("resnets --compile", "torchvision eager"),
+        ("resnets --compile", "torchvision compiled"),
+        ("resnets --compile --compile-mode max-autotune", "torchvision eager"),
+        ("resnets --compile --compile-mode max-autotune", "torchvision compiled"),
+    ]
