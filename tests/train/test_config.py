@@ -188,3 +188,16 @@ def test_the_recipes_of_2015_are_pinned_and_every_newer_option_is_off_in_them():
         assert newer >= {"mixup", "cutmix", "ema", "optimizer", "drop_path", "random_erasing", "bce"}
         assert {k: config[k] for k in newer} == {k: off[k] for k in newer}, key
         assert off["optimizer"] == "sgd" and off["ema"] is None and not off["mixup"] and off["decay_norm_bias"]
+
+
+def test_a_run_saved_before_newer_fields_existed_resumes_and_a_changed_field_is_named(tmp_path):
+    from resnets.train.engine import check_resumable
+
+    config = TrainConfig(data="imagefolder:/data/imagenet")
+    newer = ("decode", "optimizer", "crop", "mixup", "repeated_aug", "decay_norm_bias", "compile_mode")
+    old = {k: v for k, v in config.to_dict().items() if k not in newer}
+    check_resumable(old, config, tmp_path)  # each missing field had its default then
+    with pytest.raises(ValueError, match=r"holds a run with decode='workers', not 'device'"):
+        check_resumable(old, config.replace(decode="device"), tmp_path)
+    with pytest.raises(ValueError, match=r"holds a run with optimizer='sgd', not 'lamb'"):
+        check_resumable(old, config.replace(optimizer="lamb"), tmp_path)

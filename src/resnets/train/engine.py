@@ -98,7 +98,8 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
-    saved = {**saved, **legacy_values(saved)}  # a run saved before a field existed had its legacy value
+    # A run saved before a field existed had its legacy value, or else its default (as from_dict reads it).
+    saved = {**TrainConfig().to_dict(), **saved, **legacy_values(saved)}
     current = config.to_dict()
     different = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if different:
