@@ -178,3 +178,25 @@ def test_a_packed_batch_holds_a_tensor_a_view_not_a_tensor_a_file(jpeg_root):
     # 6 PNGs, grey.png, cmyk.jpg and png.jpg decoded by the worker; broken.jpg unreadable.
     assert marks.count(True) == len(labels) == len(views[0]) == 9 and marks.count(False) == len(bad) == 1
     assert len(views) == 1 and views[0].shape[1:] == (3, 32, 32) and shifts.shape == (len(labels), 3)
+
+
+def test_a_file_the_device_decoder_refuses_is_decoded_on_the_cpu_and_a_refusing_decoder_is_named(
+    jpeg_root, monkeypatch
+):
+    import resnets.data.images as images_module
+
+    real = images_module.decode_jpeg
+
+    def refusing(data, mode, device="cpu"):  # a device decoder that reads no file: nvJPEG on a subsampling it lacks
+        if torch.device(device).type == "meta":
+            raise RuntimeError("Unknown chroma subsampling")
+        return real(data, mode=mode, device=device)
+
+    monkeypatch.setattr(images_module, "decode_jpeg", refusing)
+    good, cut = jpeg_root / "train" / "cat" / "0.jpg", jpeg_root / "train" / "cat" / "cut.jpg"
+    image, bad = decode_batch([read_encoded(good), read_encoded(cut)], 3, torch.device("meta"))
+    assert image.device.type == "meta" and image.shape == read_image(str(good)).shape
+    assert isinstance(bad, ImageError) and "Image is incomplete or truncated" in str(bad)  # libjpeg-turbo's words
+    both = [read_encoded(good), read_encoded(jpeg_root / "val" / "dog" / "2.jpg")]
+    with pytest.raises(ValueError, match=r"decoder on meta refuses all 2 files .*0\.jpg: Unknown chroma subsampling"):
+        decode_batch(both, 3, torch.device("meta"))

@@ -116,8 +116,11 @@ def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_
 def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> list[Tensor | ImageError]:
     """The JPEGs decoded on `device` as uint8 (channels, H, W), in one call (nvJPEG's batched decoder on a GPU).
 
-    The call fails as a whole when one file is corrupt: the batch is then decoded a file at a time,
-    and each corrupt file gives an ImageError naming it in place of its pixels.
+    The call fails as a whole when one file is corrupt: the batch is then decoded a file at a time.
+    A file that the device's decoder refuses but libjpeg-turbo reads (nvJPEG refuses some chroma
+    subsamplings) is decoded on the CPU; a file neither reads gives an ImageError naming it in place
+    of its pixels. A device decoder that refuses every file of a batch that the CPU reads is not
+    working here: that is an error, not a batch of bad files.
 
     >>> files = [read_encoded("a.jpg"), read_encoded("b.jpg")]  # doctest: +SKIP
     >>> decode_batch(files, 3, torch.device("cuda"))[0].device  # doctest: +SKIP
@@ -134,12 +137,31 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
         except RuntimeError:
             pass
         images: list[Tensor | ImageError] = []
+        refused = []  # (path, error) of the files the device refused and the CPU read
         for f, encoded in zip(files, data, strict=True):
             try:
                 images.append(decode_jpeg(encoded, mode=mode, device=device))
+                continue
             except RuntimeError as exc:
-                images.append(ImageError(f"cannot read image {f.path}: {_first_line(exc)}"))
-        return images
+                error = exc
+            if device.type != "cpu":
+                try:
+                    image = decode_jpeg(encoded, mode=mode)
+                    refused.append((f.path, _first_line(error)))
+                    images.append(
+                        image.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else image.to(device)
+                    )
+                    continue
+                except RuntimeError as exc:
+                    error = exc  # libjpeg-turbo's words, as the workers would report the file
+            images.append(ImageError(f"cannot read image {f.path}: {_first_line(error)}"))
+    if len(files) > 1 and len(refused) == len(files):
+        path, error = refused[0]
+        raise ValueError(
+            f"the JPEG decoder on {device} refuses all {len(files)} files of a batch that the CPU decodes "
+            f"(first: {path}: {error}); --decode workers decodes them on the CPU"
+        )
+    return images
 
 
 _ADVICE = " (a decompression bomb?); raise it with --max-image-pixels if the image is genuine"
