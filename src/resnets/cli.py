@@ -84,6 +84,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return value
+
+
 def pixel_limit(text: str) -> int | None:
     """argparse type: a positive number of pixels, or none (no limit)."""
     if text.lower() in ("none", "0"):
@@ -428,6 +439,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
             args.data,
             args.depths,
             seeds=args.seeds,
+            first_seed=args.first_seed,
             recipe=args.recipe,
             overrides=overrides,
             out=args.out,
@@ -605,6 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CIFAR-style depths, 6n+2 (default: 20 32 44 56 110)",
     )
     p.add_argument("--seeds", type=positive_int, default=1, help="runs per model, mean and std reported (default: 1)")
+    p.add_argument(
+        "--first-seed",
+        type=non_negative_int,
+        default=0,
+        help="the seeds are FIRST_SEED ... FIRST_SEED + SEEDS - 1: a seed at a time on different machines, "
+        "gathered into one folder afterwards (default: 0)",
+    )
     p.add_argument("--recipe", default="paper-cifar", help=f"one of {', '.join(RECIPES)} (default: paper-cifar)")
     p.add_argument(
         "--fig6-axis", choices=AXES, default="iterations", help="Fig. 6's x axis (default: iterations, the paper's)"

@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 
 import pytest
 
@@ -35,12 +36,44 @@ def test_summary_json_holds_mean_and_std_over_seeds(experiment):
 
 def test_finished_runs_are_reused(experiment):
     out, summary = experiment
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/step-*.pt")}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.is_file()}
     log = io.StringIO()
     again = run_degradation("synthetic:1,16,16,4", [8, 14], seeds=2, overrides=TINY, out=out, stream=log)
-    assert "resuming" in log.getvalue() and "epoch 1 step" not in log.getvalue()
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/checkpoints/step-*.pt")} == stamps
+    assert log.getvalue().count("(finished: reused)") == 8 and "epoch 1 step" not in log.getvalue()
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.is_file()} == stamps  # no run touched
     assert {k: v["train_err_mean"] for k, v in again.items()} == {k: v["train_err_mean"] for k, v in summary.items()}
+    assert again["resnet14"]["params"] == summary["resnet14"]["params"]
+
+
+def test_seeds_run_apart_and_gathered_without_checkpoints_summarise_as_one_experiment(experiment, tmp_path):
+    _, summary = experiment
+    apart = [tmp_path / "first", tmp_path / "second"]
+    for seed, folder in enumerate(apart):
+        run_degradation(
+            "synthetic:1,16,16,4", [8], seeds=1, first_seed=seed, overrides=TINY, out=folder, stream=io.StringIO()
+        )
+        assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [f"plain8-seed{seed}", f"resnet8-seed{seed}"]
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    for folder in apart:
+        for run in folder.iterdir():
+            if run.is_dir():
+                shutil.copytree(run, gathered / run.name, ignore=shutil.ignore_patterns("checkpoints"))
+    log = io.StringIO()
+    merged = run_degradation("synthetic:1,16,16,4", [8], seeds=2, overrides=TINY, out=gathered, stream=log)
+    assert log.getvalue().count("(finished: reused)") == 4 and "epoch 1 step" not in log.getvalue()
+    for name in ("plain8", "resnet8"):  # the runs of the whole experiment, seed for seed
+        for key in ("train_err_mean", "train_err_std", "test_err_mean", "params", "seeds"):
+            assert merged[name][key] == summary[name][key], (name, key)
+
+
+def test_a_finished_run_of_other_settings_is_refused_by_name(experiment, tmp_path):
+    out, _ = experiment
+    shutil.copytree(out / "resnet8-seed0", tmp_path / "resnet8-seed0", ignore=shutil.ignore_patterns("checkpoints"))
+    with pytest.raises(ValueError, match=r"holds a run with lr=0\.1, not 0\.05"):
+        run_degradation("synthetic:1,16,16,4", [8], overrides={**TINY, "lr": 0.05}, out=tmp_path, stream=io.StringIO())
+    with pytest.raises(ValueError, match="first_seed=-1 must be a non-negative integer"):
+        run_degradation("synthetic:1,16,16,4", [8], first_seed=-1, overrides=TINY, out=tmp_path)
 
 
 def test_a_depth_the_family_lacks_is_refused_before_any_training(tmp_path):

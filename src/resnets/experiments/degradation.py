@@ -2,7 +2,9 @@
 
 Deeper plain nets reach a *higher training error* than shallower ones; residual nets do
 not. Every run is an ordinary resumable training run in its own folder, so an interrupted
-experiment picks up where it stopped and a finished run is reused.
+experiment picks up where it stopped and a finished run is reused: from its own files
+(config.yaml, metrics.jsonl, model.safetensors), so that its checkpoints may be deleted and runs
+made elsewhere (a seed at a time, `first_seed`) can be gathered into one folder and summarised.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 from ..analysis.plots import plot_training_curves
 from ..files import atomic_write
 from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
-from ..train import get_recipe, train
+from ..train import TrainConfig, get_recipe, train
+from ..train.checkpoint import model_from_checkpoint
 from ..train.distributed import rank_of_this_process
+from ..train.engine import check_resumable
 from ..train.recipes import with_overrides
 from ..train.rundir import holds_run
 
@@ -40,6 +46,7 @@ def run_degradation(
     depths: list[int],
     *,
     seeds: int = 1,
+    first_seed: int = 0,
     recipe: str = "paper-cifar",
     overrides: dict | None = None,
     out: str | Path = "runs/degradation",
@@ -48,7 +55,8 @@ def run_degradation(
 ) -> dict:
     """Train plain-d and ResNet-d for each depth and seed; write summary.json, fig6.png and table.txt.
 
-    `overrides` are TrainConfig fields applied on top of the recipe (epochs, subset, ...).
+    `overrides` are TrainConfig fields applied on top of the recipe (epochs, subset, ...). The
+    seeds are first_seed, ..., first_seed + seeds - 1.
     Returns the summary: per model name, the final training and test error (mean and
     standard deviation over seeds, as fractions), parameters, seeds, and per-epoch curves
     (with several seeds, their mean and standard deviation). Fig. 6's x axis counts `axis`:
@@ -61,6 +69,8 @@ def run_degradation(
     check_depths(depths)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be at least 1")
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise ValueError(f"first_seed={first_seed!r} must be a non-negative integer")
     out = Path(out)
     check_experiment_folder(out)
     overrides = dict(overrides or {})
@@ -70,18 +80,25 @@ def run_degradation(
             # The CIFAR family at every depth: resnet50 or plain152 would name the ImageNet nets.
             name = cifar_name(family, depth)
             finals, histories, seconds = [], [], 0.0
-            for seed in range(seeds):
+            for seed in range(first_seed, first_seed + seeds):
                 config = with_overrides(
                     get_recipe(recipe, name),
                     {**overrides, "model": name, "data": data, "seed": seed, "out": str(out / f"{name}-seed{seed}")},
                 )
+                done = finished_run(config)
                 if main:
-                    print(f"== {name}, seed {seed}: {config.out}", file=stream, flush=True)
-                result = train(config, stream=stream)
-                finals.append(result.final)
-                seconds += result.final.get("elapsed", result.seconds)
-                histories.append(result.history)
-                model = result.model
+                    print(
+                        f"== {name}, seed {seed}: {config.out}" + (" (finished: reused)" if done else ""),
+                        file=stream,
+                        flush=True,
+                    )
+                if done is None:
+                    result = train(config, stream=stream)
+                    done = (result.history, result.model)
+                history, model = done
+                finals.append(history[-1])
+                seconds += history[-1].get("elapsed", 0.0)
+                histories.append(history)
             summary[name] = {
                 "family": family,
                 "depth": depth,
@@ -94,6 +111,22 @@ def run_degradation(
     if main:  # under torchrun, rank 0 writes the experiment's files
         write_outputs(summary, out, data, axis)
     return summary
+
+
+def finished_run(config: TrainConfig) -> tuple[list[dict], object] | None:
+    """(per-epoch records, trained network) of a run of `config` that finished in `config.out`, read from
+    its files (its checkpoints may be gone); None where no run finished there. A finished run of
+    other settings there is refused by name, as resuming it would be."""
+    folder = Path(str(config.out))
+    files = [folder / name for name in ("config.yaml", "metrics.jsonl", "model.safetensors")]
+    if not all(f.is_file() for f in files):
+        return None
+    check_resumable(yaml.safe_load(files[0].read_text()) or {}, config, folder)
+    history = [json.loads(line) for line in files[1].read_text().splitlines() if line.strip()]
+    if not history:
+        return None
+    model, _ = model_from_checkpoint(files[2])
+    return history, model
 
 
 def final_errors(finals: list[dict]) -> dict[str, float | None]:
