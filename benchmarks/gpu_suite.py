@@ -17,7 +17,9 @@ Synthetic inputs unless named. A synthetic set holds 1,024 training images, so r
 ends an epoch, and syncs with the host, every 1,024 / batch steps (4 at batch 256), where real
 training syncs every `--log-every` steps; the reference syncs once a round: a small handicap for
 resnets. The suite then runs the test suite's GPU tests (`pytest -m gpu`). The results go to
-OUT/results.json and OUT/results.md. With `--small` (what `make test` runs, on the
+OUT/results.json and OUT/results.md, written again after every group of cases, so that a run cut
+short by a time limit keeps what it measured; a group that fails is recorded with its error and
+the others still run (the exit status is then 1). With `--small` (what `make test` runs, on the
 CPU) every case runs at a toy size, so that the suite cannot rot; its figures mean nothing.
 
     PYTHONPATH=src python benchmarks/gpu_suite.py --out bench-gpu          # on a GPU machine
@@ -49,6 +51,7 @@ from resnets import create_model
 from resnets.data import load_dataset
 from resnets.data.images import DECODERS
 from resnets.data.transforms import FolderTransforms
+from resnets.files import atomic_write
 from resnets.hardware import describe, resolve_device, summary, usable_cores
 from resnets.models.fuse import fuse_bn
 from resnets.train import TrainConfig
@@ -67,14 +70,14 @@ class Case:
     name: str
     setting: str
     ours: float  # images/s
-    reference: float
+    reference: float | None  # None where the reference could not be measured
     reference_name: str
     rounds: int
     notes: list[str] = field(default_factory=list)
 
     @property
-    def ratio(self) -> float:
-        return self.ours / self.reference
+    def ratio(self) -> float | None:
+        return None if self.reference is None else self.ours / self.reference
 
 
 @dataclass
@@ -333,7 +336,7 @@ def jpeg_folder(root: Path, images: int, size: tuple[int, int]) -> Path:
     return root
 
 
-def folder_loader_cases(size: Size, device: torch.device, folder: Path, training: Case) -> list[Case]:
+def folder_loader_cases(size: Size, device: torch.device, folder: Path, training: Case | None) -> list[Case]:
     """Images/s that the image-folder loader decodes, augments (scale, crop, flip, lighting) and
     delivers to the device with its default workers, beside the ResNet-50 training rate of this run
     (at 1x or more the loader keeps up): with JPEGs decoded by the workers (libjpeg-turbo), and a
@@ -359,15 +362,11 @@ def folder_loader_cases(size: Size, device: torch.device, folder: Path, training
     got = alternate({decode: timed(decode) for decode in DECODERS}, size.rounds)
     workers = usable_cores()  # the loader's default: one worker per usable core
     setting = f"{size.folder_images} JPEGs, {workers} workers, batch {size.imagenet_batch}, to {size.imagenet}px"
+    reference, label = (
+        (training.ours, "ResNet-50 training (above)") if training else (None, "ResNet-50 training (failed)")
+    )
     return [
-        Case(
-            f"imagefolder-loader, {decode}",
-            setting,
-            got[decode],
-            training.ours,
-            "ResNet-50 training (above)",
-            size.rounds,
-        )
+        Case(f"imagefolder-loader, {decode}", setting, got[decode], reference, label, size.rounds)
         for decode in DECODERS
     ]
 
@@ -391,7 +390,9 @@ def gpu_tests(device: torch.device) -> dict:
 # ---- output ---------------------------------------------------------------------------------------------------
 
 
-def markdown(cases: list[Case], machine: str, when: str, tests: dict, small: bool) -> str:
+def markdown(
+    cases: list[Case], machine: str, when: str, tests: dict | None, small: bool, failures: dict[str, str]
+) -> str:
     lines = [
         f"GPU suite, {when}, {machine}" + (" (toy sizes: --small; the figures mean nothing)" if small else ""),
         "",
@@ -399,13 +400,17 @@ def markdown(cases: list[Case], machine: str, when: str, tests: dict, small: boo
         "|---|---|---|---|---|---|",
     ]
     for c in cases:
-        lines.append(
-            f"| {c.name} | {c.setting} | {c.ours:,.0f} | {c.reference_name} | {c.reference:,.0f} | {c.ratio:.2f}x |"
-        )
+        reference = "n/a" if c.reference is None else f"{c.reference:,.0f}"
+        ratio = "n/a" if c.ratio is None else f"{c.ratio:.2f}x"
+        lines.append(f"| {c.name} | {c.setting} | {c.ours:,.0f} | {c.reference_name} | {reference} | {ratio} |")
     notes = [n for c in cases for n in c.notes]
     lines += ["", *(f"- {n}" for n in notes)] if notes else []
-    outcome = tests["summary"][0] if tests.get("ran") and tests["summary"] else tests.get("why", "")
-    lines += ["", f"GPU tests: {outcome}"]
+    lines += ["", *(f"- FAILED: {name}: {error}" for name, error in failures.items())] if failures else []
+    if tests is None:
+        lines += ["", "Incomplete: the suite is still running, or was stopped, before the cases above were all done."]
+    else:
+        outcome = tests["summary"][0] if tests.get("ran") and tests["summary"] else tests.get("why", "")
+        lines += ["", f"GPU tests: {outcome}"]
     return "\n".join(lines) + "\n"
 
 
@@ -430,31 +435,53 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"GPU suite on {machine}" + (" (--small)" if args.small else ""), flush=True)
     started = time.perf_counter()
-    cases: list[Case] = []
-    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stderr(io.StringIO()):
-        folder = Path(scratch)
-        for make in (resnet50_cases, cifar_cases):
-            cases += make(size, device, folder)
-            print(f"  {cases[-1].name}: done", file=sys.stdout, flush=True)
-        cases.append(fashion_mnist_case(size, device, folder))
-        cases.append(inference_case(size, device))
-        cases += folder_loader_cases(size, device, folder, cases[0])
-    tests = gpu_tests(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "machine": describe(device),
-        "when": when,
-        "small": args.small,
-        "seconds": round(time.perf_counter() - started, 1),
-        "cases": [{**asdict(c), "ratio": c.ratio} for c in cases],
-        "gpu_tests": tests,
-    }
-    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    table = markdown(cases, machine, when, tests, args.small)
-    (out / "results.md").write_text(table)
-    print(table)
-    return 0
+    cases: list[Case] = []
+    failures: dict[str, str] = {}
+
+    def save(tests: dict | None) -> str:
+        """results.json and results.md as they stand: written after every group of cases, so that a
+        suite stopped by a time limit or a failing case keeps what it measured."""
+        record = {
+            "machine": describe(device),
+            "when": when,
+            "small": args.small,
+            "complete": tests is not None,
+            "seconds": round(time.perf_counter() - started, 1),
+            "cases": [{**asdict(c), "ratio": c.ratio} for c in cases],
+            "failures": failures,
+            "gpu_tests": tests,
+        }
+        atomic_write(out / "results.json", (json.dumps(record, indent=2) + "\n").encode())
+        table = markdown(cases, machine, when, tests, args.small, failures)
+        atomic_write(out / "results.md", table.encode())
+        return table
+
+    def resnet50_training() -> Case | None:
+        return next((c for c in cases if c.name == "resnet50-train"), None)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        # The launch-bound CIFAR nets first (the CUDA-graph targets), ResNet-50's minutes of compiling later.
+        groups: dict[str, Callable[[], list[Case]]] = {
+            "CIFAR training": lambda: cifar_cases(size, device, folder),
+            "Fashion-MNIST training": lambda: [fashion_mnist_case(size, device, folder)],
+            "ResNet-50 training": lambda: resnet50_cases(size, device, folder),
+            "ResNet-50 inference": lambda: [inference_case(size, device)],
+            "image-folder loader": lambda: folder_loader_cases(size, device, folder, resnet50_training()),
+        }
+        for name, make in groups.items():
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    cases.extend(make())
+                print(f"  {name}: done ({time.perf_counter() - started:.0f} s)", flush=True)
+            except Exception as exc:  # one failing case must not cost the figures of the others
+                failures[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                print(f"  {name}: FAILED ({failures[name]})", flush=True)
+            save(None)
+    print(save(gpu_tests(device)))
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

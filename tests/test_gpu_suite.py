@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_suite.py"
 CASES = [
-    "resnet50-train",
     "resnet8-train",
     "resnet14-train",
     "fashion-mnist-train",
+    "resnet50-train",
     "resnet50-inference",
     "imagefolder-loader, workers",
     "imagefolder-loader, device",
@@ -28,6 +30,7 @@ def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["small"] is True and results["machine"]["device"] == "cpu"
+    assert results["complete"] is True and results["failures"] == {}
     assert [c["name"] for c in results["cases"]] == CASES
     for case in results["cases"]:
         assert case["ours"] > 0 and case["reference"] > 0 and case["rounds"] == 2
@@ -57,14 +60,9 @@ def test_the_loader_benchmark_times_both_decoders():
 
 
 def test_the_resnet50_case_times_each_compile_mode_asked_for(tmp_path, monkeypatch):
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
-    suite = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_suite", suite)  # its dataclasses look their module up
-    spec.loader.exec_module(suite)
+    suite = load_suite(monkeypatch)
     modes = []
 
     def recorded(model, mode=None):
@@ -82,3 +80,48 @@ def test_the_resnet50_case_times_each_compile_mode_asked_for(tmp_path, monkeypat
         ("resnets --compile --compile-mode max-autotune", "torchvision eager"),
         ("resnets --compile --compile-mode max-autotune", "torchvision compiled"),
     ]
+
+
+def load_suite(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
+    suite = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_suite", suite)  # its dataclasses look their module up
+    spec.loader.exec_module(suite)
+    return suite
+
+
+def test_a_failing_case_costs_only_its_own_figures(tmp_path, monkeypatch, capsys):
+    suite = load_suite(monkeypatch)
+
+    def broken(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
+
+    monkeypatch.setattr(suite, "resnet50_cases", broken)
+    assert suite.main(["--small", "--device", "cpu", "--out", str(tmp_path)]) == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failures"] == {
+        "ResNet-50 training": "RuntimeError: CUDA error: an illegal memory access was encountered"
+    }
+    names = [c["name"] for c in results["cases"]]
+    assert names == [n for n in CASES if n != "resnet50-train"] and results["complete"] is True
+    loader = [c for c in results["cases"] if c["name"].startswith("imagefolder-loader")]
+    assert all(c["reference"] is None and c["ratio"] is None and c["ours"] > 0 for c in loader)  # no rate to hold it to
+    table = (tmp_path / "results.md").read_text()
+    assert "- FAILED: ResNet-50 training: RuntimeError: CUDA error" in table and "| n/a | n/a |" in table
+    assert "ResNet-50 training: FAILED" in capsys.readouterr().out
+
+
+def test_results_are_written_after_every_group_of_cases(tmp_path, monkeypatch):
+    suite = load_suite(monkeypatch)
+
+    def stopped(*args):  # the time limit of the machine ends the suite here
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "inference_case", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        suite.main(["--small", "--device", "cpu", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["complete"] is False and [c["name"] for c in results["cases"]] == CASES[:4]
+    assert "Incomplete: the suite is still running, or was stopped" in (tmp_path / "results.md").read_text()
