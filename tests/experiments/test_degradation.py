@@ -176,3 +176,18 @@ def test_fig6_counts_iterations_and_draws_the_seeds_mean_with_a_band(tmp_path, m
     assert drawn["bands"][0][0] == pytest.approx([50.0, 10.0]) and drawn["bands"][0][1] == pytest.approx([70.0, 30.0])
     with pytest.raises(ValueError, match="axis='steps' is not one of iterations, epochs"):
         plots.plot_training_curves({"resnet20": points}, tmp_path / "x.png", axis="steps")
+
+
+def test_a_damaged_model_file_is_written_anew_from_the_checkpoints(experiment, tmp_path):
+    out, _ = experiment
+    for run in ("plain8-seed0", "resnet8-seed0"):
+        shutil.copytree(out / run, tmp_path / run)
+    (tmp_path / "resnet8-seed0" / "model.safetensors").write_bytes(b"not a safetensors file")
+    log = io.StringIO()
+    again = run_degradation("synthetic:1,16,16,4", [8], overrides=TINY, out=tmp_path, stream=log)
+    assert "resuming" in log.getvalue() and "epoch 1 step" not in log.getvalue()  # nothing trained again
+    assert (tmp_path / "resnet8-seed0" / "model.safetensors").stat().st_size > 10_000
+    assert (
+        again["resnet8"]["train_err_mean"]
+        == json.loads((out / "resnet8-seed0" / "metrics.jsonl").read_text().splitlines()[-1])["train_err"]
+    )

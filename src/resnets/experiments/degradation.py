@@ -23,7 +23,7 @@ from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import TrainConfig, get_recipe, train
-from ..train.checkpoint import model_from_checkpoint
+from ..train.checkpoint import CheckpointError, model_from_checkpoint
 from ..train.distributed import rank_of_this_process
 from ..train.engine import check_resumable
 from ..train.recipes import with_overrides
@@ -123,10 +123,11 @@ def finished_run(config: TrainConfig) -> tuple[list[dict], object] | None:
         return None
     check_resumable(yaml.safe_load(files[0].read_text()) or {}, config, folder)
     history = [json.loads(line) for line in files[1].read_text().splitlines() if line.strip()]
-    if not history:
+    try:
+        model, _ = model_from_checkpoint(files[2])
+    except CheckpointError:  # a damaged model file: training resumes from the checkpoints and writes it anew
         return None
-    model, _ = model_from_checkpoint(files[2])
-    return history, model
+    return (history, model) if history else None
 
 
 def final_errors(finals: list[dict]) -> dict[str, float | None]:
