@@ -51,6 +51,7 @@ from resnets import create_model
 from resnets.data import load_dataset
 from resnets.data.images import DECODERS
 from resnets.data.transforms import FolderTransforms
+from resnets.errors import first_line
 from resnets.files import atomic_write
 from resnets.hardware import describe, resolve_device, summary, usable_cores
 from resnets.models.fuse import fuse_bn
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                     cases.extend(make())
                 print(f"  {name}: done ({time.perf_counter() - started:.0f} s)", flush=True)
             except Exception as exc:  # one failing case must not cost the figures of the others
-                failures[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                failures[name] = f"{type(exc).__name__}: {first_line(exc)}"
                 print(f"  {name}: FAILED ({failures[name]})", flush=True)
             save(None)
     print(save(gpu_tests(device)))

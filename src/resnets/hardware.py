@@ -87,3 +87,15 @@ def autocast(device: torch.device, enabled: bool, cache_enabled: bool = True):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to a GPU through pinned memory, so that the host does not wait for
+    the kernels queued before the copy (a copy from pageable memory synchronises).
+
+    >>> to_device(torch.ones(2), torch.device("cpu")).device
+    device(type='cpu')
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

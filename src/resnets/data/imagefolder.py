@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..hardware import usable_cores
+from ..errors import first_line
+from ..hardware import to_device, usable_cores
 from .base import (
     Batch,
     DataBundle,
@@ -43,7 +44,6 @@ from .transforms import (
     multi_scale_views,
     normalize,
     ten_crop_views,
-    to_device,
     train_view,
 )
 
@@ -133,7 +133,7 @@ class ImageFiles(Dataset):
             read = read_encoded if self.decode == "device" else read_image
             image = read(path, 3, self.max_pixels)
         except (RuntimeError, OSError, ValueError) as exc:
-            return Unreadable(path, _first_line(exc))
+            return Unreadable(path, first_line(exc))
         if isinstance(image, Encoded):
             return image, seed, label
         return *self.view(image, seed), label
@@ -147,10 +147,6 @@ class ImageFiles(Dataset):
             return [center_view(image, self.config)], None
         views = ten_crop_views if self.mode == "ten_crop" else multi_scale_views
         return views(image, self.config), None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[Unreadable]]:
@@ -299,7 +295,8 @@ class FolderLoader:
         marks, (views, shifts, labels, bad) = packed
         pixels = iter(decode_batch([mark[0] for mark in marks if _is_encoded(mark)], 3, device))
         samples: list = list(bad)
-        row = 0  # the next row of the files the worker decoded (not JPEGs, or CMYK)
+        views = [to_device(v, device) for v in views or []]  # the files the worker decoded (not JPEGs, or CMYK)
+        row = 0  # the next of their rows
         for mark in marks:
             if _is_encoded(mark):
                 image = next(pixels)
@@ -309,7 +306,7 @@ class FolderLoader:
                     samples.append((*self.dataset.view(image, mark[1]), mark[2]))
             elif mark:
                 shift = None if shifts is None else shifts[row]
-                samples.append(([to_device(v[row], device) for v in views], shift, int(labels[row])))
+                samples.append(([v[row] for v in views], shift, int(labels[row])))
                 row += 1
         views, shifts, labels, bad = collate(samples)
         if labels is not None:

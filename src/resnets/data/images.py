@@ -30,6 +30,9 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+from ..errors import first_line
+from ..hardware import to_device
+
 # Pillow's own limit, the size above which it warns of a decompression bomb: about 89 million pixels,
 # 268 MB as RGB uint8 (a 9460x9460 image), far above any training or photo resolution.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -77,7 +80,7 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
         if isinstance(exc, ImageError):
             raise
-        raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
+        raise ImageError(f"cannot read image {path}: {first_line(exc)}") from exc
     return _decode_jpeg_or_fail(path, channels)
 
 
@@ -147,14 +150,12 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
             if device.type != "cpu":
                 try:
                     image = decode_jpeg(encoded, mode=mode)
-                    refused.append((f.path, _first_line(error)))
-                    images.append(
-                        image.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else image.to(device)
-                    )
+                    refused.append((f.path, first_line(error)))
+                    images.append(to_device(image, device))
                     continue
                 except RuntimeError as exc:
                     error = exc  # libjpeg-turbo's words, as the workers would report the file
-            images.append(ImageError(f"cannot read image {f.path}: {_first_line(error)}"))
+            images.append(ImageError(f"cannot read image {f.path}: {first_line(error)}"))
     if len(files) > 1 and len(refused) == len(files):
         path, error = refused[0]
         raise ValueError(
@@ -184,7 +185,7 @@ def _decode_jpeg_or_fail(path: str, channels: int) -> Tensor:
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(path, mode=mode)
     except RuntimeError as exc:
-        raise ImageError(f"cannot read image {path}: {_first_line(exc)}") from exc
+        raise ImageError(f"cannot read image {path}: {first_line(exc)}") from exc
     return to_channels(to_uint8(image), channels)
 
 
@@ -227,8 +228,3 @@ def to_channels(image: Tensor, channels: int) -> Tensor:
         weights = torch.tensor([0.299, 0.587, 0.114]).reshape(3, 1, 1)
         return (image.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     raise ImageError(f"an image with {c} channels")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -18,6 +18,8 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torchvision.transforms import v2
 
+from ..hardware import to_device
+
 # ImageNet channel statistics on the 0..1 scale (torchvision's). The paper subtracts the
 # per-pixel mean (section 3.4); over ImageNet's varied framing the mean image is nearly flat,
 # so the channel means are the usual stand-in, and dividing by the std gives unit scale.
@@ -31,14 +33,6 @@ IMAGENET_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
-
-
-def to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    """A CPU tensor on `device`; to a GPU through pinned memory, so that the host does not wait for
-    the kernels queued before the copy (a copy from pageable memory synchronises)."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import first_line
+
 # Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -83,9 +85,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
-            f"{path}: refused: not a plain weights file that loads with weights_only=True ({first})"
+            f"{path}: refused: not a plain weights file that loads with weights_only=True ({first_line(exc)})"
         ) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]

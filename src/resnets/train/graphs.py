@@ -17,6 +17,7 @@ import contextlib
 import torch
 from torch import nn
 
+from ..errors import first_line
 from ..hardware import autocast
 
 CUDA_GRAPHS = ("auto", "on", "off")
@@ -147,7 +148,7 @@ class GraphedStep:
             except RuntimeError as exc:  # capture runs nothing: the state is as the warm-up left it, undone
                 if not self.fallback:
                     raise
-                self.failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.failed = first_line(exc)
                 self.optimizer.zero_grad(set_to_none=True)
         self.ready = True
 

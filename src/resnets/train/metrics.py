@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from ..errors import MissingExtra
+from ..errors import MissingExtra, first_line
 from ..files import atomic_write
 
 # Columns of metrics.csv, in order; a record may lack the optional ones (val_*).
@@ -142,8 +142,7 @@ class MlflowLog:
         try:
             self._open(run_dir, where, params)
         except Exception as exc:  # MLflow's own errors: an unreachable server, a store it cannot write
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ValueError(f"cannot log to MLflow at {where}: {first}") from None
+            raise ValueError(f"cannot log to MLflow at {where}: {first_line(exc)}") from None
 
     def _open(self, run_dir: Path, where: str, params: dict) -> None:
         memo = run_dir / "mlflow.json"
