@@ -153,6 +153,7 @@ def trainer_epoch(
     trainer = Trainer(config, stream=io.StringIO())
     trainer.stop = StopRequest()
     trainer._setup()
+    trainer._distribute()
     trainer.progress = Progress(trainer.total_steps, 0, io.StringIO())
 
     def run() -> float:

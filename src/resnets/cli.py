@@ -1,9 +1,10 @@
 """The `resnets` command: parses arguments and calls the library, nothing more.
 
 Every error a user can cause (a bad name, value, file) surfaces as one line on stderr and exit
-status 2; a fault of the environment (a full or read-only disk, a missing optional package) as one
-line and exit status 1;
-Ctrl-C or SIGTERM as one line and 128 + the signal's number.
+status 2; a fault of the environment (a full or read-only disk, a missing optional package, a
+process of the group that died) as one line and exit status 1; a training run that diverged (a
+non-finite loss or weights) as one line and exit status 3; Ctrl-C or SIGTERM as one line and
+128 + the signal's number. A scheduler may retry status 1 and 128 + N; 2 and 3 fail again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .analysis.errors import FILES as ERROR_FILES
 from .analysis.gradflow import gradient_flow_for
 from .analysis.plots import AXES, plot_gradient_flow, plot_responses
 from .analysis.responses import POOLINGS, responses_for_checkpoints
+from .data.imagefolder import UnreadableImage
 from .data.images import DEFAULT_MAX_PIXELS
 from .errors import MissingExtra
 from .experiments.degradation import run_degradation, summary_text
@@ -47,12 +49,13 @@ from .text import human_count, printable, table
 from .train import Diverged, Interrupted, TrainConfig, train
 from .train.checkpoint import model_from_checkpoint, trained_metadata
 from .train.config import field_help
-from .train.distributed import PeerFailed, rank_of_this_process
+from .train.distributed import GroupFailed, GroupMismatch, PeerFailed, RepeatedFailure, rank_of_this_process
 from .train.recipes import RECIPES, get_recipe, resolve_config
 from .train.rundir import run_folder_of
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
+EXIT_DIVERGED = 3
 # OS errors that mean a bad argument (a path that is missing, or of the wrong kind), not a faulty machine.
 ARGUMENT_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
@@ -307,7 +310,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except Interrupted as stop:
         return _fail(str(stop), 128 + stop.signum)
     except Diverged as exc:
-        return _fail(str(exc), EXIT_ENVIRONMENT)
+        return _fail(str(exc), EXIT_DIVERGED)
     if rank_of_this_process() != 0:  # rank 0 reports the run
         return 0
     final = result.final
@@ -768,7 +771,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _ExperimentStopped as stop:
         return _fail(str(stop), 128 + stop.signum)
     except Diverged as exc:
-        return _fail(str(exc), EXIT_ENVIRONMENT)
+        return _fail(str(exc), EXIT_DIVERGED)
+    except RepeatedFailure as exc:
+        return _fail(f"error: {exc}", EXIT_DIVERGED if exc.kind == "diverged" else EXIT_USAGE)
+    except (GroupMismatch, UnreadableImage) as exc:  # each process's own: every one says it
+        return _fail(f"error: {exc}", EXIT_USAGE, every_process=True)
+    except GroupFailed as exc:
+        return _fail(f"error: {exc}", EXIT_ENVIRONMENT, every_process=True)
     except PeerFailed as exc:
         return _fail(f"error: {exc}", EXIT_ENVIRONMENT)
     except BrokenPipeError:  # `resnets ... | head` closed the pipe: stop quietly, as Python's docs advise

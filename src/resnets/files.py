@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +70,46 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+# The names `atomic_path` and `link_or_copy` give their temporary files: .NAME.tmp-PID[.SUFFIX]
+TEMPORARY = re.compile(r"\..+\.tmp-(\d+)(\.[^.]*)?")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files in `folder` whose writer is no longer running (a process killed
+    while it wrote, SIGKILL or a power cut); returns them. Those of a live process are left alone.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / f".step-00000008.tmp-{2**22 + 1}.pt").write_bytes(b"half")  # beyond Linux's pid_max
+    >>> [p.name for p in remove_stale_temporaries(folder)]
+    ['.step-00000008.tmp-4194305.pt']
+    """
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        match = TEMPORARY.fullmatch(path.name)
+        if match is None or not path.is_file() or _running(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (one of another user's counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (a number beyond any pid)
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def check_output_file(path: str | Path, kind: str) -> Path:

@@ -33,6 +33,20 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_workers(processes: int = 1, asked: int | None = None) -> int:
+    """Data-loading worker processes for each of `processes` processes training on this machine: `asked`
+    (at most one per usable core), else their equal share of the usable cores, at least 1.
+
+    8 processes on a 64-core machine start 8 workers each, not 64 (512 decoders on 64 cores).
+
+    >>> default_workers(processes=10**6)
+    1
+    """
+    if asked is not None:
+        return min(asked, usable_cores())
+    return max(1, usable_cores() // max(1, processes))
+
+
 def describe(device: torch.device | str | None = None) -> dict:
     """CPU, cores, torch threads, GPU and torch version; `device` is the one the work runs on.
 

@@ -4,9 +4,12 @@ import shutil
 
 import pytest
 import torch
+from datagen import save_image
 
 from resnets.data import FolderTransforms, load_dataset
-from resnets.data.imagefolder import ImageFiles, scan
+from resnets.data.base import derive_seed
+from resnets.data.imagefolder import ImageFiles, UnreadableImage, _BatchKeys, scan
+from resnets.data.transforms import normalize
 
 TINY = FolderTransforms(image_size=32, resize_range=(36, 48), test_resize=36, scales=(32, 36, 40, 44, 48))
 
@@ -29,12 +32,39 @@ def test_classes_splits_and_batches(image_root):
     assert torch.allclose(std.flatten(), torch.tensor([0.229, 0.224, 0.225]) * 255)
 
 
-def test_a_corrupt_image_is_skipped_and_counted(image_root):
-    bundle = load(image_root, batch_size=7)  # 14 images: two full batches, every image seen once
-    seen = sum(len(labels) for _, labels in bundle.train.epoch(0))
-    assert seen == 13 and bundle.train.bad_images == 1
+def test_a_corrupt_training_image_is_replaced_in_its_place_and_counted(image_root):
+    bundle = load(image_root, batch_size=7)  # 14 images: two full batches, every image met once
+    batches = list(bundle.train.epoch(0))
+    broken = str(image_root / "train" / "eel" / "broken.jpg")
+    assert [len(y) for _, y in batches] == [7, 7]  # the batch keeps its size
+    assert bundle.train.bad_images == 1 and bundle.train.bad_files == [broken]
+    # In its place: the training image drawn from (seed, epoch, batch, place), augmented with the seed of
+    # the place, as any process holding that place draws it.
+    keys = _BatchKeys(bundle.train, 0, 0)
+    i, (k, (_, seed, place)) = next(
+        (i, (k, key))
+        for i in range(2)
+        for k, key in enumerate(keys.keys(i))
+        if bundle.train.dataset.samples[key[0]][0] == broken
+    )
+    index = derive_seed(0, "replace", 0, i, place, 0) % bundle.train.num_samples
+    (view,), shift, label = bundle.train.dataset.decoded(index, seed)
+    expected = normalize(view[None], *bundle.normalization)[0]
+    expected += (shift / bundle.normalization[1].reshape(-1))[:, None, None]
+    assert torch.equal(batches[i][0][k], expected) and batches[i][1][k] == label
     list(bundle.train.epoch(1))
-    assert bundle.train.bad_images == 2  # a running count: once per epoch that meets it
+    assert bundle.train.bad_images == 2 and bundle.train.bad_files == [broken]  # a running count, each file named once
+
+
+def test_a_folder_of_unreadable_files_is_an_error_not_a_run_on_replacements(tmp_path):
+    for name in ("cat", "dog"):
+        for i in range(3):
+            folder = tmp_path / "train" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.jpg").write_bytes(b"not a jpeg")
+        save_image(tmp_path / "val" / name / "0.png", (40, 40), (10, 20, 30))
+    with pytest.raises(UnreadableImage, match=r"cannot decode image .*\.jpg .* nor any of the 16 training images"):
+        list(load(tmp_path, batch_size=2).train.epoch(0))
 
 
 def test_fail_mode_names_the_unreadable_file(image_root):

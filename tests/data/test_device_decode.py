@@ -142,7 +142,12 @@ def test_a_run_that_decodes_on_the_device_trains_resumes_and_evaluates_as_it_dec
     whole = train(TrainConfig(**common, decode="device", out=str(tmp_path / "whole")))
     workers = train(TrainConfig(**common, out=str(tmp_path / "workers")))
     assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in workers.history]  # bitwise on a CPU
-    assert whole.history[-1]["bad_images"] == 4  # broken.jpg and cut.jpg, in each of 2 epochs
+    # broken.jpg and cut.jpg, in each of 2 epochs, and once as the replacement drawn for one of them.
+    assert whole.history[-1]["bad_images"] == workers.history[-1]["bad_images"] == 5
+    assert whole.history[-1]["bad_image_files"] == [
+        str(jpeg_root / "train" / "cat" / "cut.jpg"),
+        str(jpeg_root / "train" / "eel" / "broken.jpg"),
+    ]
     checkpoint = tmp_path / "whole" / "checkpoints" / "step-00000004.pt"  # the end of epoch 1
     resumed = train(TrainConfig(**common, decode="device", out=str(tmp_path / "resumed")), resume=checkpoint)
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):

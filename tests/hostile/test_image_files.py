@@ -1,6 +1,7 @@
 """Odd image files: 16-bit, animated, decompression bombs, BMP, newlines in names, unreadable folders."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -116,13 +117,19 @@ def test_an_image_folder_with_no_readable_image_is_an_error_naming_it(tmp_path, 
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(b"\xff\xd8 not a jpeg")
     bundle = load_dataset(f"imagefolder:{root}", batch_size=2, num_workers=0)
-    with pytest.raises(ValueError, match=f"no readable image in {root / 'train'}: all 4 files failed to decode"):
+    # Training replaces an unreadable image by another training image, until none is left to try.
+    unreadable = f"nor any of the 16 training images drawn to replace it: is {root / 'train'} readable?"
+    with pytest.raises(ValueError, match=re.escape(unreadable)):
         list(bundle.train.epoch(0))
+    # The batch's 2 files, then the 16 drawn in vain for the first: 4 files met 18 times.
+    assert bundle.train.bad_images == 18 and len(bundle.train.bad_files) == 4
+    with pytest.raises(ValueError, match=f"no readable image in {root / 'val'}: all 4 files failed to decode"):
+        list(bundle.test.epoch(0))
     out = tmp_path / "run"
     argv = train_argv(out, data=f"imagefolder:{root}", subset=None, batch_size=2, num_workers=0, epochs=1)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"no readable image in {root / 'train'}" in err.strip().splitlines()[-1]
+    assert unreadable in err.strip().splitlines()[-1]
     assert not out.exists()  # no model, no half-made run folder
 
 

@@ -87,7 +87,7 @@ def test_a_diverging_run_keeps_only_finite_checkpoints_and_names_the_good_one(tm
     out = tmp_path / "run"
     code = main(train_argv(out, lr=1e6, checkpoint_every=1, log_every=1, epochs=3))
     err = last_line(capsys)
-    assert code == 1 and ("non-finite" in err) and "try a lower --lr" in err
+    assert code == 3 and ("non-finite" in err) and "try a lower --lr" in err  # divergence: its own status
     checkpoints = out / "checkpoints"
     files = [checkpoints / "last.pt", *step_checkpoints(checkpoints)] if checkpoints.is_dir() else []
     for path in (p for p in files if p.exists()):

@@ -1,6 +1,11 @@
+import sys
+from pathlib import Path
+
 import pytest
 
 from resnets.train import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "data"))  # datagen, the shared generators of test files
 
 # A run small enough for a test: ResNet-8 on 16x16 synthetic images, a few dozen steps.
 TINY = {

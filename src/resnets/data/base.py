@@ -43,6 +43,9 @@ class DatasetInfo:
     n_train: int  # after subset and val_split
     n_val: int
     n_test: int
+    # A digest of what the splits hold (image folders: each file's path and class; arrays: the labels),
+    # which the processes of a group compare before they train together.
+    digest: str = ""
 
 
 @runtime_checkable
@@ -108,6 +111,21 @@ def derive_seed(*keys: int | str) -> int:
     keys = tuple(k if isinstance(k, str) else int(k) for k in keys)  # np.int64(3) and 3 seed alike
     digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def digest_of(*parts: object) -> str:
+    """A short hex digest of `parts` (strings, bytes, tensors), stable across runs and platforms.
+
+    >>> digest_of("a", torch.tensor([1, 2])) == digest_of("a", torch.tensor([1, 2])) != digest_of("b")
+    True
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        if isinstance(part, Tensor):
+            part = part.detach().cpu().contiguous().numpy().tobytes()
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def generator(device: torch.device, *keys: int | str) -> torch.Generator:

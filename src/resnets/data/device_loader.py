@@ -20,6 +20,7 @@ from .base import (
     LoaderOptions,
     ViewBatch,
     check_start,
+    digest_of,
     eval_batches,
     generator,
     share,
@@ -207,6 +208,7 @@ def device_bundle(
         n_train=n_train,
         n_val=n_val,
         n_test=n_test,
+        digest=digest_of(labels, test[1][:n_test]),
     )
 
     def views(view: str) -> Iterator[ViewBatch]:

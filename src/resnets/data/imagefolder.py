@@ -6,7 +6,12 @@ decode="device", the workers read JPEG files' bytes only, and the main process d
 on the device (nvJPEG on a GPU) and augments its images there, with the same draws. Every
 random draw comes from a generator seeded from (seed, epoch, batch, position), so batch i of
 epoch e is the same whatever the number of workers and wherever the epoch was resumed.
-An unreadable image is skipped and counted, or, with bad_images="fail", raises an error naming it.
+
+An unreadable training image is counted and replaced by another training image, drawn from
+(seed, epoch, batch, position) as well, so that every batch keeps its size and stays the same
+whatever the number of processes: a process whose whole share is unreadable still takes its part
+in the step. An unreadable test image is left out and counted. With bad_images="fail" either
+raises an error naming the file.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .base import (
     ViewBatch,
     check_start,
     derive_seed,
+    digest_of,
     eval_batches,
     split_sizes,
     train_batches,
@@ -49,6 +55,9 @@ from .transforms import (
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")  # what torchvision.io.decode_image reads
 MODES = ("train", "center", "ten_crop", "multi_scale")
+# Training images tried in the place of an unreadable one before giving up: a folder of which most
+# files are unreadable is an error, not a run on its few good images.
+REPLACEMENTS = 16
 
 Sample = tuple[str, int]  # (path, label)
 
@@ -99,6 +108,12 @@ class Unreadable(NamedTuple):
     error: str
 
 
+class UnreadableImage(ValueError):
+    """An image file that cannot be decoded, met with bad_images="fail" (or with no readable replacement).
+
+    Raised by the process that met it, which may not be rank 0: every process reports it."""
+
+
 class ImageFiles(Dataset):
     """Image files decoded to RGB uint8 and transformed for one mode (training or a test view).
 
@@ -138,6 +153,15 @@ class ImageFiles(Dataset):
             return image, seed, label
         return *self.view(image, seed), label
 
+    def decoded(self, index: int, seed: int | None):
+        """As `files[index, seed]`, decoded here on the CPU whatever `decode` says (a replacement image)."""
+        path, label = self.samples[index]
+        try:
+            image = read_image(path, 3, self.max_pixels)
+        except (RuntimeError, OSError, ValueError) as exc:
+            return Unreadable(path, first_line(exc))
+        return *self.view(image, seed), label
+
     def view(self, image: Tensor, seed: int | None) -> tuple[list[Tensor], Tensor | None]:
         """(views, lighting shift or None) of a uint8 image (3, H, W), on the image's device."""
         if self.mode == "train" and seed is not None:
@@ -149,9 +173,13 @@ class ImageFiles(Dataset):
         return views(image, self.config), None
 
 
-def collate(samples: list) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[Unreadable]]:
-    """(views, shifts, labels, unreadable files): each view stacked over the readable samples."""
-    bad = [s for s in samples if isinstance(s, Unreadable)]
+Collated = tuple[list[Tensor] | None, Tensor | None, Tensor | None, list[tuple[int, Unreadable]]]
+
+
+def collate(samples: list) -> Collated:
+    """(views, shifts, labels, unreadable files with their places in the batch): each view stacked over
+    the readable samples, in their order."""
+    bad = [(k, s) for k, s in enumerate(samples) if isinstance(s, Unreadable)]
     good = [s for s in samples if not isinstance(s, Unreadable)]
     if not good:
         return None, None, None, bad
@@ -178,41 +206,47 @@ class _BatchKeys:
 
     def __init__(self, loader: FolderLoader, epoch: int, start: int) -> None:
         self.loader, self.epoch, self.start = loader, epoch, start
+        n = loader.num_samples
+        if loader.train:
+            g = torch.Generator().manual_seed(derive_seed(loader.seed, "perm", epoch))
+            self.order = torch.randperm(n, generator=g).tolist()
+            self.size = min(loader.batch_size, n)
+            self.part = loader.options.share(self.size)
 
     def __len__(self) -> int:
         return len(self.loader) - self.start
 
     def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
-        loader, n = self.loader, self.loader.num_samples
+        for i in range(self.start, len(self.loader)):
+            yield [(index, seed) for index, seed, _ in self.keys(i)]
+
+    def keys(self, i: int) -> list[tuple[int, int | None, int]]:
+        """Batch i's (sample index, augmentation seed, position in the global batch) of this process."""
+        loader = self.loader
         if not loader.train:
             b = loader.batch_size
-            for i in range(self.start, len(loader)):
-                yield [(j, None) for j in range(i * b, min(n, (i + 1) * b))]
-            return
-        g = torch.Generator().manual_seed(derive_seed(loader.seed, "perm", self.epoch))
-        order = torch.randperm(n, generator=g).tolist()
-        size = min(loader.batch_size, n)
-        part = loader.options.share(size)
+            return [(j, None, j - i * b) for j in range(i * b, min(loader.num_samples, (i + 1) * b))]
         # Repeated augmentation (Hoffer et al. 2020, RSB's A1 and A2): a batch holds `distinct` images,
         # each `repeats` times at positions `distinct` apart (so the copies go to different processes),
         # each copy augmented with its own seed; an epoch then sees about n / repeats images.
-        distinct = -(-size // loader.options.repeats)
-        for i in range(self.start, len(loader)):
-            yield [
-                (
-                    order[i * distinct + k % distinct],
-                    derive_seed(loader.seed, "aug", self.epoch, i, k) if loader.augment else None,
-                )
-                for k in range(part.start, part.stop)
-            ]
+        distinct = -(-self.size // loader.options.repeats)
+        return [
+            (
+                self.order[i * distinct + k % distinct],
+                derive_seed(loader.seed, "aug", self.epoch, i, k) if loader.augment else None,
+                k,
+            )
+            for k in range(self.part.start, self.part.stop)
+        ]
 
 
 class FolderLoader:
     """Batches of one split of an image folder, decoded by `num_workers` DataLoader workers.
 
     `epoch(e, start)` yields normalised float32 images (B, 3, S, S) and int64 labels on
-    `device`; batches are smaller by the unreadable images skipped (counted in `bad_images`),
-    and a batch with no readable image is left out.
+    `device`. An unreadable image is counted in `bad_images` and named in `bad_files`; in training
+    it is replaced (see the module's note), in evaluation left out (a batch with no readable image
+    is left out too).
     """
 
     def __init__(
@@ -237,6 +271,7 @@ class FolderLoader:
         self.batch_size = batch_size or (options.batch_size if train else options.eval_batch)
         self.num_samples = len(samples)
         self.bad_images = 0
+        self.bad_files: list[str] = []  # the unreadable files met, in order (once each)
 
     def __len__(self) -> int:
         if self.train:
@@ -254,11 +289,13 @@ class FolderLoader:
 
     def _batches(self, epoch: int, start: int) -> Iterator[ViewBatch]:
         options, device = self.options, self.options.device
+        keys = _BatchKeys(self, epoch, start)
         loader = DataLoader(
             self.dataset,
-            batch_sampler=_BatchKeys(self, epoch, start),
+            batch_sampler=keys,
             # More workers than cores only adds processes that wait for a core; by default, one per core
-            # (a GPU training ResNet-50 takes thousands of decoded JPEGs a second).
+            # (a GPU training ResNet-50 takes thousands of decoded JPEGs a second). Several processes
+            # on one machine are given their share of the cores (the trainer's `num_workers`).
             num_workers=usable_cores() if options.num_workers is None else min(options.num_workers, usable_cores()),
             collate_fn=collate if options.decode == "workers" else pack,
             # Pinned pages make the copy of the decoded crops asynchronous; file bytes go to nvJPEG as they are.
@@ -268,13 +305,13 @@ class FolderLoader:
         )
         batches = loader if options.decode == "workers" else map(self._decode, loader)
         readable, first_bad = 0, None
-        for views, shifts, labels, bad in batches:
-            if bad and options.bad_images == "fail":
-                raise ValueError(
-                    f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' skips such files"
-                )
-            self.bad_images += len(bad)
+        for i, batch in enumerate(batches, start):
+            bad = [unreadable for _, unreadable in batch[3]]
+            self._met(bad)
             first_bad = first_bad or (bad[0] if bad else None)
+            if bad and self.train:
+                batch = self._replaced(batch, keys.keys(i), epoch, i)
+            views, shifts, labels, _ = batch
             if labels is None:
                 continue
             readable += labels.shape[0]
@@ -289,12 +326,58 @@ class FolderLoader:
                 f"(first: {first_bad.path}: {first_bad.error})"
             )
 
-    def _decode(self, packed: tuple[list, tuple]) -> tuple[list[Tensor] | None, Tensor | None, Tensor | None, list]:
+    def _met(self, bad: list[Unreadable]) -> None:
+        """Count unreadable files (or, with bad_images="fail", stop on the first)."""
+        if bad and self.options.bad_images == "fail":
+            raise UnreadableImage(
+                f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' skips such files"
+            )
+        self.bad_images += len(bad)
+        self.bad_files += [u.path for u in bad if u.path not in self.bad_files]
+
+    def _replaced(self, batch: Collated, keys: list[tuple[int, int | None, int]], epoch: int, i: int) -> Collated:
+        """A training batch whose unreadable images are replaced by readable ones, in their places.
+
+        The replacement of the image at position k of the global batch i is drawn from (seed, epoch,
+        i, k, attempt) and augmented with the seed of the image it replaces, so a batch does not
+        depend on the number of processes. It is decoded here, on the CPU: unreadable files are rare.
+        """
+        views, shifts, labels, bad = batch
+        unreadable = dict(bad)
+        rows: list[tuple[Tensor, Tensor | None, int]] = []
+        row = 0
+        for place, (_, seed, k) in enumerate(keys):
+            if place not in unreadable:
+                assert views is not None and labels is not None
+                rows.append((views[0][row], None if shifts is None else shifts[row], int(labels[row])))
+                row += 1
+                continue
+            for attempt in range(REPLACEMENTS):
+                index = derive_seed(self.seed, "replace", epoch, i, k, attempt) % self.num_samples
+                sample = self.dataset.decoded(index, seed)
+                if not isinstance(sample, Unreadable):
+                    (view,), shift, label = sample
+                    rows.append((view, shift, label))
+                    break
+                self._met([sample])
+            else:
+                first = unreadable[place]
+                raise UnreadableImage(
+                    f"cannot decode image {first.path} ({first.error}), nor any of the {REPLACEMENTS} training "
+                    f"images drawn to replace it: is {self.source} readable?"
+                )
+        where = views[0].device if views else torch.device("cpu")
+        stacked = torch.stack([r[0].to(where) for r in rows])
+        lights = None if rows[0][1] is None else torch.stack([r[1].to(where) for r in rows])  # type: ignore[union-attr]
+        return [stacked], lights, torch.tensor([r[2] for r in rows], device=where), []
+
+    def _decode(self, packed: tuple[list, Collated]) -> Collated:
         """A batch from `pack` collated as `collate` does, its JPEGs decoded and viewed on the device."""
         device = self.options.device
         marks, (views, shifts, labels, bad) = packed
         pixels = iter(decode_batch([mark[0] for mark in marks if _is_encoded(mark)], 3, device))
-        samples: list = list(bad)
+        unreadable = iter(u for _, u in bad)  # the files the worker could not read, in order
+        samples: list = []
         views = [to_device(v, device) for v in views or []]  # the files the worker decoded (not JPEGs, or CMYK)
         row = 0  # the next of their rows
         for mark in marks:
@@ -308,6 +391,8 @@ class FolderLoader:
                 shift = None if shifts is None else shifts[row]
                 samples.append(([v[row] for v in views], shift, int(labels[row])))
                 row += 1
+            else:
+                samples.append(next(unreadable))
         views, shifts, labels, bad = collate(samples)
         if labels is not None:
             labels = to_device(labels, device)
@@ -367,6 +452,7 @@ def imagefolder_bundle(
             n_train=n_train,
             n_val=n_val,
             n_test=len(test),
+            digest=digest_of("\n".join(f"{path[len(str(root)) + 1 :]}:{label}" for path, label in train + test)),
         ),
         train=FolderLoader(train[:n_train], "train", config, options, stats, train=True, source=train_source),
         val=(

@@ -27,6 +27,10 @@ class DropPath(nn.Module):
     each image's residual branch is dropped with probability `rate`, and kept ones are scaled by
     1 / (1 - rate), so that evaluation (identity) sees the expected branch; timm's per-sample form.
 
+    The uniform draws that decide come from `draws` (rows, >= B), row `row`, when the training loop
+    sets them (`resnets.train.draws`: a function of the seed, the step and each image's place in the
+    global batch, so that 1 and N processes drop the same branches); else from the global generator.
+
     >>> drop = DropPath(0.5).eval()
     >>> bool(drop(torch.ones(2, 3, 1, 1)).eq(1).all())
     True
@@ -37,12 +41,16 @@ class DropPath(nn.Module):
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
             raise ValueError(f"drop-path rate={rate!r} must be a probability in [0, 1)")
         self.rate = float(rate)
+        self.draws: torch.Tensor | None = None
+        self.row = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.rate == 0:
             return x
         keep = 1 - self.rate
-        mask = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) < keep  # (B, 1, 1, 1)
+        b = x.shape[0]
+        u = self.draws[self.row, :b] if self.draws is not None else torch.rand(b, device=x.device)
+        mask = (u < keep).reshape((b,) + (1,) * (x.dim() - 1))  # (B, 1, 1, 1)
         return x * (mask.to(x.dtype) / keep)
 
     def extra_repr(self) -> str:

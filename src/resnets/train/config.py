@@ -108,6 +108,7 @@ class TrainConfig:
     cuda_graphs: str = "auto"  # auto: CIFAR nets on a GPU train as one CUDA graph a step | on | off
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (else per process)
     accumulate: int = 1  # split each process's batch into K micro-batches (gradients added; one all-reduce)
+    dist_timeout: float = 1800.0  # several processes: seconds one waits for the others before failing (30 min)
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
     keep: int = 3  # newest step checkpoints kept besides last.pt and best.pt
     checkpoint_every: int | None = None  # also checkpoint every N steps inside an epoch
@@ -154,6 +155,8 @@ class TrainConfig:
             raise ValueError(f"log_every={self.log_every!r} must be at most {MAX_LOG_EVERY:,} steps")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed={self.seed!r} must be between 0 and 2**63 - 1")
+        if not (self.dist_timeout > 0 and math.isfinite(self.dist_timeout)):
+            raise ValueError(f"dist_timeout={self.dist_timeout!r} must be a positive number of seconds")
         for name in ("iterations", "checkpoint_every", "subset", "test_subset", "num_classes"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:

@@ -8,11 +8,17 @@ the single process it always was.
 Every decision that changes the run's course (a stop signal, a non-finite loss, the end of the
 warm-up, a plateau) is taken on values that all processes share after a reduction, so the
 processes never disagree about what comes next.
+
+An error that no restart can fix (a bad option, a run that diverged) is written to torchrun's
+store, which outlives the attempt; a group that torchrun restarts finds it there and stops at
+once with the same error instead of failing again after minutes (`--max-restarts`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +40,7 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
     backend: str = ""
+    local_world_size: int = 1  # the processes of the group on this machine (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def active(self) -> bool:
@@ -66,12 +73,51 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: object) -> list:
+        """Every process's `value` (a picklable object), in rank order, on every process."""
+        if not self.active:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def gather_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's `tensor`, stacked in rank order (world, *shape), on every process."""
+        if not self.active:
+            return tensor[None]
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor)
+        return torch.stack(parts)
+
 
 SINGLE = Distributed()
 
 
 class PeerFailed(RuntimeError):
     """Another process of the group failed to start; that process's own error says why."""
+
+
+class GroupFailed(RuntimeError):
+    """The group could not form, or a collective failed: a process died, hung past --dist-timeout, or is
+    unreachable. Each surviving process says it with its rank; a restart may well succeed."""
+
+
+class PeerUsageError(ValueError):
+    """Another process of the group met a usage error (a bad value or file) while starting."""
+
+
+class GroupMismatch(ValueError):
+    """The processes of a group were given different settings, or see different data."""
+
+
+class RepeatedFailure(Exception):
+    """The previous attempt of this torchrun job stopped with an error that no restart can fix.
+
+    `kind` is "usage" (a bad value or file) or "diverged" (a non-finite loss or weights)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def rank_of_this_process() -> int:
@@ -94,7 +140,16 @@ def launched() -> Distributed:
     rank, world, local = values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"]
     if world < 1 or not 0 <= rank < world or local < 0:
         raise ValueError(f"RANK={rank} and WORLD_SIZE={world} do not name a process of the group: start with torchrun")
-    return Distributed(rank, world, local)
+    return Distributed(rank, world, local, local_world_size=local_world_size(world))
+
+
+def local_world_size(world: int = 1) -> int:
+    """The processes of the group on this machine: torchrun's LOCAL_WORLD_SIZE (at least 1; the whole
+    group when it is not set, as when processes are started by hand on one machine)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    except ValueError:
+        return max(1, world)
 
 
 def device_of(place: Distributed, device: torch.device) -> torch.device:
@@ -105,18 +160,24 @@ def device_of(place: Distributed, device: torch.device) -> torch.device:
 
 
 _groups = 0  # process groups this process has joined (every process joins the same sequence)
+FATAL_KEY = "resnets/fatal"  # in torchrun's store, unprefixed: every attempt of the job sees it
+DEFAULT_TIMEOUT_S = 1800.0  # a collective that waits longer fails (PyTorch's own default, 30 minutes)
 
 
 @contextmanager
-def process_group(device: torch.device, timeout_s: float = 1800) -> Iterator[Distributed]:
+def process_group(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[Distributed]:
     """Join the processes torchrun started (NCCL for CUDA, gloo otherwise), and leave at the end.
 
     Yields this process's place; without torchrun's environment (or with one process) it yields
-    rank 0 of 1 and joins nothing.
+    rank 0 of 1 and joins nothing. `timeout_s` bounds every collective: a process that waits
+    longer for the others fails instead of hanging. An attempt that torchrun restarts after an
+    error no restart can fix (`remember_fatal`) raises `RepeatedFailure` at once.
     """
     place = launched()
     if dist.is_initialized():  # the caller joined a group itself: train in it, and leave it to the caller
-        yield Distributed(dist.get_rank(), dist.get_world_size(), place.local_rank, dist.get_backend())
+        yield Distributed(
+            dist.get_rank(), dist.get_world_size(), place.local_rank, dist.get_backend(), place.local_world_size
+        )
         return
     if not place.active:
         yield SINGLE
@@ -126,18 +187,111 @@ def process_group(device: torch.device, timeout_s: float = 1800) -> Iterator[Dis
         torch.cuda.set_device(place.local_rank)
     timeout = datetime.timedelta(seconds=timeout_s)
     store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    _refuse_repeated(store)
     # A group that torchrun restarted meets in the store its predecessor used, where that group's
     # addresses remain: its processes would connect to processes that are gone. So each attempt, and
     # each group of one attempt (an experiment trains run after run), gets keys of its own.
-    global _groups
+    global _groups, _store
     _groups += 1
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.PrefixStore(f"resnets/attempt{attempt}/group{_groups}", store)
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    _store = store
+    prefixed = dist.PrefixStore(f"resnets/attempt{attempt}/group{_groups}", store)
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world, timeout=timeout)
     try:
-        yield Distributed(place.rank, place.world_size, place.local_rank, backend)
+        yield Distributed(place.rank, place.world_size, place.local_rank, backend, place.local_world_size)
     finally:
         dist.destroy_process_group()
+        _store = None
+
+
+_store: dist.Store | None = None  # torchrun's store while this process is in a group
+
+
+def remember_fatal(message: str, kind: str) -> None:
+    """Leave an error that no restart can fix in torchrun's store, for a restarted attempt to stop on.
+
+    Does nothing outside a group, or when the store cannot be written (the group is breaking up).
+    """
+    if _store is None or os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") == "0":
+        return
+    with contextlib.suppress(Exception):  # the store's own errors are RuntimeErrors of many texts
+        _store.set(FATAL_KEY, json.dumps([message, kind]))
+
+
+def _refuse_repeated(store: dist.Store) -> None:
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        return
+    try:
+        if not store.check([FATAL_KEY]):
+            return
+        message, kind = json.loads(store.get(FATAL_KEY))
+    except Exception:  # a store that cannot answer: start as usual
+        return
+    raise RepeatedFailure(f"{message} (the previous attempt stopped on this error: a restart cannot fix it)", kind)
+
+
+class StopPoll:
+    """Whether any process of the group was asked to stop (a signal), known to every process one step
+    later, checked every step without a host-device synchronisation.
+
+    Each step sends this process's flag in an asynchronous all-reduce (maximum) over a gloo group on
+    the CPU, separate from the training collectives, and reads the previous step's result, which
+    has long arrived. Every process reads the same value at the same step, so all stop after the
+    same step: at most two steps after the signal. A stop therefore lands within seconds, well
+    inside torchrun's and Slurm's 30 s between SIGTERM and SIGKILL, whatever `--log-every` is.
+    """
+
+    def __init__(self, place: Distributed, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.place = place
+        self.group: dist.ProcessGroup | None = None
+        if place.active:
+            group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+            assert isinstance(group, dist.ProcessGroup)  # every process is in it
+            self.group = group
+        self._pending: tuple[dist.Work, torch.Tensor] | None = None
+
+    def poll(self, asked: bool) -> bool:
+        """Send this process's flag; True when some process had asked to stop one poll earlier."""
+        if not self.place.active:
+            return asked
+        agreed = self.drain()
+        flag = torch.tensor([float(asked)])
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        assert work is not None
+        self._pending = (work, flag)
+        return agreed
+
+    def drain(self) -> bool:
+        """The outcome of the last poll sent (False when none is outstanding); none is outstanding after."""
+        if self._pending is None:
+            return False
+        work, flag = self._pending
+        self._pending = None
+        work.wait()
+        return bool(flag.item() > 0)
+
+
+def check_same_settings(settings: list[dict]) -> None:
+    """Refuse (GroupMismatch) processes given different settings, naming each differing field.
+
+    >>> check_same_settings([{"lr": 0.1, "seed": 0}, {"lr": 0.2, "seed": 0}])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    resnets.train.distributed.GroupMismatch: ... different settings: lr (rank 0: 0.1, rank 1: 0.2); launch ...
+    """
+    first = settings[0]
+    fields = sorted({k for s in settings for k in s if any(t.get(k) != first.get(k) for t in settings)})
+    if not fields:
+        return
+    shown = []
+    for k in fields:
+        differing = [(r, s.get(k)) for r, s in enumerate(settings) if r == 0 or s.get(k) != first.get(k)]
+        values = ", ".join(f"rank {r}: {value!r}" for r, value in differing)
+        shown.append(f"{k} ({values})")
+    raise GroupMismatch(
+        f"the processes of the group were given different settings: {'; '.join(shown)}; "
+        "launch every process with the same options"
+    )
 
 
 def check_launch(place: Distributed, batch_size: int, accumulate: int) -> int:

@@ -13,19 +13,22 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import hardware
 from ..data import load_dataset
-from ..data.base import BatchAugment
+from ..data.base import BatchAugment, share
 from ..data.transforms import FolderTransforms
+from ..errors import first_line
 from ..export import export_model, rebuild_options
-from ..files import atomic_write
-from ..hardware import autocast, resolve_device
+from ..files import atomic_write, remove_stale_temporaries
+from ..hardware import autocast, default_workers, resolve_device
 from ..models.registry import model_entry
 from .checkpoint import (
     first_non_finite,
@@ -40,12 +43,19 @@ from .config import TrainConfig, legacy_values
 from .distributed import (
     SINGLE,
     Distributed,
+    GroupFailed,
+    GroupMismatch,
     PeerFailed,
+    PeerUsageError,
+    StopPoll,
     check_launch,
+    check_same_settings,
     device_of,
     process_group,
+    remember_fatal,
     sync_batchnorm,
 )
+from .draws import DropPathDraws
 from .ema import WeightAverage
 from .evaluate import EvalResult, NonFiniteOutputs, evaluate
 from .finetune import build_model, set_train_mode
@@ -75,7 +85,9 @@ RESUMABLE_CHANGES = {
     "data_dir",
     "max_image_pixels",
     "cuda_graphs",  # the same arithmetic, launched otherwise (fused SGD: rounding alone differs)
+    "dist_timeout",
 }
+MAX_NAMED = 20  # unreadable files named in an epoch's record (all are counted)
 
 
 @dataclass
@@ -143,34 +155,40 @@ class Trainer:
         if place.active and not config.out and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
             raise ValueError("a run that torchrun may restart needs --out: the restarted processes resume from it")
         self.stream = (stream or sys.stderr) if place.is_main else _Discard()
-        out = config.out or place.broadcast(str(default_run_dir(config)) if place.is_main else None)
-        self.run_dir = Path(str(out))
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        check_out_folder(self.run_dir)
+        self.resume = resume
+        # None until the start when --out is not given: in a group, rank 0 names a new folder and tells the others.
+        self._run_dir: Path | None = Path(config.out) if config.out else None
+        if self._run_dir is not None and not place.active:
+            check_out_folder(self._run_dir)  # before anything is built (a group checks it on rank 0, at the start)
         self.device = device_of(place, resolve_device(config.device))
         self.resume_from: tuple[Path, dict] | None = None
         self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
         self.created = False  # whether this run made its folder (a failed start removes it again)
-        found: tuple[Path, dict] | None
+
+    @property
+    def run_dir(self) -> Path:
+        assert self._run_dir is not None, "the run folder is named at the start of the run"
+        return self._run_dir
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _find_checkpoint(self) -> tuple[Path, dict] | None:
+        """The checkpoint to resume from: the one `resume` names, else the run folder's newest valid one."""
+        resume = self.resume
         if isinstance(resume, str | Path) and Path(resume).is_file():  # this checkpoint, not the newest
-            found = (Path(resume), load_resumable(resume))
-        else:
-            found = self._newest_checkpoint()
+            return Path(resume), load_resumable(resume)
+        found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        if found is None and resume:
+            raise ValueError(f"nothing to resume: {self.ckpt_dir} holds no valid checkpoint")
+        return found
+
+    def _resume_from(self, found: tuple[Path, dict] | None) -> None:
         if found is not None:
-            check_resumable(found[1]["config"], config, self.run_dir)
+            check_resumable(found[1]["config"], self.config, self.run_dir)
             self.resume_from = found
             self.last_good = found[0]
-        elif resume:
-            raise ValueError(f"nothing to resume: {self.ckpt_dir} holds no valid checkpoint")
-
-    def _newest_checkpoint(self) -> tuple[Path, dict] | None:
-        """The newest valid checkpoint of the run folder and its state; in a group, the one rank 0 found."""
-        if self.place.is_main:
-            found = latest_valid(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
-            self.place.broadcast(str(found[0]) if found is not None else None)
-            return found
-        path = self.place.broadcast(None)
-        return None if path is None else (Path(str(path)), load_resumable(Path(str(path))))
 
     def log(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -194,19 +212,84 @@ class Trainer:
 
     def _start(self, held: ExitStack) -> None:
         """Claim the run folder (rank 0), build the data, the network and the optimizer, restore a
-        checkpoint. The processes of a group agree on the outcome: when one fails, all stop."""
-        failure: BaseException | None = None
+        checkpoint, then (in a group) wrap the network for DistributedDataParallel.
+
+        In a group, every step that one process can fail alone (the run folder held by another run
+        or read-only, a file that one machine cannot read, a bad value) comes before the first
+        collective of training, and the processes then agree on the outcome: when one fails, every
+        process stops at once with its error (rank 0 says it), instead of waiting for a peer that
+        will never come. They also check that they were given the same settings and see the same data.
+        """
+        place = self.place
+        if self._run_dir is None:  # the first collective, which every process reaches
+            self._run_dir = Path(str(place.broadcast(str(default_run_dir(self.config)) if place.is_main else None)))
+        failure: Exception | None = None
+        found: tuple[Path, dict] | None = None
         try:
-            if self.place.is_main:
+            if place.is_main:
                 self.created = held.enter_context(claimed(self.run_dir))
+                self._remove_stale_files()
+                found = self._find_checkpoint()
+                self._resume_from(found)
             self._setup()
-            self._restore()
         except Exception as exc:
-            if not self.place.active:
+            if not place.active:
                 raise
             failure = exc
-        if self.place.active and self.place.agree(failure is not None, self._sync_device):
-            raise failure if failure is not None else PeerFailed("another process of the group failed to start")
+        if place.active:
+            shown = str(found[0]) if found is not None else None
+            path = self._agree(failure, (self._settings(), self._data_digest() if failure is None else None, shown))
+            try:
+                if not place.is_main and path is not None:  # the checkpoint rank 0 chose, read by each process
+                    self._resume_from((Path(path), load_resumable(path)))
+                self._restore()
+            except Exception as exc:
+                failure = exc
+            self._agree(failure)
+        else:
+            self._restore()
+        self._distribute()
+
+    def _settings(self) -> dict:
+        """The resolved config, less what may differ between machines (where the data lies, their cores)."""
+        return {k: v for k, v in self.config.to_dict().items() if k not in ("data_dir", "num_workers")}
+
+    def _data_digest(self) -> str:
+        """What the processes must agree on about the data: its splits, classes and files (image folders)."""
+        info = self.info
+        return f"{info.n_train}/{info.n_val}/{info.n_test} images, {info.num_classes} classes, {info.digest}"
+
+    def _agree(self, failure: Exception | None, summary: tuple | None = None) -> str | None:
+        """Every process's outcome of a start-up step, and (with `summary`: settings, data, rank 0's
+        checkpoint) a check that they match. Raises on every process when any failed or differs;
+        returns rank 0's checkpoint path."""
+        report = None if failure is None else (isinstance(failure, ValueError), first_line(failure))
+        everyone = self.place.gather((report, summary))
+        if summary is not None:
+            check_same_settings([s[0] for _, s in everyone])
+        failed = [(rank, r) for rank, (r, _) in enumerate(everyone) if r is not None]
+        if failure is not None:
+            raise failure
+        if failed:
+            rank, (usage, text) = failed[0]
+            error = PeerUsageError if usage else PeerFailed
+            raise error(f"rank {rank} failed to start: {text}")
+        if summary is not None:
+            digests = {s[1] for _, s in everyone}
+            if len(digests) > 1:
+                shown = "; ".join(f"rank {r}: {s[1]}" for r, (_, s) in enumerate(everyone))
+                raise GroupMismatch(
+                    f"the processes of the group see different data ({shown}): give every process the same files"
+                )
+            return everyone[0][1][2]
+        return None
+
+    def _remove_stale_files(self) -> None:
+        """Temporary files that a killed run left half-written (its process is gone) are deleted."""
+        removed = remove_stale_temporaries(self.run_dir) + remove_stale_temporaries(self.ckpt_dir)
+        if removed:
+            names = ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else "")
+            self.log(f"removed {len(removed)} half-written file(s) of an interrupted run: {names}")
 
     @property
     def _sync_device(self) -> torch.device:
@@ -245,10 +328,15 @@ class Trainer:
             per_step = f"{c.batch_size // self.place.world_size} per process"
             if c.accumulate > 1:
                 per_step += f", in {c.accumulate} micro-batches of {self.micro_batch}"
+            workers = ""
+            if c.data.startswith("imagefolder:"):
+                n = self.data_workers
+                workers = f", {n} data-loading worker{'s' if n != 1 else ''} per process"
             self.log(
                 f"distributed: {self.place.world_size} processes ({self.place.backend}), global batch "
                 f"{c.batch_size} ({per_step}), BatchNorm statistics "
                 + ("over the global batch (--sync-bn)" if c.sync_bn else "per process")
+                + workers
             )
         reason = warmup_reason(self.config)
         if reason is not None and self.schedule.warming_up:
@@ -282,6 +370,8 @@ class Trainer:
         c = self.config
         torch.manual_seed(c.seed)
         self.micro_batch = check_launch(self.place, c.batch_size, c.accumulate)
+        # Several processes on one machine share its cores: each starts its share of the workers.
+        self.data_workers = default_workers(self.place.local_world_size, c.num_workers)
         if self.place.is_main:
             atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
             atomic_write(self.run_dir / "hardware.json", (json.dumps(hardware.describe(self.device)) + "\n").encode())
@@ -296,7 +386,7 @@ class Trainer:
             val_split=c.val_split,
             augment=c.augment,
             bad_images=c.bad_images,
-            num_workers=c.num_workers,
+            num_workers=self.data_workers,
             max_image_pixels=c.max_image_pixels,
             decode=c.decode,
             normalize=c.normalize,
@@ -315,14 +405,12 @@ class Trainer:
         self.model.to(self.device)
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.ddp: DistributedDataParallel | None = None
-        if self.place.active:
-            if c.sync_bn:
-                self.model = sync_batchnorm(self.model, self.device)
-            # DDP all-reduces (averages) the gradients; self.model stays the bare network, whose
-            # state dict (no "module." prefix) the checkpoints hold.
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        if self.place.active and c.sync_bn:
+            self.model = sync_batchnorm(self.model, self.device)
+        # This process's images of each global batch; drop-path draws for them (world-size invariant).
+        self.whole_batch = min(c.batch_size, info.n_train)
+        self.part = share(self.whole_batch, self.place.rank, self.place.world_size)
+        self.path_draws = DropPathDraws(self.model, c.seed, self.device, self.part.stop - self.part.start)
         self.optimizer = build_optimizer(c, self.model, self.device)
         # An average of the weights (--ema), of the bare network, evaluated beside it.
         self.ema = WeightAverage(self.model, c.ema) if c.ema is not None else None
@@ -341,8 +429,6 @@ class Trainer:
             uncaptured=beyond_paper_step(c),
         )
         self.graph_step: GraphedStep | None = None  # made at the first step, after any restore
-        network = self.ddp if self.ddp is not None else self.model
-        self.forward = torch.compile(network, mode=c.compile_mode) if c.compile else network
         self.criterion: nn.Module = (
             BinaryCrossEntropy(c.label_smoothing) if c.bce else nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         )
@@ -354,7 +440,21 @@ class Trainer:
         self.history: list[dict] = []
         self.meter = IntervalMeter(min(c.log_every, self.steps_per_epoch), self.device)
         self.epoch_images = 0
-        self.stop_agreed = False  # in a group: a stop signal reached some process (known at each interval)
+        self.data_wait = 0.0  # seconds this process waited for batches in the current epoch
+
+    def _distribute(self) -> None:
+        """Wrap the network for DistributedDataParallel (a collective: rank 0's weights go to every
+        process) and open the group's stop poll; then compile, if asked."""
+        c = self.config
+        self.ddp: DistributedDataParallel | None = None
+        if self.place.active:
+            # DDP all-reduces (averages) the gradients; self.model stays the bare network, whose
+            # state dict (no "module." prefix) the checkpoints hold.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.stop_poll = StopPoll(self.place, c.dist_timeout)
+        network = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(network, mode=c.compile_mode) if c.compile else network
 
     def _restore(self) -> None:
         if self.resume_from is None:
@@ -375,6 +475,15 @@ class Trainer:
             p.sums.zero_()
             p.seen = 0
         self.log(f"resuming {self.run_dir} from {path.name} (epoch {p.epoch + 1}, step {p.step})")
+        saved, world = state.get("world_size"), self.place.world_size  # None: saved before it was recorded
+        if saved is not None and saved != world and not self.config.sync_bn:
+            c = self.config
+            before, now = (c.batch_size // (n * c.accumulate) for n in (saved, world))
+            self.log(
+                f"note: the run trained on {saved} process(es) and resumes on {world}: BatchNorm now takes its "
+                f"statistics over {now} images, not {before} (each process's share of the batch; --sync-bn "
+                "takes them over the global batch, whatever the number of processes)"
+            )
 
     def _check_shares(self) -> None:
         """Refuse a group with more processes than the data can give images to."""
@@ -450,6 +559,7 @@ class Trainer:
             "class_names": list(self.info.class_names),
             "normalization": {"mean": self.mean, "std": self.std},
             "data": self._data_meta(),
+            "world_size": self.place.world_size,  # BatchNorm's batch without --sync-bn depends on it
         }
         if self.ema is not None:
             state["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
@@ -497,6 +607,8 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         if c.accumulate == 1:
+            if self.path_draws:
+                self.path_draws.set(self.position.step, self.part, self.whole_batch)
             with autocast(self.device, c.amp):
                 logits = self.forward(x)
                 loss = self.criterion(logits, target)
@@ -529,8 +641,12 @@ class Trainer:
         parts = list(zip(x.chunk(k), y.chunk(k), target.chunk(k), strict=True))
         loss_sum = torch.zeros((), device=x.device)
         errors = torch.zeros((), device=x.device, dtype=torch.long)
+        first = self.part.start  # the place of the micro-batch's first image in the global batch
         for i, (xs, ys, ts) in enumerate(parts):
             last = i == len(parts) - 1
+            if self.path_draws:
+                self.path_draws.set(self.position.step, slice(first, first + ys.shape[0]), self.whole_batch)
+                first += ys.shape[0]
             with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
                 with autocast(self.device, self.config.amp):
                     logits = self.forward(xs)
@@ -548,11 +664,11 @@ class Trainer:
         c = self.config
         if self.place.active:  # the group's numbers: every process takes the same decisions from them
             local = meter.buffer[: meter.pending].double().flatten()
-            extra = torch.tensor([meter.images, float(bool(self.stop))], dtype=torch.float64, device=local.device)
+            extra = torch.tensor([meter.images], dtype=torch.float64, device=local.device)
             totals = self.place.sum(torch.cat([local, extra])).cpu()
-            values = totals[:-2].view(-1, 2)
+            values = totals[:-1].view(-1, 2)
             values[:, 0] /= self.place.world_size  # the mean of the processes' mean losses
-            images, self.stop_agreed = int(totals[-2]), bool(totals[-1] > 0)
+            images = int(totals[-1])
         else:
             values, images = meter.values(), meter.images
         bad = (~torch.isfinite(values[:, 0])).nonzero()
@@ -578,25 +694,45 @@ class Trainer:
         c, p = self.config, self.position
         self.epoch_started = time.perf_counter()
         self.epoch_images = 0
+        self.data_wait = 0.0
         self.meter.restart(p.step, self.epoch_started)
         steps = min(self.steps_per_epoch, self.total_steps - p.epoch * self.steps_per_epoch)
-        batches = self.data.train.epoch(p.epoch, start=p.epoch_step) if p.epoch_step < steps else ()
-        for x, y in batches:
-            self._train_step(x, y)
-            self.progress.advance(p.step)
-            if self.meter.pending == c.log_every:
-                self._check_interval()
-            # Alone, a stop signal is honoured at the next step; in a group, at the next logging
-            # interval, where the processes agree on it.
-            if self.stop_agreed if self.place.active else self.stop:
-                self._check_interval()
-                raise self._interrupted(self._checkpoint())
-            if c.checkpoint_every and p.step % c.checkpoint_every == 0:
-                self._check_interval()
-                self._checkpoint()
-            if p.epoch_step >= steps:
-                break
+        batches = self.data.train.epoch(p.epoch, start=p.epoch_step) if p.epoch_step < steps else iter(())
+        try:
+            while (batch := self._next_batch(batches)) is not None:
+                self._train_step(*batch)
+                self.progress.advance(p.step)
+                if self.meter.pending == c.log_every:
+                    self._check_interval()
+                # A stop signal is honoured at the next step alone; in a group, one or two steps after it
+                # reached any process, where all of them learn of it (`StopPoll`: no device sync).
+                if self.stop_poll.poll(bool(self.stop)):
+                    self._stopped_in_epoch()
+                if c.checkpoint_every and p.step % c.checkpoint_every == 0:
+                    self._check_interval()
+                    self._checkpoint()
+                if p.epoch_step >= steps:
+                    break
+            # A signal during the last step: the epoch's training is saved, its evaluation left to the resumption.
+            if self.stop_poll.drain():
+                self._stopped_in_epoch()
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         self._check_interval()
+
+    def _next_batch(self, batches) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The next batch (None at the end), the time this process waited for it added to `data_wait`."""
+        started = time.perf_counter()
+        batch = next(batches, None)
+        self.data_wait += time.perf_counter() - started
+        return batch
+
+    def _stopped_in_epoch(self) -> None:
+        self.stop_poll.drain()  # the poll sent with this step: every process has sent it, none waits on it
+        self._check_interval()
+        raise self._interrupted(self._checkpoint())
 
     def _evaluate(self, loader, model: nn.Module | None = None) -> EvalResult:
         """Errors on a split; in a group each process evaluates its part and the counts are summed.
@@ -648,15 +784,18 @@ class Trainer:
     def _record_epoch(self) -> None:
         p = self.position
         train_seconds = time.perf_counter() - self.epoch_started
+        # This process's speed and its wait for data, before the epoch's counts are combined.
+        own = torch.tensor([self.epoch_images / max(train_seconds, 1e-9), self.data_wait], dtype=torch.float64)
         loss_sum, error_sum, seen, epoch_images = self._combine()
         train_loss = loss_sum / max(seen, 1)
-        record: dict[str, float | None] = {
+        record: dict[str, Any] = {
             "epoch": p.epoch + 1,
             "step": p.step,
             "lr": self.schedule.lr(p.step - 1),
             "train_loss": train_loss,
             "train_err": error_sum / max(seen, 1),
         }
+        self._same_statistics()
         val = None
         if self.data.val is not None:
             val = self._evaluate(self.data.val)
@@ -672,9 +811,13 @@ class Trainer:
         record["images_per_s"] = epoch_images / max(train_seconds, 1e-9) if epoch_images else None
         record["epoch_time"] = time.perf_counter() - self.epoch_started
         record["elapsed"] = time.perf_counter() - self.started
-        if self.data.train.bad_images:
-            record["bad_images"] = self.data.train.bad_images
-            self.progress.message(f"epoch {p.epoch + 1}: {self.data.train.bad_images} unreadable images skipped")
+        record["data_wait"] = self.data_wait
+        if self.place.active:  # each process's own figures: a slow process or a starved loader shows here
+            ranks = self.place.gather_tensor(own.to(self._sync_device)).cpu()
+            record["rank_images_per_s"] = [round(v, 1) for v in ranks[:, 0].tolist()] if epoch_images else None
+            record["rank_data_wait"] = [round(v, 3) for v in ranks[:, 1].tolist()]
+            record["data_wait"] = float(ranks[:, 1].max())
+        self._record_bad_images(record)
         # The test set never steers training: the plateau and best.pt watch validation, else training.
         monitored = val.top1_err if val is not None else train_loss
         if self.schedule.observe_epoch(monitored):
@@ -686,6 +829,46 @@ class Trainer:
         self._checkpoint(is_best)  # holds the record: a crash after it loses nothing
         self.metrics.write_last()
         self.progress.message(format_record(record))
+
+    def _same_statistics(self) -> None:
+        """Rank 0's BatchNorm running statistics (and its weight average's) on every process, before an
+        evaluation: the model every process evaluates is then the one the checkpoints and the final
+        weights hold (rank 0's), and the reported error is that model's.
+
+        Broadcast rather than averaged: DistributedDataParallel already gives every process rank 0's
+        buffers at each training forward (broadcast_buffers), so the statistics the run carries are
+        rank 0's plus one step's update; and running statistics never enter a training step, so the
+        training does not change, and a run is bitwise the same whatever its checkpoint interval.
+        """
+        if not self.place.active:
+            return
+        models = [self.model] + ([self.ema.model] if self.ema is not None else [])
+        buffers = [b for m in models for b in m.buffers() if b.is_floating_point()]
+        if not buffers:
+            return
+        flat = torch.cat([b.detach().flatten().to(self._sync_device, torch.float64) for b in buffers])
+        dist.broadcast(flat, src=0)
+        with torch.no_grad():
+            for b, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+                b.copy_(value.view_as(b).to(b.device, b.dtype))
+
+    def _record_bad_images(self, record: dict) -> None:
+        """The unreadable images met so far, over every process (as one process would have met them)."""
+        loader = self.data.train
+        count, names = loader.bad_images, list(getattr(loader, "bad_files", []))
+        if self.place.active and self.config.data.startswith("imagefolder:"):
+            total = self.place.sum(torch.tensor([float(count)], device=self._sync_device)).item()
+            if total:
+                names = sorted({n for part in self.place.gather(names) for n in part})
+            count = int(total)
+        if count:
+            record["bad_images"] = count
+            record["bad_image_files"] = sorted(names)[:MAX_NAMED]
+            shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+            self.progress.message(
+                f"epoch {record['epoch']}: {count} unreadable image{'s' if count != 1 else ''} met so far, "
+                f"each replaced by another training image: {shown}"
+            )
 
     def _finish(self) -> RunResult:
         """The final weights as safetensors, with what `resnets predict` needs in the metadata.
@@ -806,7 +989,21 @@ def train(config: TrainConfig, resume: bool | str | Path = False, stream=None) -
     >>> result = train(TrainConfig(model="resnet8", data="synthetic:1,16,16,4", epochs=1, out="/tmp/doc-run"))
     ... # doctest: +SKIP
 
-    Under torchrun (several processes) it joins the group and trains with DistributedDataParallel.
+    Under torchrun (several processes) it joins the group and trains with DistributedDataParallel;
+    an error that no restart can fix is left for a restarted attempt to stop on at once.
     """
-    with process_group(resolve_device(config.device)) as place:
-        return Trainer(config, resume=resume, stream=stream, place=place).run()
+    try:
+        with process_group(resolve_device(config.device), config.dist_timeout) as place:
+            try:
+                return Trainer(config, resume=resume, stream=stream, place=place).run()
+            except Diverged as exc:  # a restart would resume the last good checkpoint and diverge again
+                remember_fatal(first_line(exc), "diverged")
+                raise
+            except ValueError as exc:  # a bad value or file: a restart meets it again
+                remember_fatal(first_line(exc), "usage")
+                raise
+    except dist.DistError as exc:  # the rendezvous or a collective: a peer died, hung or cannot be reached
+        raise GroupFailed(
+            f"the group of processes failed ({first_line(exc)}): a process died, is unreachable, or waited "
+            f"longer than --dist-timeout {config.dist_timeout:g} s for the others"
+        ) from exc

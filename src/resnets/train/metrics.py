@@ -36,7 +36,7 @@ COLUMNS = (
 # Columns that runs with an average of the weights (--ema) add.
 EMA_COLUMNS = ("ema_val_err", "ema_test_err", "ema_test_top5_err")
 # Fields that measure the machine rather than the run; they differ between identical runs.
-TIMING_FIELDS = ("images_per_s", "epoch_time", "elapsed")
+TIMING_FIELDS = ("images_per_s", "epoch_time", "elapsed", "data_wait", "rank_images_per_s", "rank_data_wait")
 
 
 def _clean(value: object) -> object:
