@@ -7,6 +7,7 @@ group fails its test instead of outliving it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,14 +30,41 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 def finish(process: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
-    """Wait for `process`; past `timeout` seconds, end its whole process group and fail."""
+    """Wait for `process`; past `timeout` seconds, end it with all its descendants and fail."""
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        end(process)
         out, err = process.communicate()
         raise AssertionError(f"still running after {timeout} s (ended): {err[-3000:]}") from None
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def end(process: subprocess.Popen) -> None:
+    """SIGKILL to `process`'s process group and to every descendant (torchrun starts its workers in
+    sessions of their own, outside the launcher's group)."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (read from /proc; none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -82,7 +110,7 @@ def launch_by_hand(
     finally:
         for p in procs:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+                end(p)
 
 
 def records(run_dir: Path) -> list[dict]:
