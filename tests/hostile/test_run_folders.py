@@ -35,6 +35,24 @@ def test_a_run_folder_in_use_is_refused_at_once_naming_the_holder(tmp_path, caps
     assert not (out / "metrics.jsonl").exists()  # the refused runs wrote nothing
 
 
+def test_a_file_system_without_locks_trains_unlocked_with_a_warning(tmp_path, capsys, monkeypatch):
+    """Lustre mounted without flock, some FUSE mounts: flock fails with ENOLCK or EOPNOTSUPP, not because
+    another run holds the folder. The run goes on, and says that nothing guards the folder."""
+    import errno
+
+    import resnets.train.rundir as rundir
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
+    out = tmp_path / "run"
+    assert main(train_argv(out, epochs=1)) == 0
+    err = capsys.readouterr().err
+    assert f"resnets: warning: run folder {out} cannot be locked (No locks available): its file system" in err
+    assert (out / "model.safetensors").is_file()
+
+
 def test_two_trainers_on_one_folder_and_a_stale_lock_after_sigkill(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "resnets", *train_argv(out, epochs=500)]

@@ -8,8 +8,10 @@ needs no clean-up.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,8 @@ except ImportError:  # Windows: runs are not locked there
 
 MARKER = ".resnets-run"
 LOCK = ".lock"
+# What flock raises on a file system that has no locks (rather than a lock held by another process).
+UNLOCKABLE = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class RunFolderInUse(ValueError):
@@ -89,6 +93,17 @@ def _lock(path: Path):
             f"run folder {path} is in use by another run (process {holder}); "
             "wait for it to finish or choose another --out"
         ) from None
+    except OSError as exc:
+        if exc.errno not in UNLOCKABLE:
+            handle.close()
+            raise
+        # Some shared file systems (Lustre without flock, some FUSE mounts) have no locks: train unlocked.
+        warnings.warn(
+            f"run folder {path} cannot be locked ({exc.strerror or exc}): its file system has no flock, so "
+            "nothing stops a second run from writing into it; start one run per --out",
+            stacklevel=3,
+        )
+        return handle
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
