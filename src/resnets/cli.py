@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from .analysis.plots import AXES, plot_gradient_flow, plot_responses
 from .analysis.responses import POOLINGS, responses_for_checkpoints
 from .data.imagefolder import UnreadableImage
 from .data.images import DEFAULT_MAX_PIXELS
-from .errors import MissingExtra
+from .errors import MissingExtra, is_usage_error
 from .experiments.degradation import run_degradation, summary_text
 from .experiments.demo import run_demo
 from .export import FORMATS, export_model
@@ -56,8 +55,6 @@ from .train.rundir import run_folder_of
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
 EXIT_DIVERGED = 3
-# OS errors that mean a bad argument (a path that is missing, or of the wrong kind), not a faulty machine.
-ARGUMENT_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -793,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"error: {exc}", EXIT_USAGE)
     except OSError as exc:
         text = str(exc) if exc.strerror is None else f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-        status = EXIT_USAGE if isinstance(exc, FileNotFoundError) or exc.errno in ARGUMENT_ERRNOS else EXIT_ENVIRONMENT
+        status = EXIT_USAGE if is_usage_error(exc) else EXIT_ENVIRONMENT
         return _fail(f"error: {text}", status, every_process=True)
     finally:
         if restore is not None:

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+
+# OS errors that mean a bad argument (a path that is missing, or of the wrong kind), not a faulty machine.
+ARGUMENT_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """Whether `exc` is the user's to fix (a bad name, value or file: exit status 2), not the machine's.
+
+    >>> [is_usage_error(e) for e in (ValueError("lr=-1"), FileNotFoundError(2, "x"), OSError(28, "disk full"))]
+    [True, True, False]
+    """
+    if isinstance(exc, ValueError):
+        return True
+    return isinstance(exc, OSError) and (isinstance(exc, FileNotFoundError) or exc.errno in ARGUMENT_ERRNOS)
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, for a one-line report; its type where it has none.

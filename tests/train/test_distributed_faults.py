@@ -25,6 +25,7 @@ from group import free_port, launch_by_hand, records, relative_difference, run, 
 from resnets.cli import main
 from resnets.train import load_checkpoint, train
 from resnets.train.config import TrainConfig
+from resnets.train.rundir import claimed
 from resnets.train.stops import Interrupted
 
 DATA = ["--model", "resnet8", "--data", "synthetic:1,16,16,4", "--device", "cpu", "--log-every", "1"]
@@ -144,6 +145,20 @@ def test_a_corrupt_jpeg_in_one_process_share_stalls_nobody(folder_with_a_corrupt
     assert len(said) == 1 and f"{share} data-loading worker{'s' if share != 1 else ''} per process" in said[0]
 
 
+def test_each_process_starts_its_share_of_the_machine_cores_as_workers(monkeypatch):
+    """8 processes on a 64-core machine start 8 workers each, not 64 (512 decoders on 64 cores)."""
+    import resnets.hardware as hardware
+    from resnets.train.distributed import local_world_size
+
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 64)
+    assert [hardware.default_workers(n) for n in (1, 8, 3, 100)] == [64, 8, 21, 1]
+    assert hardware.default_workers(8, asked=16) == 16 and hardware.default_workers(8, asked=100) == 64  # -j N
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun's: this machine's processes of the group
+    assert local_world_size(world=16) == 8
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")  # processes started by hand on one machine
+    assert local_world_size(world=3) == 3
+
+
 # ---- 4. a stop signal lands within two steps, whatever --log-every is -------------------------------------------
 
 
@@ -255,6 +270,35 @@ def test_processes_that_see_different_data_say_so_and_stop(tmp_path):
         (line,) = d.stderr.strip().splitlines()
         assert "the processes of the group see different data (rank 0: 20/0/10 images, 10 classes, " in line
         assert line.endswith("give every process the same files")
+
+
+def test_a_run_folder_held_by_another_run_stops_the_whole_group_at_once(tmp_path):
+    """Rank 0 alone claims the run folder: its failure reaches the other process before any collective of
+    training (which would otherwise wait in DistributedDataParallel's constructor for 30 minutes)."""
+    out = tmp_path / "run"
+    started = time.monotonic()
+    with claimed(out):
+        done = launch_by_hand(2, [*DATA, "--subset", "256", "--iterations", "2", "-b", "64", "--out", str(out)])
+    assert time.monotonic() - started < 60
+    assert [d.returncode for d in done] == [2, 2]
+    (line,) = done[0].stderr.strip().splitlines()
+    assert line == (
+        f"resnets: error: run folder {out} is in use by another run (process {os.getpid()}); "
+        "wait for it to finish or choose another --out"
+    )
+    assert done[1].stderr == ""
+
+
+def test_a_process_that_cannot_read_its_data_is_named_by_rank_0(tmp_path):
+    make_cifar(tmp_path / "data")
+    base = ["--model", "resnet8", "--data", "cifar10", "--device", "cpu", "-b", "4", "--iterations", "1"]
+    base += ["--out", str(tmp_path / "run")]
+    missing = tmp_path / "elsewhere"  # this machine's copy is not where --data-dir says
+    done = launch_by_hand(2, [[*base, "--data-dir", str(tmp_path / "data")], [*base, "--data-dir", str(missing)]])
+    assert [d.returncode for d in done] == [2, 2]
+    (line,) = done[0].stderr.strip().splitlines()
+    assert line.startswith("resnets: error: rank 1 failed to start: ") and str(missing) in line, line
+    assert not (tmp_path / "run").exists()  # the folder rank 0 had made is removed again
 
 
 # ---- 7. half-written temporary files of a killed run are removed ---------------------------------------------------

@@ -25,7 +25,7 @@ from .. import hardware
 from ..data import load_dataset
 from ..data.base import BatchAugment, share
 from ..data.transforms import FolderTransforms
-from ..errors import first_line
+from ..errors import first_line, is_usage_error
 from ..export import export_model, rebuild_options
 from ..files import atomic_write, remove_stale_temporaries
 from ..hardware import autocast, default_workers, resolve_device
@@ -263,7 +263,7 @@ class Trainer:
         """Every process's outcome of a start-up step, and (with `summary`: settings, data, rank 0's
         checkpoint) a check that they match. Raises on every process when any failed or differs;
         returns rank 0's checkpoint path."""
-        report = None if failure is None else (isinstance(failure, ValueError), first_line(failure))
+        report = None if failure is None else (is_usage_error(failure), first_line(failure))
         everyone = self.place.gather((report, summary))
         if summary is not None:
             check_same_settings([s[0] for _, s in everyone])
@@ -999,8 +999,9 @@ def train(config: TrainConfig, resume: bool | str | Path = False, stream=None) -
             except Diverged as exc:  # a restart would resume the last good checkpoint and diverge again
                 remember_fatal(first_line(exc), "diverged")
                 raise
-            except ValueError as exc:  # a bad value or file: a restart meets it again
-                remember_fatal(first_line(exc), "usage")
+            except Exception as exc:
+                if is_usage_error(exc):  # a bad value or file: a restart meets it again
+                    remember_fatal(first_line(exc), "usage")
                 raise
     except dist.DistError as exc:  # the rendezvous or a collective: a peer died, hung or cannot be reached
         raise GroupFailed(
