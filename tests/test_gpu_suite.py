@@ -45,6 +45,7 @@ def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
     assert f"ResNet-8: the paper's 64,000 iterations of 128 would take {minutes:.1f} min" in table
 
 
+@pytest.mark.slow
 def test_the_loader_benchmark_times_both_decoders():
     script = SUITE.parent / "folder_loader.py"
     flags = ["--device", "cpu", "--images", "8", "--batch-size", "4", "--workers", "0", "--rounds", "1"]
@@ -59,6 +60,7 @@ def test_the_loader_benchmark_times_both_decoders():
     assert [name for name, _ in rates] == ["workers", "device"] and all(float(r.replace(",", "")) > 0 for _, r in rates)
 
 
+@pytest.mark.slow
 def test_the_resnet50_case_times_each_compile_mode_asked_for(tmp_path, monkeypatch):
     import torch
 
@@ -92,6 +94,7 @@ def load_suite(monkeypatch):
     return suite
 
 
+@pytest.mark.slow
 def test_a_failing_case_costs_only_its_own_figures(tmp_path, monkeypatch, capsys):
     suite = load_suite(monkeypatch)
 
@@ -113,6 +116,7 @@ def test_a_failing_case_costs_only_its_own_figures(tmp_path, monkeypatch, capsys
     assert "ResNet-50 training: FAILED" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_results_are_written_after_every_group_of_cases(tmp_path, monkeypatch):
     suite = load_suite(monkeypatch)
 

@@ -8,12 +8,9 @@ they agree to 1e-14 (checked while building this), so what remains is rounding, 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,8 +19,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from group import command, free_port, launch_by_hand, records, relative_difference, run, train_ok
 
 from resnets import create_model
+from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.train import load_checkpoint, train
 from resnets.train.checkpoint import model_from_checkpoint
@@ -36,55 +35,35 @@ TOLERANCE = 1e-5
 DATA = ["--model", "resnet8", "--data", "synthetic:1,16,16,4", "--device", "cpu", "--log-every", "1"]
 
 
-def command(nproc: int | None, args: list[str], *launch: str) -> list[str]:
-    """`resnets train ARGS`, alone (nproc None) or under torchrun with `nproc` processes."""
-    if nproc is None:
-        return [sys.executable, "-m", "resnets", "train", *args]
-    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *launch]
-    return [*runner, "-m", "resnets", "train", *args]
-
-
-def run(nproc: int | None, args: list[str], *launch: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torchrun sets it for its processes: the same for one
-    return subprocess.run(command(nproc, args, *launch), capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def train_ok(nproc: int | None, args: list[str], *launch: str) -> subprocess.CompletedProcess:
-    done = run(nproc, args, *launch)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-def relative_difference(a: dict, b: dict, buffers: bool = False) -> float:
-    """||a - b|| / ||a|| over all parameters (or all BN running statistics) of two state dicts."""
-    keys = [k for k in a if a[k].is_floating_point() and ("running" in k) == buffers]
-    va = torch.cat([a[k].flatten().double() for k in keys])
-    vb = torch.cat([b[k].flatten().double() for k in keys])
-    return ((va - vb).norm() / va.norm()).item()
-
-
 def weights(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 # ---- two processes against one ------------------------------------------------------------------------------
 
-# 4 steps of a global batch of 64; 101 test images, which two processes cannot share evenly.
+# 4 steps of a global batch of 64; 101 test images, which two processes cannot share evenly. Drop-path
+# and random erasing: random draws that belong to each image, the same whatever the number of processes.
 SHORT = [*DATA, "--subset", "256", "--test-subset", "101", "--iterations", "4", "-b", "64", "--lr", "0.02"]
+SHORT += ["--drop-path", "0.5", "--random-erasing", "0.5"]
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> Path:
+    """The run of one process, in this one, on one thread as torchrun's processes are."""
     out = tmp_path_factory.mktemp("one") / "run"
-    train_ok(None, [*SHORT, "--sync-bn", "--out", str(out)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *SHORT, "--sync-bn", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
 def test_two_processes_with_sync_bn_train_the_model_of_one(one_process, tmp_path):
+    """With --sync-bn two processes train the model of one: the same images, crops, erased boxes and
+    drop-path masks in every step (drawn per image of the global batch; drawn per process, the masks
+    would be the same on both processes and differ from one process's, 2e-3 of the weights apart)."""
     out = tmp_path / "two"
     done = train_ok(2, [*SHORT, "--sync-bn", "--out", str(out)])
     a, b = weights(one_process), weights(out)
@@ -127,12 +106,6 @@ def _evaluate_shard(rank: int, world: int, port: int, queue) -> None:
         queue.put((rank, bundle.test.num_samples, result.to_dict()))
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
@@ -200,26 +173,6 @@ def test_a_run_with_accumulation_learns(tiny_config, tmp_path):
 # ---- bad launches --------------------------------------------------------------------------------------------
 
 
-def launch_by_hand(world: int, args: list[str], tmp_path: Path) -> list[subprocess.CompletedProcess]:
-    """The processes torchrun would start, started by hand so that each one's exit status shows."""
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    procs = [
-        subprocess.Popen(
-            command(None, args),
-            env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(world)
-    ]
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -238,7 +191,7 @@ def launch_by_hand(world: int, args: list[str], tmp_path: Path) -> list[subproce
 )
 def test_a_bad_launch_is_one_line_and_exit_2_on_rank_0_only(args, message, tmp_path):
     argv = [*DATA, "--subset", "256", "--iterations", "2", *args, "--out", str(tmp_path / "run")]
-    rank0, rank1 = launch_by_hand(2, argv, tmp_path)
+    rank0, rank1 = launch_by_hand(2, argv)
     assert (rank0.returncode, rank1.returncode) == (2, 2)
     lines = rank0.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("resnets: error: ") and message in lines[0], rank0.stderr

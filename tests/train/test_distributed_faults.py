@@ -118,6 +118,7 @@ def folder_with_a_corrupt_jpeg(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_corrupt_jpeg_in_one_process_share_stalls_nobody(folder_with_a_corrupt_jpeg, tmp_path):
     """-b 2 on 2 processes: each takes 1 image a step, so a process meets the corrupt file alone. The
     file is replaced in its place by another training image, drawn as one process draws it: the group
@@ -207,18 +208,7 @@ def test_a_sigterm_to_one_process_stops_the_group_within_two_steps(tmp_path):
 
 
 # ---- 5. drop-path masks follow the images, not the processes ------------------------------------------------------
-
-
-def test_drop_path_masks_are_those_of_one_process_and_differ_between_processes(tmp_path):
-    """Each image's mask is drawn from (seed, step, its place in the global batch): two processes with
-    --sync-bn train the model of one, which masks drawn per process (the same in each) do not."""
-    args = [*DATA, "--subset", "256", "--iterations", "4", "-b", "64", "--lr", "0.02", "--sync-bn"]
-    args += ["--drop-path", "0.5", "--random-erasing", "0.5"]  # erasing: drawn for the global batch too
-    train_ok(None, [*args, "--out", str(tmp_path / "one")])
-    train_ok(2, [*args, "--out", str(tmp_path / "two")])
-    a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
-    assert relative_difference(a, b) < 1e-5
+# (test_distributed.py trains with drop-path and random erasing on 1 and 2 processes, to the same model)
 
 
 def test_drop_path_draws_of_the_shares_make_the_draws_of_the_whole_batch():
@@ -258,6 +248,7 @@ def test_processes_given_different_settings_say_which_and_stop(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_processes_that_see_different_data_say_so_and_stop(tmp_path):
     """The same --data cifar10, but each machine's copy of it differs (--data-dir may differ by machine)."""
     for rank in range(2):
@@ -272,6 +263,7 @@ def test_processes_that_see_different_data_say_so_and_stop(tmp_path):
         assert line.endswith("give every process the same files")
 
 
+@pytest.mark.slow
 def test_a_run_folder_held_by_another_run_stops_the_whole_group_at_once(tmp_path):
     """Rank 0 alone claims the run folder: its failure reaches the other process before any collective of
     training (which would otherwise wait in DistributedDataParallel's constructor for 30 minutes)."""
@@ -289,6 +281,7 @@ def test_a_run_folder_held_by_another_run_stops_the_whole_group_at_once(tmp_path
     assert done[1].stderr == ""
 
 
+@pytest.mark.slow
 def test_a_process_that_cannot_read_its_data_is_named_by_rank_0(tmp_path):
     make_cifar(tmp_path / "data")
     base = ["--model", "resnet8", "--data", "cifar10", "--device", "cpu", "-b", "4", "--iterations", "1"]
@@ -340,6 +333,7 @@ def test_a_diverged_run_under_restarts_is_not_trained_again_by_each_attempt(tmp_
     assert "exitcode  : 3" in done.stderr  # torchrun's summary names the status of a divergence
 
 
+@pytest.mark.slow
 def test_a_peer_that_never_comes_is_an_error_after_dist_timeout(tmp_path):
     args = [*DATA, "--subset", "256", "--iterations", "2", "-b", "64", "--dist-timeout", "3"]
     started = time.monotonic()

@@ -221,8 +221,10 @@ class Trainer:
         will never come. They also check that they were given the same settings and see the same data.
         """
         place = self.place
-        if self._run_dir is None:  # the first collective, which every process reaches
-            self._run_dir = Path(str(place.broadcast(str(default_run_dir(self.config)) if place.is_main else None)))
+        # The first collective, which every process reaches: rank 0's run folder (a process launched
+        # with another --out, or none, is refused below with the other differing settings).
+        chosen = place.broadcast(str(self._run_dir or default_run_dir(self.config)) if place.is_main else None)
+        self._run_dir = self._run_dir or Path(str(chosen))
         failure: Exception | None = None
         found: tuple[Path, dict] | None = None
         try:
