@@ -254,3 +254,30 @@ def test_a_malformed_sidecar_on_resume_falls_back_to_the_step_file(tmp_path, cap
     assert "resnets: warning: skipping checkpoint" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="malformed"):
         load_checkpoint(out / "checkpoints" / "last.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["held", "read-only"])
+def test_a_run_folder_that_rank_0_cannot_claim_stops_the_whole_group_at_once(kind, tmp_path):
+    """Rank 0 alone claims the run folder: its failure reaches the other process before any collective of
+    training (which would otherwise wait in DistributedDataParallel's constructor for 30 minutes)."""
+    from group import launch_by_hand
+
+    args = ["--model", "resnet8", "--data", "synthetic:1,16,16,4", "--device", "cpu", "--subset", "256"]
+    args += ["--iterations", "2", "-b", "64"]
+    started = time.monotonic()
+    if kind == "held":
+        out = tmp_path / "run"
+        with claimed(out):
+            done = launch_by_hand(2, [*args, "--out", str(out)])
+        expected = (2, f"resnets: error: run folder {out} is in use by another run (process {os.getpid()}); ")
+    else:
+        with read_only_folder(tmp_path / "ro") as folder:
+            out = folder / "run"
+            done = launch_by_hand(2, [*args, "--out", str(out)])
+        expected = (1, "resnets: error: ")
+    assert time.monotonic() - started < 60
+    assert [d.returncode for d in done] == [expected[0]] * 2
+    (line,) = done[0].stderr.strip().splitlines()
+    assert line.startswith(expected[1]) and str(out) in line, line
+    assert done[1].stderr == ""

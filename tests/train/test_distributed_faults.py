@@ -20,12 +20,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from datagen import make_cifar, save_image
-from group import free_port, launch_by_hand, records, relative_difference, run, train_ok
 
+from group import free_port, launch_by_hand, records, relative_difference, run, train_ok
 from resnets.cli import main
 from resnets.train import load_checkpoint, train
 from resnets.train.config import TrainConfig
-from resnets.train.rundir import claimed
 from resnets.train.stops import Interrupted
 
 DATA = ["--model", "resnet8", "--data", "synthetic:1,16,16,4", "--device", "cpu", "--log-every", "1"]
@@ -261,24 +260,6 @@ def test_processes_that_see_different_data_say_so_and_stop(tmp_path):
         (line,) = d.stderr.strip().splitlines()
         assert "the processes of the group see different data (rank 0: 20/0/10 images, 10 classes, " in line
         assert line.endswith("give every process the same files")
-
-
-@pytest.mark.slow
-def test_a_run_folder_held_by_another_run_stops_the_whole_group_at_once(tmp_path):
-    """Rank 0 alone claims the run folder: its failure reaches the other process before any collective of
-    training (which would otherwise wait in DistributedDataParallel's constructor for 30 minutes)."""
-    out = tmp_path / "run"
-    started = time.monotonic()
-    with claimed(out):
-        done = launch_by_hand(2, [*DATA, "--subset", "256", "--iterations", "2", "-b", "64", "--out", str(out)])
-    assert time.monotonic() - started < 60
-    assert [d.returncode for d in done] == [2, 2]
-    (line,) = done[0].stderr.strip().splitlines()
-    assert line == (
-        f"resnets: error: run folder {out} is in use by another run (process {os.getpid()}); "
-        "wait for it to finish or choose another --out"
-    )
-    assert done[1].stderr == ""
 
 
 @pytest.mark.slow
