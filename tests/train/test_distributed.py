@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from group import command, free_port, launch_by_hand, records, relative_difference, run, train_ok
 
+from group import command, free_port, launch_by_hand, records, relative_difference, run, train_ok
 from resnets import create_model
 from resnets.cli import main
 from resnets.data import load_dataset
