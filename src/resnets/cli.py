@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from . import __version__
 from .analysis import complexity
 from .analysis.errors import CALIBRATION_BINS, WORST, check_output_folder, write_error_analysis
@@ -223,6 +225,10 @@ FLAG_ALIASES = {
     "optimizer": ("--opt",),
     "random_erasing": ("--reprob",),
     "ema": ("--model-ema-decay",),
+    "randaugment": ("--aa",),
+    "bce": ("--bce-loss",),
+    "label_smoothing": ("--smoothing",),
+    "image_size": ("--img-size",),
 }
 # Placeholders that say what a value is, where the field's last word would not.
 METAVARS = {
@@ -262,6 +268,8 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
             p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif f.name == "milestones":  # 0.5 0.75 (timm's form) or 0.5,0.75
             p.add_argument(*flags, dest=f.name, nargs="+", default=None, metavar="FRACTION", help=text)
+        elif f.name == "randaugment":  # timm's spec (its --aa), or alone: torchvision's levels, as before
+            p.add_argument(*flags, dest=f.name, nargs="?", const="torchvision", default=None, metavar="SPEC", help=text)
         else:
             metavar = METAVARS.get(f.name, f.name.split("_")[-1].upper())
             p.add_argument(*flags, dest=f.name, default=None, metavar=metavar, help=text)
@@ -302,6 +310,9 @@ def fields_of_config():
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = resolve_train_config(args)
+    if args.print_config:  # the same YAML as the run's config.yaml: --config takes it back
+        sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
     try:
         result = train(config, resume=args.resume if isinstance(args.resume, bool) else Path(args.resume))
     except Interrupted as stop:
@@ -566,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_OR_CHECKPOINT",
         help="continue the run in --out, or in this run folder, or from this checkpoint file "
         "(an error if there is nothing to resume)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the run's whole config (the recipe's, then --config's, then the flags') as YAML, and stop",
     )
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)

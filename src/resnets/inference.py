@@ -94,7 +94,10 @@ class Predictor:
             # The run's test view: recorded since runs may train and test at different sizes (RSB).
             side = int(data.get("test_size") or (size[0] if size else 224))
             resize = int(data.get("test_resize") or round(side * 256 / 224))
-            self.view = FolderTransforms(image_size=side, resize_range=(side, side), test_resize=resize)
+            resampling = str(data.get("interpolation", "bilinear"))
+            self.view = FolderTransforms(
+                image_size=side, resize_range=(side, side), test_resize=resize, interpolation=resampling
+            )
             self.size = (side, side)
         elif size is None:
             raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
@@ -296,6 +299,7 @@ def _run_test_view(config: dict) -> FolderTransforms:
         test_size=config.get("test_size"),
         test_resize=int(config.get("test_resize", 256)),
         crop=str(config.get("crop", "scale")),
+        interpolation=str(config.get("interpolation", "bilinear")),
     )
 
 

@@ -7,6 +7,7 @@ from datagen import save_image
 from PIL import Image
 
 from resnets.data import FolderTransforms, load_dataset
+from resnets.data.augment import RandAugmentPolicy
 from resnets.data.imagefolder import ImageFiles, scan
 from resnets.data.images import Encoded, ImageError, decode_batch, read_encoded, read_image
 from resnets.train.config import TrainConfig
@@ -14,7 +15,12 @@ from resnets.train.config import TrainConfig
 TINY = FolderTransforms(image_size=32, resize_range=(36, 48), test_resize=36, scales=(32, 40))
 # Every per-image draw of the training view: crop, flip, RandAugment, lighting, erasing.
 BUSY = FolderTransforms(
-    image_size=32, resize_range=(36, 48), test_resize=36, scales=(32, 40), randaugment=(2, 9, 0.5), erasing=0.5
+    image_size=32,
+    resize_range=(36, 48),
+    test_resize=36,
+    scales=(32, 40),
+    randaugment=RandAugmentPolicy(2, 9, 0.5, style="torchvision"),
+    erasing=0.5,
 )
 
 
@@ -137,7 +143,13 @@ def test_a_run_that_decodes_on_the_device_trains_resumes_and_evaluates_as_it_dec
     from resnets.train import TrainConfig, train
 
     common = {"model": "resnet8", "data": f"imagefolder:{jpeg_root}", "batch_size": 4, "num_workers": 0}
-    common |= {"device": "cpu", "image_size": 32, "test_size": 32, "test_resize": 36, "randaugment": True}
+    common |= {
+        "device": "cpu",
+        "image_size": 32,
+        "test_size": 32,
+        "test_resize": 36,
+        "randaugment": "rand-m6-mstd0.5-inc1",
+    }
     common |= {"epochs": 2, "keep": 10}
     whole = train(TrainConfig(**common, decode="device", out=str(tmp_path / "whole")))
     workers = train(TrainConfig(**common, out=str(tmp_path / "workers")))

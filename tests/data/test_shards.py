@@ -6,11 +6,19 @@ import torch
 from datagen import save_image
 
 from resnets.data import load_dataset
+from resnets.data.augment import RandAugmentPolicy
 from resnets.data.base import BatchAugment
 from resnets.data.transforms import FolderTransforms
 
 # The augmentations of recipes after 2015, drawn for the global batch too.
-EXTRAS = [None, BatchAugment(randaugment=(2, 9.0, 0.5), erasing=0.5), BatchAugment(trivialaugment=True)]
+TORCHVISION_RA = RandAugmentPolicy(2, 9.0, 0.5, style="torchvision")
+TIMM_RA = RandAugmentPolicy.parse("rand-m6-mstd0.5-inc1")
+EXTRAS = [
+    None,
+    BatchAugment(randaugment=TORCHVISION_RA, erasing=0.5),
+    BatchAugment(randaugment=TIMM_RA),
+    BatchAugment(trivialaugment=True),
+]
 
 
 def shares(name: str, world: int, **options) -> list:
@@ -56,7 +64,8 @@ def clean_folder(tmp_path):
     "transforms",
     [
         FolderTransforms(image_size=32),
-        FolderTransforms(image_size=32, crop="random-resized", randaugment=(2, 9.0, 0.5), erasing=0.5),
+        FolderTransforms(image_size=32, crop="random-resized", randaugment=TORCHVISION_RA, erasing=0.5),
+        FolderTransforms(image_size=32, crop="random-resized", randaugment=TIMM_RA, interpolation="random"),
         FolderTransforms(image_size=32, crop="random-resized", trivialaugment=True, test_size=40, test_resize=44),
     ],
 )

@@ -125,16 +125,29 @@ def test_a_linear_warm_up_rises_step_by_step_then_the_cosine_spans_the_rest():
     assert [s.lr(k) for k in (0, 9, 19)] == pytest.approx([0.05, 0.5, 1.0])
     assert s.lr(60) == pytest.approx(0.5)  # halfway through the 80 steps after the warm-up
     assert s.lr(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 79 / 80)))
-    with pytest.raises(ValueError, match="two warm-ups"):
-        TrainConfig(warmup_epochs=1, warmup_lr=0.01)
+    # timm's warm-up starts at --warmup-lr, and its cosine ends at --min-lr.
+    c = TrainConfig(schedule="cosine", warmup_epochs=2, warmup_lr=0.1, min_lr=0.01, lr=1.0)
+    s = LRSchedule(c, total_steps=100, steps_per_epoch=10)
+    assert [s.lr(k) for k in (0, 10, 20)] == pytest.approx([0.1, 0.55, 1.0])
+    assert s.lr(60) == pytest.approx(0.01 + 0.99 * 0.5) and s.lr(100) == pytest.approx(0.01)
+    assert not s.warming_up  # not the paper's warm-up until the error falls
+    with pytest.raises(
+        ValueError, match=r"warmup_lr=2.0 is where the warm-up of warmup_epochs starts: it must be below"
+    ):
+        TrainConfig(warmup_epochs=1, warmup_lr=2.0)
+    with pytest.raises(ValueError, match="min_lr is the floor of the cosine schedule, not of schedule='step'"):
+        TrainConfig(min_lr=0.001)
 
 
 def test_optimizers_and_their_groups():
     net = create_model("resnet8", in_channels=1, num_classes=4)
     cpu = torch.device("cpu")
     for name, kind in (("sgd", "SGD"), ("adamw", "AdamW"), ("lamb", "LAMB"), ("lars", "LARS")):
-        opt = build_optimizer(TrainConfig(optimizer=name), net, cpu)
+        opt = build_optimizer(TrainConfig(optimizer=name, decay_norm_bias=True), net, cpu)
         assert type(opt).__name__ == kind and len(opt.param_groups) == 1
+        # By default SGD decays every parameter (the paper's), the others not BN and biases (timm's factory).
+        opt = build_optimizer(TrainConfig(optimizer=name), net, cpu)
+        assert len(opt.param_groups) == (1 if name == "sgd" else 2), name
     split = build_optimizer(TrainConfig(decay_norm_bias=False, weight_decay=0.05), net, cpu)
     decayed, free = split.param_groups
     assert decayed["weight_decay"] == 0.05 and free["weight_decay"] == 0
@@ -155,7 +168,7 @@ ALL_ON = {
     "cutmix": 1.0,
     "ema": 0.9,
     "drop_path": 0.1,
-    "randaugment": True,
+    "randaugment": "rand-m9-mstd0.5-inc1",
     "random_erasing": 0.25,
     "clip_grad": 1.0,
     "warmup_epochs": 0.5,
@@ -192,12 +205,13 @@ def test_the_rsb_a3_and_bag_of_tricks_recipes_hold_their_papers_values():
     a3 = get_recipe("rsb-a3", "resnet50")
     assert (a3.optimizer, a3.lr, a3.batch_size, a3.epochs, a3.weight_decay) == ("lamb", 8e-3, 2048, 100, 0.02)
     assert (a3.schedule, a3.warmup_epochs, a3.mixup, a3.cutmix, a3.bce) == ("cosine", 5, 0.1, 1.0, True)
-    assert (a3.randaugment_ops, a3.randaugment_magnitude, a3.randaugment_std) == (2, 18, 1.5)  # timm's m6 mstd0.5
+    assert a3.randaugment == "rand-m6-mstd0.5-inc1" and a3.bce_target_thresh == 0.2
     assert a3.clip_grad == 1.0  # timm's LAMB clips at 1 by default
-    assert not a3.decay_norm_bias and a3.label_smoothing == 0 and a3.ema is None and a3.drop_path == 0
+    assert not a3.decays_norm_bias and a3.label_smoothing == 0 and a3.ema is None and a3.drop_path == 0
+    assert a3.lighting == 0 and a3.model_options["zero_init_residual"] and (a3.warmup_lr, a3.min_lr) == (1e-4, 1e-6)
     view = folder_transforms(a3)
-    assert (view.image_size, view.tested, view.test_resize, view.crop) == (160, 224, 236, "random-resized")
-    assert with_overrides(a3, {"batch_size": 512}).lr == pytest.approx(2e-3)  # linear scaling
+    assert (view.image_size, view.tested, view.test_resize, view.crop) == (160, 224, 235, "random-resized")
+    assert with_overrides(a3, {"batch_size": 512}).lr == pytest.approx(8e-3 * 0.5)  # LAMB: the square root of 1/4
     assert with_overrides(a3, {"batch_size": 512, "lr": 0.01}).lr == 0.01  # an explicit lr wins
     tricks = get_recipe("bag-of-tricks", "resnet50")
     assert tricks.model_options == {"zero_init_residual": True, "stride_at": "3x3"}
@@ -251,7 +265,7 @@ def test_an_image_folder_trains_with_rsb_s_augmentations_and_tests_at_its_own_si
         "image_size": 32,
         "test_size": 40,
         "test_resize": 44,
-        "randaugment": True,
+        "randaugment": "rand-m6-mstd0.5-inc1",
         "random_erasing": 0.5,
         "repeated_aug": 2,
         "mixup": 0.2,

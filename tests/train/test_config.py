@@ -187,7 +187,8 @@ def test_the_recipes_of_2015_are_pinned_and_every_newer_option_is_off_in_them():
         newer = set(config) - set(values)
         assert newer >= {"mixup", "cutmix", "ema", "optimizer", "drop_path", "random_erasing", "bce"}
         assert {k: config[k] for k in newer} == {k: off[k] for k in newer}, key
-        assert off["optimizer"] == "sgd" and off["ema"] is None and not off["mixup"] and off["decay_norm_bias"]
+        assert off["optimizer"] == "sgd" and off["ema"] is None and not off["mixup"] and off["decay_norm_bias"] is None
+        assert get_recipe(name, model).decays_norm_bias  # none: SGD's way, the paper's decay of every parameter
 
 
 def test_a_run_saved_before_newer_fields_existed_resumes_and_a_changed_field_is_named(tmp_path):

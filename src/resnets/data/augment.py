@@ -21,15 +21,20 @@ its "rand-m9-mstd0.5" is level 27 with std 1.5 here.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .transforms import ERASE_AREA, ERASE_RATIO
-
+# Random erasing's box, as timm's RandomErasing draws it: 2% to 1/3 of the area, the aspect ratio
+# log-uniform in [0.3, 1/0.3], ten tries. Zhong et al. 2017 (Algorithm 1) draw 2% to 40% and a uniform
+# aspect ratio in [0.3, 1/0.3] until a box fits.
+ERASE_AREA = (0.02, 1 / 3)
+ERASE_RATIO = (0.3, 1 / 0.3)
 OPS = (
     "Identity",
     "ShearX",
@@ -325,8 +330,8 @@ def random_erasing(
     aspect: tuple[float, float] = ERASE_RATIO,
     fill: str = "pixel",
 ) -> Tensor:
-    """Random erasing (Zhong et al. 2017, Algorithm 1): with probability `p`, a box of each
-    normalised image is replaced, all channels.
+    """Random erasing (Zhong et al. 2017) as timm's RandomErasing does it: with probability `p`, a box
+    of each normalised image is replaced, all channels.
 
     images: float (B, C, H, W), normalised (after `normalize`); the result is a new tensor.
     A box covers a fraction of the image drawn uniformly from `area` and has a height/width
@@ -351,7 +356,7 @@ def random_erasing(
     if fill not in ("pixel", "zero"):
         raise ValueError(f"fill={fill!r} is not one of pixel, zero")
     b, _, h, w = images.shape
-    attempts = 10  # as timm; Zhong et al. draw until a box fits
+    attempts = 10  # timm's; Zhong et al. draw until a box fits
     u = _draw(torch.rand, generator, images, (b, 2 * attempts + 3))
     target = h * w * (area[0] + (area[1] - area[0]) * u[:, :attempts])
     log_low, log_high = math.log(aspect[0]), math.log(aspect[1])
@@ -374,3 +379,196 @@ def random_erasing(
     else:
         values = torch.zeros_like(images)
     return torch.where(box, values, images)
+
+
+# ---- timm's RandAugment -------------------------------------------------------------------------------------------
+
+# timm's op set (`_RAND_TRANSFORMS`; with "inc1" the increasing variants of Posterize, Solarize and the
+# enhancements, `_RAND_INCREASING_TRANSFORMS`), in timm's order.
+TIMM_OPS = (
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "Posterize",
+    "Solarize",
+    "SolarizeAdd",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
+)
+_TIMM = {name: i for i, name in enumerate(TIMM_OPS)}
+TIMM_LEVELS = 10.0  # timm's magnitude scale: M of 10 is each op's strongest (`_LEVEL_DENOM`)
+TIMM_STYLE, TORCHVISION_STYLE = "timm", "torchvision"
+
+
+@dataclass(frozen=True)
+class RandAugmentPolicy:
+    """RandAugment (Cubuk et al. 2020) as timm defines it (`style` "timm", the policy of "ResNet strikes
+    back"), or as torchvision's `RandAugment` ("torchvision": `rand_augment`, levels 0..30).
+
+    timm's policy, from a spec such as "rand-m6-mstd0.5-inc1" (`parse`): `ops` ops a layer chosen
+    uniformly with replacement from `TIMM_OPS`, each applied with probability `prob`, at a magnitude
+    drawn per op from N(`magnitude`, `std`) (uniform in [0, M] for a std above 100) and clipped to
+    [0, `magnitude_max`] without rounding; signed ops are mirrored with probability 1/2; geometric ops
+    fill with the mean colour and resample bilinear or bicubic at random; `increasing` takes the
+    variants of Posterize, Solarize and the enhancements that grow stronger with the magnitude.
+
+    >>> RandAugmentPolicy.parse("rand-m6-mstd0.5-inc1")
+    RandAugmentPolicy(ops=2, magnitude=6.0, std=0.5, style='timm', prob=0.5, increasing=True, magnitude_max=10.0)
+    """
+
+    ops: int = 2
+    magnitude: float = 9.0
+    std: float = 0.0
+    style: str = TIMM_STYLE
+    prob: float = 0.5
+    increasing: bool = False
+    magnitude_max: float = TIMM_LEVELS
+
+    def __post_init__(self) -> None:
+        if self.style not in (TIMM_STYLE, TORCHVISION_STYLE):
+            raise ValueError(f"style={self.style!r} is not one of {TIMM_STYLE}, {TORCHVISION_STYLE}")
+        if isinstance(self.ops, bool) or not isinstance(self.ops, int) or self.ops < 0:
+            raise ValueError(f"ops={self.ops!r} must be a non-negative integer")
+        if not (self.std >= 0 and self.magnitude >= 0 and 0 <= self.prob <= 1 and self.magnitude_max > 0):
+            raise ValueError(f"{self}: magnitude, std and the maximum must be >= 0 and prob in [0, 1]")
+
+    @classmethod
+    def parse(cls, spec: str) -> RandAugmentPolicy:
+        """timm's spec: "rand" and sections m<magnitude>, n<ops>, mstd<std>, mmax<max>, inc<0|1>, p<prob>."""
+        parts = spec.split("-")
+        if parts[0] != "rand":
+            raise ValueError(f"RandAugment spec {spec!r} must start with 'rand' (timm's form: rand-m9-mstd0.5-inc1)")
+        keys = {"m": "magnitude", "n": "ops", "mstd": "std", "mmax": "magnitude_max", "inc": "increasing", "p": "prob"}
+        values: dict[str, Any] = {}
+        for part in parts[1:]:
+            match = re.fullmatch(r"([a-z]+)(\d+(?:\.\d*)?)", part)
+            if match is None or match.group(1) not in keys:
+                raise ValueError(
+                    f"RandAugment spec {spec!r}: section {part!r} is not one of m<magnitude>, n<ops>, mstd<std>, "
+                    "mmax<max>, inc<0|1>, p<prob> (timm's transform sets 't...' are not built)"
+                )
+            key, number = keys[match.group(1)], float(match.group(2))
+            values[key] = int(number) if key == "ops" else bool(number) if key == "increasing" else number
+        return cls(**values)
+
+    def __str__(self) -> str:
+        if self.style == TORCHVISION_STYLE:
+            return f"torchvision RandAugment N{self.ops} M{self.magnitude:g} (std {self.std:g})"
+        return f"timm rand-m{self.magnitude:g}-n{self.ops}-mstd{self.std:g}-inc{int(self.increasing)}"
+
+    def __call__(self, images: Tensor, generator: torch.Generator, fill: Tensor | None = None) -> Tensor:
+        """The policy on uint8 images (B, C, H, W); `fill` (C,) is the mean colour geometric ops fill with
+        (timm's `img_mean`; default grey 128)."""
+        if self.style == TORCHVISION_STYLE:
+            return rand_augment(images, generator, self.ops, self.magnitude, self.std)
+        return timm_rand_augment(images, generator, self, fill)
+
+
+def timm_rand_augment(
+    images: Tensor, generator: torch.Generator, policy: RandAugmentPolicy, fill: Tensor | None = None
+) -> Tensor:
+    """timm's RandAugment (`RandAugmentPolicy`) on uint8 images (B, C, H, W), every draw per image.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> timm_rand_augment(torch.full((4, 3, 8, 8), 100, dtype=torch.uint8), g, RandAugmentPolicy()).shape
+    torch.Size([4, 3, 8, 8])
+    """
+    _check_images(images)
+    b, c = images.shape[:2]
+    fill = torch.full((c,), 128.0) if fill is None else fill.float().reshape(c)
+    for _ in range(policy.ops):
+        ops = _draw(torch.randint, generator, images, 0, len(TIMM_OPS), (b,))
+        applied = _draw(torch.rand, generator, images, (b,)) <= policy.prob  # timm skips when random() > prob
+        if policy.std > 100:  # timm's "infinite" std: uniform in [0, M]
+            level = policy.magnitude * _draw(torch.rand, generator, images, (b,))
+        else:
+            level = policy.magnitude + policy.std * _draw(torch.randn, generator, images, (b,))
+        level = level.clamp(0, policy.magnitude_max)
+        negated = _draw(torch.rand, generator, images, (b,)) > 0.5  # timm's _randomly_negate
+        bicubic = _draw(torch.rand, generator, images, (b,)) < 0.5  # timm's random interpolation
+        out = _apply_timm(images, ops, level, negated, bicubic, policy.increasing, fill.to(images.device))
+        images = torch.where(applied.view(b, 1, 1, 1), out, images)
+    return images
+
+
+def _apply_timm(
+    images: Tensor, ops: Tensor, level: Tensor, negated: Tensor, bicubic: Tensor, increasing: bool, fill: Tensor
+) -> Tensor:
+    """Image i through timm's op ops[i] at magnitude level[i] (0..10): timm's level-to-argument rules."""
+    b, c, h, w = images.shape
+    x = images.float()
+    fraction = level / TIMM_LEVELS
+    sign = torch.where(negated, -1.0, 1.0)
+
+    def drew(name: str) -> Tensor:
+        return (ops == _TIMM[name]).view(b, 1, 1, 1)
+
+    # Geometric ops (PIL's affine maps, about the top-left corner for shears, the centre for rotations).
+    one, zero = torch.ones_like(fraction), torch.zeros_like(fraction)
+    angle = torch.deg2rad(fraction * 30 * sign)
+    shear = fraction * 0.3 * sign
+    shift = fraction * 0.45 * sign  # of the side (timm's translate_pct)
+    table = {
+        "Rotate": (torch.cos(angle), -torch.sin(angle), zero, torch.sin(angle), torch.cos(angle), zero),
+        "ShearX": (one, shear, shear * h / 2, zero, one, zero),
+        "ShearY": (one, zero, zero, shear, one, shear * w / 2),
+        "TranslateXRel": (one, zero, shift * w, zero, one, zero),
+        "TranslateYRel": (one, zero, zero, zero, one, shift * h),
+    }
+    entries = [one, zero, zero, zero, one, zero]
+    for name, values in table.items():
+        chosen = ops == _TIMM[name]
+        entries = [torch.where(chosen, v, e) for v, e in zip(values, entries, strict=True)]
+    geometric = torch.zeros(b, dtype=torch.bool, device=images.device)
+    for name in table:
+        geometric |= ops == _TIMM[name]
+    out = torch.where(
+        geometric.view(b, 1, 1, 1), _warp_filled(images, torch.stack(entries, 1).view(-1, 2, 3), bicubic, fill), images
+    )
+    # Enhancements: timm's factor in [0.1, 1.9], growing away from 1 with the level when increasing.
+    factor = torch.clamp(1 + sign * fraction * 0.9, min=0.1) if increasing else fraction * 1.8 + 0.1
+    factor = factor.view(b, 1, 1, 1)
+    grey = _grey(x)
+    out = torch.where(drew("Brightness"), _blend(x, torch.zeros_like(x), factor), out)
+    if c == 3:
+        out = torch.where(drew("Color"), _blend(x, grey, factor), out)
+    mean_grey = torch.floor(grey.mean((1, 2, 3), keepdim=True) + 0.5)  # PIL's Contrast: the rounded mean of L
+    out = torch.where(drew("Contrast"), _blend(x, mean_grey, factor), out)
+    out = torch.where(drew("Sharpness"), _sharpen(x, factor), out)
+    # Pixel ops on the 0..255 values.
+    bits = torch.floor(fraction * 4)
+    bits = (4 - bits) if increasing else bits  # the bits kept
+    keep = (256 - torch.exp2(8 - bits.clamp(0, 8))).to(torch.uint8).view(b, 1, 1, 1)
+    out = torch.where(drew("Posterize"), images & keep, out)
+    threshold = torch.clamp(torch.floor(fraction * 256), max=256)
+    threshold = (256 - threshold) if increasing else threshold
+    out = torch.where(drew("Solarize") & (x >= threshold.view(b, 1, 1, 1)), 255 - images, out)
+    added = torch.clamp(torch.floor(fraction * 110), max=128).view(b, 1, 1, 1)
+    out = torch.where(drew("SolarizeAdd") & (x < 128), (x + added).clamp(max=255).to(torch.uint8), out)
+    out = torch.where(drew("AutoContrast"), _autocontrast(x), out)
+    out = torch.where(drew("Invert"), 255 - images, out)
+    return torch.where(drew("Equalize"), _equalize(images), out)
+
+
+def _warp_filled(images: Tensor, maps: Tensor, bicubic: Tensor, fill: Tensor) -> Tensor:
+    """uint8 images (B, C, H, W) resampled at maps (B, 2, 3), bilinear or (where `bicubic`) bicubic, the
+    outside filled with `fill` (C,): PIL's `transform` with timm's fillcolor, rounded to uint8."""
+    b, c, h, w = images.shape
+    device = images.device
+    xs = torch.arange(w, device=device, dtype=torch.float32) + 0.5 - w / 2  # pixel centres
+    ys = torch.arange(h, device=device, dtype=torch.float32) + 0.5 - h / 2
+    points = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=device)], -1)
+    sampled = torch.einsum("hwk,bjk->bhwj", points, maps)  # (B, H, W, 2) in pixels from the centre
+    grid = torch.stack((sampled[..., 0] / (w / 2), sampled[..., 1] / (h / 2)), -1)
+    shifted = images.float() - fill.view(1, c, 1, 1)  # zero padding of (x - fill) is padding with the fill
+    linear = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    cubic = F.grid_sample(shifted, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+    out = torch.where(bicubic.view(b, 1, 1, 1), cubic, linear) + fill.view(1, c, 1, 1)
+    return out.round().clamp(0, 255).to(torch.uint8)

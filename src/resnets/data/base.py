@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .augment import RandAugmentPolicy
 from .images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 
 # How the evaluator may look at each test image (He et al. 2016, section 3.4): one centre crop,
@@ -193,7 +194,7 @@ class BatchAugment:
     (`FolderTransforms`).
     """
 
-    randaugment: tuple[int, float, float] | None = None  # (operations N, magnitude M, std of M per image)
+    randaugment: RandAugmentPolicy | None = None  # RandAugment: timm's policy or torchvision's
     trivialaugment: bool = False  # TrivialAugment Wide
     erasing: float = 0.0  # the probability of erasing a box of each image (Zhong et al. 2017)
 

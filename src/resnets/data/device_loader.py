@@ -11,7 +11,7 @@ from collections.abc import Generator, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .augment import rand_augment, random_erasing, trivial_augment
+from .augment import random_erasing, trivial_augment
 from .base import (
     Batch,
     BatchAugment,
@@ -78,6 +78,8 @@ class DeviceLoader:
         self.normalize_first = normalize_first
         self.shard = shard
         self.extra = extra or BatchAugment()
+        # The mean colour (C,) in pixel levels, which timm's RandAugment fills geometric ops with.
+        self.fill = self.mean.float().mean((-2, -1)).round()
 
     def __len__(self) -> int:
         if self.train:
@@ -114,8 +116,8 @@ class DeviceLoader:
         device, extra = self.images.device, self.extra
         for i, (images, labels) in self._unaugmented(epoch, start, whole_batch=True):
             if extra.randaugment is not None:
-                n, m, std = extra.randaugment
-                images = rand_augment(images, generator(device, self.seed, "randaugment", epoch, i), n, m, std)
+                g = generator(device, self.seed, "randaugment", epoch, i)
+                images = extra.randaugment(images, g, self.fill)
             elif extra.trivialaugment:
                 images = trivial_augment(images, generator(device, self.seed, "trivialaugment", epoch, i))
             g = generator(device, self.seed, "aug", epoch, i)  # the same crops and flips as without `extra`

@@ -19,11 +19,14 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from ..hardware import to_device
+from .augment import ERASE_AREA, ERASE_RATIO, RandAugmentPolicy, timm_rand_augment
 
 # ImageNet channel statistics on the 0..1 scale (torchvision's). The paper subtracts the
 # per-pixel mean (section 3.4); over ImageNet's varied framing the mean image is nearly flat,
 # so the channel means are the usual stand-in, and dividing by the std gives unit scale.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+# The colour timm's RandAugment fills with on ImageNet: its mean, in pixel levels (`img_mean`).
+FOLDER_FILL = torch.tensor([round(255 * v) for v in IMAGENET_MEAN], dtype=torch.float32)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # PCA of ImageNet's RGB pixels (Krizhevsky et al. 2012, section 4.1), on the 0..1 scale, as used
 # by fb.resnet.torch, the reference reimplementation the authors point to.
@@ -125,6 +128,8 @@ def padded_ten_crop(images: Tensor, padding: int) -> list[Tensor]:
 
 
 CROPS = ("scale", "random-resized")
+INTERPOLATIONS = ("bilinear", "bicubic", "random")
+_RANDOM = (TF.InterpolationMode.BILINEAR, TF.InterpolationMode.BICUBIC)  # timm's "random", in its order
 # Inception's crop (Szegedy et al. 2015, as torchvision's RandomResizedCrop): 8% to 100% of the area,
 # aspect ratio 3/4 to 4/3, resized to the training size. Used by the recipes after 2015 (RSB, Bag of Tricks).
 CROP_AREA = (0.08, 1.0)
@@ -140,15 +145,17 @@ class FolderTransforms:
     test_resize: int = 256  # shorter side before the centre crop and the 10 crops
     test_size: int | None = None  # the side of the test crops (None: image_size)
     crop: str = "scale"  # scale: the paper's; random-resized: Inception's (CROP_AREA, CROP_RATIO)
-    # (operations, magnitude, magnitude std) of RandAugment (Cubuk et al. 2020), or None
-    randaugment: tuple[int, float, float] | None = None
+    randaugment: RandAugmentPolicy | None = None  # RandAugment (Cubuk et al. 2020): timm's or torchvision's
     trivialaugment: bool = False  # TrivialAugment Wide (Mueller and Hutter 2021)
     erasing: float = 0.0  # probability of random erasing (Zhong et al. 2017), last of the training view
     scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # shorter sides of the multi-scale test views
     # Brightness, contrast and saturation factors from [1 - j, 1 + j]: fb.resnet.torch's 0.4, not the
     # paper's. The paper uses "the standard color augmentation in [21]", AlexNet's PCA lighting alone.
     jitter: float = 0.0
-    lighting: float = 0.1  # std of the PCA lighting coefficients (Krizhevsky et al. 2012)
+    lighting: float = 0.1  # std of the PCA lighting coefficients (Krizhevsky et al. 2012); 0: none
+    # How crops and test views are resized: bilinear (torchvision's), bicubic, or random (timm's training
+    # default: each crop bilinear or bicubic at random; test views bicubic, as timm evaluates its ResNets).
+    interpolation: str = "bilinear"
 
     @property
     def tested(self) -> int:
@@ -171,6 +178,16 @@ class FolderTransforms:
             raise ValueError(f"erasing={self.erasing} must be a probability in [0, 1]")
         if not 0 <= self.jitter < 1 or self.lighting < 0:
             raise ValueError(f"jitter={self.jitter} must be in [0, 1) and lighting={self.lighting} non-negative")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+
+    def resampling(self, g: torch.Generator | None = None) -> TF.InterpolationMode:
+        """The interpolation of a training crop (drawn from `g` when random) or, without `g`, of a test view."""
+        if self.interpolation == "random":
+            if g is None:
+                return TF.InterpolationMode.BICUBIC
+            return _RANDOM[_randint(0, len(_RANDOM) - 1, g)]
+        return TF.InterpolationMode(self.interpolation)
 
 
 def _uniform(low: float, high: float, g: torch.Generator) -> float:
@@ -202,8 +219,9 @@ def lighting_shift(std: float, g: torch.Generator) -> Tensor:
     return torch.tensor(IMAGENET_EIGVEC) @ (alpha * torch.tensor(IMAGENET_EIGVAL)) * 255
 
 
-def train_view(image: Tensor, config: FolderTransforms, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """One training sample: (uint8 crop (3, S, S), lighting shift (3,)) from a uint8 image (3, H, W).
+def train_view(image: Tensor, config: FolderTransforms, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """One training sample: (uint8 crop (3, S, S), lighting shift (3,) or None without lighting) from a
+    uint8 image (3, H, W).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> crop, shift = train_view(torch.zeros(3, 40, 60, dtype=torch.uint8), FolderTransforms(16, (20, 30), 20), g)
@@ -213,27 +231,25 @@ def train_view(image: Tensor, config: FolderTransforms, g: torch.Generator) -> t
     size = config.image_size
     if config.crop == "random-resized":
         top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], g)
-        image = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+        mode = config.resampling(g)
+        image = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=mode, antialias=True)
     else:
-        image = TF.resize(image, [_randint(*config.resize_range, g)], antialias=True)
+        side = _randint(*config.resize_range, g)
+        image = TF.resize(image, [side], interpolation=config.resampling(g), antialias=True)
         h, w = image.shape[-2:]
         image = TF.crop(image, _randint(0, h - size, g), _randint(0, w - size, g), size, size)
     if float(torch.rand((), generator=g)) < 0.5:
         image = TF.horizontal_flip(image)
     image = auto_augment(image, config, g)
     image = color_jitter(image, config.jitter, g)
-    shift = lighting_shift(config.lighting, g)
+    shift = lighting_shift(config.lighting, g) if config.lighting else None
     return erase_box(image, config.erasing, g), shift
 
 
-# Random erasing's box (Zhong et al. 2017, Algorithm 1): 2% to 1/3 of the area, aspect ratio 0.3 to 1/0.3.
-ERASE_AREA = (0.02, 1 / 3)
-ERASE_RATIO = (0.3, 1 / 0.3)
-
-
 def erase_box(image: Tensor, p: float, g: torch.Generator) -> Tensor:
-    """With probability `p`, a random box of the uint8 image (C, H, W) filled with random pixel values
-    (Zhong et al. 2017; up to ten tries at a box that fits, as their Algorithm 1).
+    """With probability `p`, a random box of the uint8 image (C, H, W) filled with random pixel values,
+    as Zhong et al. 2017 fill it; the box is timm's (`ERASE_AREA`, `ERASE_RATIO`: 2% to 1/3 of the
+    area, a log-uniform aspect ratio, ten tries), not their Algorithm 1's (up to 40%, uniform ratio).
 
     >>> erased = erase_box(torch.zeros(1, 20, 20, dtype=torch.uint8), 1.0, torch.Generator().manual_seed(0))
     >>> 0.0 < (erased > 0).float().mean().item() <= 1 / 3
@@ -278,20 +294,25 @@ def random_resized_box(height: int, width: int, g: torch.Generator) -> tuple[int
 
 
 def auto_augment(image: Tensor, config: FolderTransforms, g: torch.Generator) -> Tensor:
-    """RandAugment or TrivialAugment Wide on one uint8 image, through torchvision's transforms v2.
+    """RandAugment or TrivialAugment Wide on one uint8 image.
 
-    torchvision draws from the global CPU generator: it is seeded from `g` for the call, so the image's
-    augmentation still depends on the run's seed and the image's place alone. RandAugment's magnitude
-    is drawn per image from N(M, std), clipped to torchvision's levels 0..30 and rounded.
+    timm's RandAugment policy draws from `g` (`timm_rand_augment`), filling with ImageNet's mean colour
+    as timm does. torchvision's RandAugment and TrivialAugment draw from the global CPU generator: it
+    is seeded from `g` for the call, so the image's augmentation still depends on the run's seed and
+    the image's place alone; RandAugment's magnitude is then drawn per image from N(M, std), clipped to
+    torchvision's levels 0..30 and rounded.
     """
-    if config.randaugment is None and not config.trivialaugment:
+    policy = config.randaugment
+    if policy is None and not config.trivialaugment:
         return image
+    if policy is not None and policy.style == "timm":
+        return timm_rand_augment(image[None], g, policy, FOLDER_FILL.to(image.device))[0]
     seed = int(torch.randint(0, 2**62, (), generator=g))
-    if config.randaugment is not None:
-        ops, magnitude, std = config.randaugment
-        if std:
-            magnitude = min(30.0, max(0.0, magnitude + std * float(torch.randn((), generator=g))))
-        transform: torch.nn.Module = v2.RandAugment(num_ops=ops, magnitude=round(magnitude))
+    if policy is not None:
+        magnitude = policy.magnitude
+        if policy.std:
+            magnitude = min(30.0, max(0.0, magnitude + policy.std * float(torch.randn((), generator=g))))
+        transform: torch.nn.Module = v2.RandAugment(num_ops=policy.ops, magnitude=round(magnitude))
     else:
         transform = v2.TrivialAugmentWide()
     with torch.random.fork_rng(devices=[]):
@@ -303,14 +324,14 @@ def auto_augment(image: Tensor, config: FolderTransforms, g: torch.Generator) ->
 
 def center_view(image: Tensor, config: FolderTransforms) -> Tensor:
     """Shorter side resized to `test_resize`, then the central square of the test size."""
-    image = TF.resize(image, [config.test_resize], antialias=True)
+    image = TF.resize(image, [config.test_resize], interpolation=config.resampling(), antialias=True)
     return TF.center_crop(image, [config.tested])
 
 
 def ten_crop_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
     """The standard 10-crop testing (Krizhevsky et al. 2012): after resizing the shorter side to
     `test_resize`, the four corner and the centre crops and their mirror images."""
-    image = TF.resize(image, [config.test_resize], antialias=True)
+    image = TF.resize(image, [config.test_resize], interpolation=config.resampling(), antialias=True)
     return list(TF.ten_crop(image, [config.tested]))
 
 
@@ -318,4 +339,4 @@ def multi_scale_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
     """Fully convolutional testing (section 3.4): the whole image with its shorter side at each
     of `scales`; global average pooling makes any size work. The paper averages "the scores at
     multiple scales" and says nothing of flips: add them with the evaluator's `tta_flip`."""
-    return [TF.resize(image, [side], antialias=True) for side in config.scales]
+    return [TF.resize(image, [side], interpolation=config.resampling(), antialias=True) for side in config.scales]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.augment import RandAugmentPolicy
 from ..data.base import BAD_IMAGES, NORMALIZATIONS
 from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 from ..data.transforms import CROPS
@@ -19,8 +20,21 @@ from ..models.resnet import INITS
 from .graphs import CUDA_GRAPHS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
-FOLDER_DEFAULTS = {"crop": "scale", "image_size": 224, "test_size": 224, "test_resize": 256, "decode": "workers"}
+FOLDER_DEFAULTS = {
+    "crop": "scale",
+    "image_size": 224,
+    "test_size": 224,
+    "test_resize": 256,
+    "decode": "workers",
+    "lighting": 0.1,
+    "interpolation": "bilinear",
+}
 OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
+# Optimizers with Adam's moments: their momentum is fixed (betas), and timm scales their lr with the
+# square root of the batch size (`lr_base_scale`).
+ADAPTIVE = ("adamw", "lamb")
+LR_BASE_SCALES = ("linear", "sqrt")
+INTERPOLATIONS = ("bilinear", "bicubic", "random")
 # torch.compile's modes: reduce-overhead adds CUDA graphs, max-autotune benchmarks kernel choices (minutes).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -32,13 +46,16 @@ def legacy_values(saved: dict) -> dict:
     it began: small images normalised with the std, image folders with brightness/contrast jitter.
     """
     folders = str(saved.get("data", "")).startswith("imagefolder:")
-    legacy = {
+    legacy: dict = {
         "normalize": "pixel-mean-std",
         "color_jitter": 0.4 if folders else 0.0,
         "sync_bn": False,
         "accumulate": 1,
     }
-    return {k: v for k, v in legacy.items() if k not in saved}
+    kept = {k: v for k, v in legacy.items() if k not in saved}
+    if isinstance(saved.get("randaugment"), bool):  # on or off, before timm's policies: torchvision's
+        kept["randaugment"] = "torchvision" if saved["randaugment"] else None
+    return kept
 
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; derive_seed's keys are 63-bit
@@ -62,6 +79,8 @@ class TrainConfig:
     augment: bool = True  # pad-and-crop and flips (section 4.2); scale and colour for image folders
     normalize: str = "pixel-mean"  # small images: pixel-mean (the paper's, before padding) | pixel-mean-std
     color_jitter: float = 0.0  # image folders: brightness/contrast/saturation jitter on top of the paper's PCA lighting
+    lighting: float = 0.1  # image folders: std of AlexNet's PCA lighting noise (the paper's 0.1; 0: off, as RSB)
+    interpolation: str = "bilinear"  # image folders: how crops and test views resize: bilinear | bicubic | random
     crop: str = "scale"  # image folders: scale (the paper's shorter side in [256, 480]) | random-resized (Inception's)
     image_size: int = 224  # image folders: the side of the training crop
     test_size: int = 224  # image folders: the side of the centre crop tested
@@ -71,6 +90,7 @@ class TrainConfig:
     epochs: int = 10  # training length, unless `iterations` is set
     iterations: int | None = None  # total SGD steps (the paper's 64k on CIFAR); overrides `epochs`
     lr: float = 0.1  # the paper's initial learning rate
+    lr_base_scale: str | None = None  # a recipe's lr at another batch: linear | sqrt (none: sqrt for adamw, lamb)
     momentum: float = 0.9  # SGD momentum, the paper's 0.9
     nesterov: bool = False  # Nesterov momentum (not the paper's)
     weight_decay: float = 1e-4  # the paper's; the explainer lists 1e-5
@@ -79,21 +99,24 @@ class TrainConfig:
     gamma: float = 0.1  # the factor at each milestone or plateau
     plateau_patience: int = 3  # plateau: epochs without improvement before the lr drops
     onecycle_warmup: float = 0.25  # onecycle: fraction of training spent rising to `lr`
-    warmup_lr: float | None = None  # lr until the training error < warmup_until_err (paper-cifar: 0.01 at 110+ layers)
+    warmup_lr: float | None = None  # lr held until the error < warmup_until_err (paper); with warmup_epochs: its start
     warmup_until_err: float = 0.8  # the warm-up ends once the training error is below this (the paper's 80%)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (not the paper's)
     optimizer: str = "sgd"  # sgd (the paper's) | adamw | lamb (RSB) | lars (large batches)
-    decay_norm_bias: bool = True  # weight decay on BN parameters and biases too (the paper's); no: Bag of Tricks
+    decay_norm_bias: bool | None = None  # weight decay on BN and biases too (none: with sgd, the paper's; not others)
     clip_grad: float | None = None  # clip the global gradient norm to this (none: no clipping)
-    warmup_epochs: float = 0.0  # linear warm-up of the lr from 0 over this many epochs, step by step
+    warmup_epochs: float = 0.0  # linear warm-up of the lr from warmup_lr (none: 0) over this many epochs, step by step
+    min_lr: float = 0.0  # cosine: the lr it ends at (timm's floor)
     ema: float | None = None  # decay of an average of the weights, evaluated and saved beside them (e.g. 0.9998)
+    ema_warmup: bool = False  # ema: the decay grows with the steps towards ema (timm's ModelEmaV3 warm-up)
     mixup: float = 0.0  # mixup's Beta alpha (0: off; RSB A3: 0.1)
     cutmix: float = 0.0  # CutMix's Beta alpha (0: off; RSB A3: 1.0); with mixup, half the batches each
     bce: bool = False  # binary cross-entropy over classes (RSB) instead of softmax cross-entropy
-    randaugment: bool = False  # RandAugment (Cubuk et al. 2020), on the device for small images
-    randaugment_ops: int = 2  # RandAugment: operations per image (N)
-    randaugment_magnitude: float = 9.0  # RandAugment: magnitude M on torchvision's levels 0..30 (timm's M x 3)
-    randaugment_std: float = 0.0  # RandAugment: std of the magnitude drawn per image, in the same levels
+    bce_target_thresh: float | None = None  # bce: targets above it become 1, the others 0 (timm's; RSB A3: 0.2)
+    randaugment: str | None = None  # RandAugment: timm's policy (rand-m9-mstd0.5-inc1, ...) or torchvision
+    randaugment_ops: int = 2  # RandAugment torchvision: operations per image (N)
+    randaugment_magnitude: float = 9.0  # RandAugment torchvision: magnitude M on its levels 0..30 (timm's M x 3)
+    randaugment_std: float = 0.0  # RandAugment torchvision: std of the magnitude drawn per image, in its levels
     trivialaugment: bool = False  # TrivialAugment Wide (Mueller and Hutter 2021): one op, random magnitude
     random_erasing: float = 0.0  # probability of erasing a random box of each image (Zhong et al. 2017)
     repeated_aug: int = 1  # image folders: each image N times in its batch, augmented anew (RSB A1, A2: 3)
@@ -139,6 +162,7 @@ class TrainConfig:
             ("optimizer", OPTIMIZERS),
             ("crop", CROPS),
             ("compile_mode", COMPILE_MODES),
+            ("interpolation", INTERPOLATIONS),
         )
         for name, accepted in accepted_values:
             value = getattr(self, name)
@@ -175,8 +199,10 @@ class TrainConfig:
             raise ValueError(f"plateau_patience={self.plateau_patience!r} must be >= 0 epochs")
         if not 0 < self.onecycle_warmup < 1:
             raise ValueError(f"onecycle_warmup={self.onecycle_warmup!r} must be a fraction of training in (0, 1)")
-        if self.warmup_lr is not None and not (self.warmup_lr > 0 and math.isfinite(self.warmup_lr)):
-            raise ValueError(f"warmup_lr={self.warmup_lr!r} must be a positive number (or none: no warm-up)")
+        if self.warmup_lr is not None and not (self.warmup_lr >= 0 and math.isfinite(self.warmup_lr)):
+            raise ValueError(f"warmup_lr={self.warmup_lr!r} must be a number >= 0 (or none: no warm-up)")
+        if self.warmup_lr == 0 and not self.warmup_epochs:
+            raise ValueError("warmup_lr=0 would train nothing until the error falls: give a positive lr (or none)")
         if not 0 < self.warmup_until_err <= 1:
             raise ValueError(f"warmup_until_err={self.warmup_until_err!r} must be a training error in (0, 1]")
         check_max_pixels(self.max_image_pixels)
@@ -205,10 +231,27 @@ class TrainConfig:
             raise ValueError(f"clip_grad={self.clip_grad!r} must be a positive gradient norm (or none)")
         if not (self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)):
             raise ValueError(f"warmup_epochs={self.warmup_epochs!r} must be a number of epochs >= 0")
-        if self.warmup_epochs and self.warmup_lr is not None:
-            raise ValueError("warmup_epochs and warmup_lr are two warm-ups: choose one (warmup_lr none turns it off)")
+        if self.warmup_epochs and self.warmup_lr is not None and self.warmup_lr >= self.lr:
+            raise ValueError(
+                f"warmup_lr={self.warmup_lr!r} is where the warm-up of warmup_epochs starts: it must be below "
+                f"lr={self.lr!r}"
+            )
+        if not (0 <= self.min_lr < self.lr):
+            raise ValueError(f"min_lr={self.min_lr!r} must be in [0, lr={self.lr!r})")
+        if self.min_lr and self.schedule != "cosine":
+            raise ValueError(f"min_lr is the floor of the cosine schedule, not of schedule={self.schedule!r}")
+        if self.lr_base_scale is not None and self.lr_base_scale not in LR_BASE_SCALES:
+            raise ValueError(f"lr_base_scale={self.lr_base_scale!r} is not one of {', '.join(LR_BASE_SCALES)}")
+        self._validate_optimizer_options()
+        if self.bce_target_thresh is not None:
+            if not 0 <= self.bce_target_thresh < 1:
+                raise ValueError(f"bce_target_thresh={self.bce_target_thresh!r} must be in [0, 1) (or none)")
+            if not self.bce:
+                raise ValueError("bce_target_thresh applies to the binary cross-entropy: add bce (--bce)")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ValueError(f"ema={self.ema!r} must be a decay in (0, 1), e.g. 0.9998 (or none)")
+        if self.ema_warmup and self.ema is None:
+            raise ValueError("ema_warmup warms up the average of the weights: add ema (--ema DECAY)")
         for name in ("mixup", "cutmix", "randaugment_std"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -217,6 +260,15 @@ class TrainConfig:
             raise ValueError(f"randaugment_ops={self.randaugment_ops!r} must be a positive integer")
         if not 0 <= self.randaugment_magnitude <= 30:
             raise ValueError(f"randaugment_magnitude={self.randaugment_magnitude!r} must be in [0, 30]")
+        policy = self.randaugment_policy  # a bad spec is one line naming it
+        if policy is None or policy.style != "torchvision":
+            for name, default in (("randaugment_ops", 2), ("randaugment_magnitude", 9.0), ("randaugment_std", 0.0)):
+                if getattr(self, name) != default:
+                    given = f"randaugment={self.randaugment!r}" if policy else "no randaugment"
+                    raise ValueError(
+                        f"{name} sets RandAugment torchvision's levels, which {given} does not use "
+                        "(a timm policy carries its own: rand-m9-n2-mstd0.5)"
+                    )
         if self.randaugment and self.trivialaugment:
             raise ValueError("randaugment and trivialaugment are two automatic augmentations: choose one")
         if not 0 <= self.random_erasing <= 1:
@@ -232,6 +284,44 @@ class TrainConfig:
         if (self.randaugment or self.trivialaugment or self.random_erasing) and not self.augment:
             raise ValueError("randaugment, trivialaugment and random_erasing need augment (--no-augment turns all off)")
 
+    def _validate_optimizer_options(self) -> None:
+        """Options that the chosen optimizer would ignore are refused (a default value is not an option given)."""
+        ignored = []
+        if self.optimizer in ADAPTIVE:
+            if self.momentum != 0.9:
+                ignored.append(f"momentum={self.momentum!r}")
+            if self.nesterov:
+                ignored.append("nesterov")
+        elif self.optimizer == "lars" and self.nesterov:
+            ignored.append("nesterov")
+        if ignored:
+            why = "its moments are Adam's" if self.optimizer in ADAPTIVE else "its momentum is plain"
+            raise ValueError(f"{' and '.join(ignored)} would do nothing with optimizer={self.optimizer!r} ({why})")
+
+    @property
+    def randaugment_policy(self) -> RandAugmentPolicy | None:
+        """The RandAugment `randaugment` names: timm's policy from its spec, torchvision's from the levels."""
+        if self.randaugment is None:
+            return None
+        if self.randaugment == "torchvision":
+            return RandAugmentPolicy(
+                self.randaugment_ops, self.randaugment_magnitude, self.randaugment_std, style="torchvision"
+            )
+        return RandAugmentPolicy.parse(self.randaugment)
+
+    @property
+    def decays_norm_bias(self) -> bool:
+        """Whether BN parameters and biases take weight decay: `decay_norm_bias`, else the optimizer's way
+        (SGD: yes, as the paper; AdamW, LAMB, LARS: no, as timm's optimizer factory)."""
+        return self.optimizer == "sgd" if self.decay_norm_bias is None else self.decay_norm_bias
+
+    @property
+    def lr_scaling(self) -> str:
+        """How a recipe's lr follows the batch size: `lr_base_scale`, else timm's rule for the optimizer."""
+        if self.lr_base_scale is not None:
+            return self.lr_base_scale
+        return "sqrt" if self.optimizer in ADAPTIVE else "linear"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -246,7 +336,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config key {unknown[0]!r}; accepted: {', '.join(sorted(known))}")
-        return cls(**values, **legacy_values(values))
+        return cls(**{**values, **legacy_values(values)})
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed, each converted to its declared type."""

@@ -63,7 +63,7 @@ from .graphs import GraphedStep, graphs_wanted
 from .metrics import MetricsLog, Progress
 from .mix import BinaryCrossEntropy, Mixer
 from .optimizers import build_optimizer, optimizer_launch
-from .recipes import warmup_reason
+from .recipes import lr_note, warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
 from .state import IntervalMeter, RunPosition
@@ -113,6 +113,10 @@ def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
     # A run saved before a field existed had its legacy value, or else its default (as from_dict reads it).
     saved = {**TrainConfig().to_dict(), **saved, **legacy_values(saved)}
     current = config.to_dict()
+    # A choice left to the optimizer compares as what it resolved to (runs saved before it could be left).
+    for values, optimizer in ((saved, saved.get("optimizer", "sgd")), (current, config.optimizer)):
+        if values.get("decay_norm_bias") is None:
+            values["decay_norm_bias"] = optimizer == "sgd"
     different = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if different:
         k = different[0]
@@ -324,6 +328,7 @@ class Trainer:
             f"training {self.config.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
             f"on {self.config.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
             f"{self.total_steps} steps, device {self.device}, run folder {self.run_dir}"
+            + (f", lr {self.config.lr:.3g} ({note})" if (note := lr_note(self.config)) else "")
         )
         if self.place.active:
             c = self.config
@@ -415,7 +420,7 @@ class Trainer:
         self.path_draws = DropPathDraws(self.model, c.seed, self.device, self.part.stop - self.part.start)
         self.optimizer = build_optimizer(c, self.model, self.device)
         # An average of the weights (--ema), of the bare network, evaluated beside it.
-        self.ema = WeightAverage(self.model, c.ema) if c.ema is not None else None
+        self.ema = WeightAverage(self.model, c.ema, c.ema_warmup) if c.ema is not None else None
         self.steps_per_epoch = len(self.data.train)
         self.total_steps = c.iterations or c.epochs * self.steps_per_epoch
         self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -432,7 +437,9 @@ class Trainer:
         )
         self.graph_step: GraphedStep | None = None  # made at the first step, after any restore
         self.criterion: nn.Module = (
-            BinaryCrossEntropy(c.label_smoothing) if c.bce else nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+            BinaryCrossEntropy(c.label_smoothing, c.bce_target_thresh)
+            if c.bce
+            else nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         )
         self.mixer = Mixer(c.mixup, c.cutmix, num_classes, c.seed) if c.mixup or c.cutmix else None
         self.mean, self.std = (t.detach().cpu() for t in self.data.normalization)
@@ -504,7 +511,7 @@ class Trainer:
         info, c = self.info, self.config
         meta = {"name": c.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
         if c.data.startswith("imagefolder:"):  # the test view, which may differ from the training crop (RSB)
-            meta.update(test_size=c.test_size, test_resize=c.test_resize)
+            meta.update(test_size=c.test_size, test_resize=c.test_resize, interpolation=c.interpolation)
         return meta
 
     def _good_checkpoint_text(self) -> str:
@@ -623,7 +630,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad)
         self.optimizer.step()
         if self.ema is not None:
-            self.ema.update()
+            self.ema.update(self.position.step + 1)  # counted from 1, as timm's updates
         self._count(loss, errors, y.shape[0])
 
     def _count(self, loss: torch.Tensor, errors: torch.Tensor, n: int) -> None:
@@ -921,7 +928,9 @@ def folder_transforms(config: TrainConfig) -> FolderTransforms:
         test_resize=c.test_resize,
         crop=c.crop,
         jitter=c.color_jitter,
-        randaugment=(c.randaugment_ops, c.randaugment_magnitude, c.randaugment_std) if c.randaugment else None,
+        lighting=c.lighting,
+        interpolation=c.interpolation,
+        randaugment=c.randaugment_policy,
         trivialaugment=c.trivialaugment,
         erasing=c.random_erasing,
     )
@@ -934,7 +943,7 @@ def batch_augment(config: TrainConfig) -> BatchAugment:
     if c.data.startswith("imagefolder:"):
         return BatchAugment()
     return BatchAugment(
-        randaugment=(c.randaugment_ops, c.randaugment_magnitude, c.randaugment_std) if c.randaugment else None,
+        randaugment=c.randaugment_policy,
         trivialaugment=c.trivialaugment,
         erasing=c.random_erasing,
     )
@@ -945,7 +954,7 @@ def beyond_paper_step(config: TrainConfig) -> str | None:
     c = config
     options = (
         (c.optimizer != "sgd", f"--optimizer {c.optimizer}"),
-        (not c.decay_norm_bias, "--no-decay-norm-bias"),
+        (not c.decays_norm_bias, "--no-decay-norm-bias"),
         (c.mixup > 0 or c.cutmix > 0, "--mixup/--cutmix"),
         (c.bce, "--bce"),
         (c.clip_grad is not None, "--clip-grad"),

@@ -80,20 +80,28 @@ class BinaryCrossEntropy(nn.Module):
     """Each class's logit as its own sigmoid against (soft) targets: RSB's loss (Wightman et al. 2021).
 
     `target` is labels (B,) or class probabilities (B, K); label smoothing moves `smoothing` of each
-    row's mass evenly over the K classes, as cross-entropy's does. The mean is over all B x K terms.
+    row's mass evenly over the K classes, as cross-entropy's does. With `threshold` (timm's
+    `--bce-target-thresh`, RSB's 0.2), a target above it becomes 1 and the others 0: the two classes
+    of a mixed image both count as present. The mean is over all B x K terms, in float32 whatever
+    the logits' precision (mixed targets such as 0.2417 are not bf16 numbers), as timm computes it.
 
     >>> loss = BinaryCrossEntropy()(torch.zeros(2, 4), torch.tensor([0, 3]))
     >>> round(loss.item(), 4)  # log 2: every sigmoid at 1/2
     0.6931
     """
 
-    def __init__(self, smoothing: float = 0.0) -> None:
+    def __init__(self, smoothing: float = 0.0, threshold: float | None = None) -> None:
         super().__init__()
+        if threshold is not None and not 0 <= threshold < 1:
+            raise ValueError(f"bce target threshold={threshold!r} must be in [0, 1) (or none)")
         self.smoothing = smoothing
+        self.threshold = threshold
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         k = logits.shape[-1]
         if target.dim() == 1:
-            target = F.one_hot(target, k).to(logits.dtype)
-        target = target * (1 - self.smoothing) + self.smoothing / k
-        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+            target = F.one_hot(target, k).float()
+        target = target.float() * (1 - self.smoothing) + self.smoothing / k
+        if self.threshold is not None:
+            target = (target > self.threshold).float()
+        return F.binary_cross_entropy_with_logits(logits.float(), target)

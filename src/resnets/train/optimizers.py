@@ -242,13 +242,14 @@ def build_optimizer(config: TrainConfig, model: nn.Module, device: torch.device)
     """The optimizer a config names, over the parameters that train.
 
     SGD is the paper's; AdamW (Loshchilov and Hutter 2019), LAMB (You et al. 2020, as in RSB) and
-    LARS (You et al. 2017) are not. `decay_norm_bias=False` puts BN parameters and biases in a
-    group without weight decay (Bag of Tricks, He et al. 2019); with it (the paper's) all
-    parameters form one group, as they always have, so older checkpoints load.
+    LARS (You et al. 2017) are not. Without weight decay on BN parameters and biases
+    (`decays_norm_bias`: Bag of Tricks, He et al. 2019, and timm's factory for every optimizer but
+    SGD) they form a group of their own; with it (the paper's) all parameters form one group, as
+    they always have, so older checkpoints load.
     """
     c = config
     trained = [p for p in model.parameters() if p.requires_grad]
-    groups: list = trained if c.decay_norm_bias else param_groups(model, c.weight_decay, decay_norm_and_bias=False)
+    groups: list = trained if c.decays_norm_bias else param_groups(model, c.weight_decay, decay_norm_and_bias=False)
     if c.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
             groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay

@@ -19,19 +19,23 @@ class LRSchedule:
     def __init__(self, config: TrainConfig, total_steps: int, steps_per_epoch: int = 1) -> None:
         self.config = config
         self.total_steps = max(1, total_steps)
-        # A linear warm-up over `warmup_epochs` (Goyal et al. 2017, section 2.2: from near 0, step by step).
+        # A linear warm-up over `warmup_epochs`, step by step: from near 0 (Goyal et al. 2017, section
+        # 2.2), or from `warmup_lr` (timm's warm-up).
         self.ramp = min(self.total_steps, round(config.warmup_epochs * steps_per_epoch))
         self.scale = 1.0  # plateau: the product of the drops so far
         self.best = math.inf  # plateau: the best monitored value
         self.bad_epochs = 0
-        self.warming_up = config.warmup_lr is not None
+        # The paper's warm-up (section 4.2): `warmup_lr` until the training error falls, then the schedule.
+        self.warming_up = config.warmup_lr is not None and not config.warmup_epochs
 
     def lr(self, step: int) -> float:
         c = self.config
         if self.warming_up and c.warmup_lr is not None:
             return float(c.warmup_lr)
         if step < self.ramp:
-            return self._scheduled(step) * (step + 1) / self.ramp
+            if c.warmup_lr is None:
+                return self._scheduled(step) * (step + 1) / self.ramp
+            return c.warmup_lr + (self._scheduled(step) - c.warmup_lr) * step / self.ramp
         return self._scheduled(step)
 
     def _scheduled(self, step: int) -> float:
@@ -46,8 +50,8 @@ class LRSchedule:
         if c.schedule == "onecycle":
             w = c.onecycle_warmup
             return c.lr * (t / w if t < w else max(0.0, (1 - t) / (1 - w)))
-        if c.schedule == "cosine":
-            return c.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if c.schedule == "cosine":  # from lr down to min_lr (timm's floor; 0 by default)
+            return c.min_lr + (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         return c.lr
 
     def observe_train_error(self, err: float) -> bool:
