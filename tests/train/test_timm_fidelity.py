@@ -160,3 +160,206 @@ def test_timm_spec_strings_are_accepted_and_a_bad_one_is_named():
     # Runs saved when --randaugment was on or off go on with torchvision's levels, as they began.
     assert TrainConfig.from_dict({"randaugment": True}).randaugment == "torchvision"
     assert TrainConfig.from_dict({"randaugment": False}).randaugment is None
+
+
+# ---- rsb-a3 against Table 1 of "ResNet strikes back" -------------------------------------------------------------
+
+# Table 1's A3 column (Wightman, Touvron and Jegou 2021), as the fields of this project's config.
+A3_TABLE = {
+    "epochs": 100,
+    "batch_size": 2048,
+    "optimizer": "lamb",
+    "lr": 8e-3,
+    "schedule": "cosine",
+    "weight_decay": 0.02,
+    "warmup_epochs": 5,
+    "label_smoothing": 0.0,
+    "drop_path": 0.0,
+    "repeated_aug": 1,
+    "crop": "random-resized",
+    "randaugment": "rand-m6-mstd0.5-inc1",
+    "mixup": 0.1,
+    "cutmix": 1.0,
+    "random_erasing": 0.0,
+    "color_jitter": 0.0,
+    "lighting": 0.0,
+    "ema": None,
+    "bce": True,
+    "bce_target_thresh": 0.2,
+    "amp": True,
+    "image_size": 160,
+    "test_size": 224,
+    "test_resize": 235,  # floor(224 / 0.95): the test crop ratio 0.95
+}
+
+
+def test_print_config_shows_rsb_a3_as_table_1s_a3(capsys):
+    import yaml
+
+    from resnets.cli import main
+
+    assert main(["train", "--recipe", "rsb-a3", "--print-config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert {k: config[k] for k in A3_TABLE} == A3_TABLE
+    assert config["model_options"]["zero_init_residual"] and config["interpolation"] == "random"
+
+
+def test_a_timm_users_a3_command_line_is_accepted_as_written(capsys):
+    """timm's flag names where this project has the option: --opt, --sched, --aa, --bce-loss,
+    --bce-target-thresh, --reprob, --smoothing, --img-size, --warmup-lr, --min-lr, --lr-base-scale."""
+    import yaml
+
+    from resnets.cli import main
+
+    argv = ["train", "--recipe", "rsb-a3", "--model", "resnet50", "--data", "imagefolder:/data/imagenet", "-b", "256"]
+    argv += ["--opt", "lamb", "--sched", "cosine", "--epochs", "100", "--weight-decay", "0.02", "--warmup-epochs", "5"]
+    argv += ["--warmup-lr", "1e-4", "--min-lr", "1e-6", "--aa", "rand-m6-mstd0.5-inc1", "--bce-loss"]
+    argv += ["--bce-target-thresh", "0.2", "--mixup", "0.1", "--cutmix", "1.0", "--reprob", "0.0", "--smoothing", "0.0"]
+    argv += ["--img-size", "160", "--lr-base-scale", "sqrt", "--print-config"]
+    assert main(argv) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    # timm's rule: 8e-3 for batch 2048, scaled by the square root of 256 / 2048 for LAMB.
+    assert config["lr"] == pytest.approx(8e-3 * (256 / 2048) ** 0.5) and config["batch_size"] == 256
+    assert config["randaugment"] == "rand-m6-mstd0.5-inc1" and config["bce"] and config["bce_target_thresh"] == 0.2
+
+
+def test_rsb_a3s_resnet50_starts_every_blocks_last_bn_at_zero_as_timms():
+    from resnets.train.finetune import build_model
+    from resnets.train.recipes import get_recipe
+
+    net = build_model(get_recipe("rsb-a3", "resnet50"), 3, 1000, (160, 160))
+    blocks = [m for stage in (net.layer1, net.layer2, net.layer3, net.layer4) for m in stage]
+    assert len(blocks) == 16 and all(b.bn3.weight.detach().abs().max().item() == 0 for b in blocks)
+    reference = timm.create_model("resnet50", pretrained=False)
+    assert all(b.bn3.weight.detach().abs().max().item() == 0 for s in (reference.layer1, reference.layer4) for b in s)
+
+
+def test_the_lr_of_a3_at_another_batch_follows_timms_rule_and_the_log_says_how():
+    from resnets.train.recipes import lr_note, resolve_config
+
+    for optimizer, scaling in (("lamb", "sqrt"), ("adamw", "sqrt"), ("sgd", "linear"), ("lars", "linear")):
+        config = resolve_config({"batch_size": 512, "optimizer": optimizer}, recipe="rsb-a3")
+        ratio = (512 / 2048) ** (0.5 if scaling == "sqrt" else 1)  # timm's train.py: 'ada' and 'lamb' take sqrt
+        assert config.lr == pytest.approx(8e-3 * ratio), optimizer
+        assert f"(--lr-base-scale {scaling})" in lr_note(config)
+    assert resolve_config({"batch_size": 512, "lr_base_scale": "linear"}, recipe="rsb-a3").lr == pytest.approx(2e-3)
+    assert lr_note(resolve_config({"batch_size": 512, "lr": 0.01}, recipe="rsb-a3")) is None  # an lr of its own
+
+
+def test_the_warm_up_and_the_cosine_are_timms_scheduler_step_by_step():
+    """timm's CosineLRScheduler with its warm-up as a prefix, stepped per update: the same lr at every step."""
+    from timm.scheduler import CosineLRScheduler
+
+    from resnets.train.config import TrainConfig
+    from resnets.train.schedule import LRSchedule
+
+    steps, per_epoch = 200, 10
+    config = TrainConfig(schedule="cosine", lr=8e-3, warmup_epochs=5, warmup_lr=1e-4, min_lr=1e-6)
+    ours = LRSchedule(config, steps, per_epoch)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=8e-3)
+    theirs = CosineLRScheduler(
+        optimizer,
+        t_initial=steps - 50,
+        lr_min=1e-6,
+        warmup_t=50,
+        warmup_lr_init=1e-4,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    for step in range(steps):
+        assert ours.lr(step) == pytest.approx(theirs._get_lr(step)[0], rel=1e-9, abs=1e-12), step
+
+
+def test_the_test_view_is_timms_resize_of_235_bicubic_then_the_central_224():
+    import torchvision.transforms.v2.functional as TF
+
+    from resnets.data.transforms import center_view
+    from resnets.train.engine import folder_transforms
+    from resnets.train.recipes import get_recipe
+
+    view = folder_transforms(get_recipe("rsb-a3", "resnet50"))
+    image = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)
+    resized = TF.resize(image, [235], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    assert torch.equal(center_view(image, view), TF.center_crop(resized, [224]))
+
+
+def test_bn_and_biases_take_no_decay_beyond_sgd_as_timms_optimizer_factory():
+    from timm.optim import create_optimizer_v2
+
+    from resnets import create_model
+    from resnets.train.config import TrainConfig
+    from resnets.train.optimizers import build_optimizer
+
+    net = create_model("resnet18", num_classes=10)
+    names = {id(p): n for n, p in net.named_parameters()}
+    for optimizer in ("lamb", "adamw"):
+        ours = build_optimizer(TrainConfig(optimizer=optimizer, weight_decay=0.02), net, torch.device("cpu"))
+        theirs = create_optimizer_v2(net, optimizer, lr=1e-3, weight_decay=0.02)
+
+        def undecayed(opt):
+            return {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+
+        assert undecayed(ours) == undecayed(theirs) and len(undecayed(ours)) > 0, optimizer
+    sgd = build_optimizer(TrainConfig(weight_decay=1e-4), net, torch.device("cpu"))
+    assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4]  # the paper's: every parameter decays
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--optimizer", "lamb", "--momentum", "0.5"], "momentum=0.5 would do nothing with optimizer='lamb'"),
+        (["--optimizer", "adamw", "--nesterov"], "nesterov would do nothing with optimizer='adamw'"),
+        (["--optimizer", "lars", "--nesterov"], "nesterov would do nothing with optimizer='lars'"),
+    ],
+)
+def test_options_the_optimizer_ignores_are_refused(flags, message, capsys):
+    from resnets.cli import main
+
+    assert main(["train", *flags, "--print-config"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line
+
+
+def test_random_erasing_boxes_are_timms():
+    """The box of random erasing against timm's RandomErasing ('const' fill, on 40x40): the same share of
+    the area and the same spread of aspect ratios, over 4000 boxes."""
+    from timm.data.random_erasing import RandomErasing
+
+    from resnets.data.augment import random_erasing
+
+    def boxes(erased: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = erased.any(-1).sum(-1).float(), erased.any(-2).sum(-1).float()
+        return rows * cols / 1600, (rows / cols).log()
+
+    torch.manual_seed(0)
+    eraser = RandomErasing(probability=1.0, mode="const", device="cpu")
+    theirs = torch.stack([eraser(torch.ones(1, 40, 40)) == 0 for _ in range(4000)])[:, 0]
+    ours = random_erasing(torch.ones(4000, 1, 40, 40), torch.Generator().manual_seed(0), p=1.0, fill="zero")[:, 0] == 0
+    (area, aspect), (area_t, aspect_t) = boxes(ours), boxes(theirs)
+    assert area.mean().item() == pytest.approx(area_t.mean().item(), rel=0.05)
+    assert aspect.std().item() == pytest.approx(aspect_t.std().item(), rel=0.05)
+    assert abs(aspect.mean().item() - aspect_t.mean().item()) < 0.05  # as likely tall as wide
+
+
+def test_the_ema_warm_up_is_timms_model_ema_v3():
+    from timm.utils import ModelEmaV3
+
+    from resnets.train.ema import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    ours = WeightAverage(net, 0.999, warmup=True)
+    theirs = ModelEmaV3(net, decay=0.999, use_warmup=True)
+    assert [ours.decay_at(k) for k in range(1, 3000, 97)] == pytest.approx(
+        [theirs.get_decay(k) for k in range(1, 3000, 97)]
+    )
+    for step in range(1, 40):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        net.train()(torch.randn(8, 4))  # BN's running statistics move too
+        ours.update(step)
+        theirs.update(net, step=step)
+    for name, value in theirs.module.state_dict().items():
+        torch.testing.assert_close(ours.model.state_dict()[name], value, msg=name)
+    assert WeightAverage(net, 0.999).decay_at(5) == 0.999  # without the warm-up: timm's ModelEmaV2, constant
