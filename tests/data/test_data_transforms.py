@@ -1,5 +1,7 @@
 """Augmentation and normalisation: crops are windows of the padded image, statistics are exact."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -144,3 +146,13 @@ def test_test_views_have_the_configured_sizes():
 def test_folder_transforms_refuse_inconsistent_sizes(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         FolderTransforms(**kwargs)
+
+
+def test_without_lighting_a_training_view_has_no_shift_and_lighting_belongs_to_image_folders():
+    from resnets.train.config import TrainConfig
+
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    crop, shift = train_view(image, replace(SMALL, lighting=0.0), torch.Generator().manual_seed(5))
+    assert shift is None and crop.shape == (3, SMALL.image_size, SMALL.image_size)
+    with pytest.raises(ValueError, match="lighting applies to image folders, not to fashion-mnist"):
+        TrainConfig(lighting=0.0)

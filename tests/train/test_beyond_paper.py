@@ -217,6 +217,12 @@ def test_the_rsb_a3_and_bag_of_tricks_recipes_hold_their_papers_values():
     assert tricks.model_options == {"zero_init_residual": True, "stride_at": "3x3"}
     assert (tricks.label_smoothing, tricks.warmup_epochs, tricks.schedule, tricks.nesterov) == (0.1, 5, "cosine", True)
     assert with_overrides(tricks, {"batch_size": 1024}).lr == pytest.approx(0.4)
+    # Its baseline's colour augmentation: jitter of [0.6, 1.4] (GluonCV's brightness, contrast, saturation)
+    # and PCA lighting of std 0.1, as the paper's own ImageNet recipe; RSB's A3 has neither.
+    assert (tricks.color_jitter, tricks.lighting) == (0.4, 0.1) and get_recipe(
+        "paper-imagenet", "resnet50"
+    ).lighting == 0.1
+    assert folder_transforms(tricks).jitter == 0.4 and folder_transforms(a3).lighting == 0.0
     best = get_recipe("fmnist-best", "wrn16_4")
     assert best.random_erasing == 0.5 and best.data == "fashion-mnist"
 
