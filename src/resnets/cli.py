@@ -264,7 +264,7 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
             continue
         flags = ["--" + f.name.replace("_", "-"), *FLAG_ALIASES.get(f.name, ())]
         text = _flag_help(f.name, helps.get(f.name, ""), defaults[f.name])
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):  # none: the flag left out (a choice left to the recipe)
             p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif f.name == "milestones":  # 0.5 0.75 (timm's form) or 0.5,0.75
             p.add_argument(*flags, dest=f.name, nargs="+", default=None, metavar="FRACTION", help=text)

@@ -27,7 +27,7 @@ def one_error(capsys) -> str:
     [
         (["--gamma", "0"], "gamma=0.0 must be in (0, 1]"),
         (["--gamma", "1.5"], "gamma=1.5 must be in (0, 1]"),
-        (["--warmup-lr", "-0.01"], "warmup_lr=-0.01 must be a positive number"),
+        (["--warmup-lr", "-0.01"], "warmup_lr=-0.01 must be a number >= 0"),
         (["--weight-decay", "inf"], "weight_decay=inf must be a finite number"),
         (["--weight-decay", "nan"], "weight_decay=nan must be a finite number"),
         (["--lr", "inf"], "lr=inf must be a positive number"),
