@@ -157,16 +157,39 @@ def unpickling_reason(exc: BaseException) -> str:
 
 
 def load_resumable(path: str | Path) -> dict:
-    """A checkpoint a run can continue from: it loads safely (`load_checkpoint`) and its weights are finite.
+    """A checkpoint a run can continue from: it loads safely (`load_checkpoint`), and every floating
+    state in it (the weights, their average, the optimizer's buffers) is a dict of finite tensors.
 
     A CheckpointError says why not.
     """
     state = load_checkpoint(path)
-    weights = state.get("model")
-    bad = first_non_finite(weights) if isinstance(weights, dict) else "model (no weights)"
-    if bad is not None:
-        raise CheckpointError(f"checkpoint {path} holds non-finite values in {bad}: it cannot be resumed")
+    for entry in ("model", "ema", "optimizer"):
+        if entry == "model" or entry in state:
+            problem = _tensor_problem(state.get(entry), entry)
+            if problem is not None:
+                raise CheckpointError(f"checkpoint {path} {problem}: it cannot be resumed")
     return state
+
+
+def _tensor_problem(value: object, entry: str) -> str | None:
+    """What is wrong with a checkpoint's `entry` (a state dict, or the optimizer's), or None."""
+    if entry == "optimizer":
+        if not isinstance(value, dict) or not isinstance(value.get("state"), dict):
+            return f"holds a malformed '{entry}' entry ({type(value).__name__}, not an optimizer's state)"
+        tensors = {
+            f"optimizer.state.{k}.{name}": t
+            for k, buffers in value["state"].items()
+            if isinstance(buffers, dict)
+            for name, t in buffers.items()
+            if isinstance(t, torch.Tensor)
+        }
+    else:
+        if not isinstance(value, dict) or not value or not all(isinstance(t, torch.Tensor) for t in value.values()):
+            shown = "none" if value is None else type(value).__name__
+            return f"holds a malformed '{entry}' entry ({shown}, not a dict of tensors)"
+        tensors = {f"{entry}.{k}" if entry != "model" else k: t for k, t in value.items()}
+    bad = first_non_finite(tensors)
+    return None if bad is None else f"holds non-finite values in {bad}"
 
 
 def latest_valid(directory: Path) -> tuple[Path, dict] | None:

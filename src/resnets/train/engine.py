@@ -31,6 +31,7 @@ from ..files import atomic_write, remove_stale_temporaries
 from ..hardware import autocast, default_workers, resolve_device
 from ..models.registry import model_entry
 from .checkpoint import (
+    CheckpointError,
     first_non_finite,
     latest_valid,
     load_resumable,
@@ -353,19 +354,24 @@ class Trainer:
             )
         self.progress = Progress(self.total_steps, self.position.step, self.stream)
         set_train_mode(self.model)
-        finished = False
         try:
             while self.position.epoch < self.n_epochs:
                 self._train_epoch()
                 self._end_epoch()
                 if self._stop_agreed():
                     raise self._interrupted(self.last_good)
-            finished = True
-        finally:
+        except BaseException:
             self.progress.close()
-            self.metrics.close(finished)
-        with self.stop.shielded():
-            result = self._finish()
+            self.metrics.close(finished=False)
+            raise
+        self.progress.close()
+        try:  # the final weights first: closing a logger (MLflow's server) must not cost them
+            with self.stop.shielded():
+                result = self._finish()
+        except BaseException:
+            self.metrics.close(finished=False)
+            raise
+        self.metrics.close(finished=True)
         if self.stop:
             name = signal.Signals(self.stop.signum).name
             self.log(f"{name} arrived after the last epoch: the run is complete, {result.weights} written")
@@ -469,12 +475,17 @@ class Trainer:
         if self.resume_from is None:
             return
         path, state = self.resume_from
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and "ema" not in state:
+            raise CheckpointError(f"checkpoint {path} holds no 'ema' entry (--ema's average): it cannot be resumed")
+        try:  # shapes and keys that do not fit the run's network: one line, not torch's listing
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this run's network: {first_line(exc)}") from None
         for group in self.optimizer.param_groups:  # how to step is this device's choice, not the checkpoint's
             group.update(optimizer_launch(self.optimizer, self.device))
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
         self.schedule.load_state_dict(state["scheduler"])
         self.position.load_state_dict(state)
         self.history = state["history"]

@@ -9,7 +9,10 @@ import math
 import os
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from tqdm import tqdm
@@ -112,10 +115,32 @@ class MetricsLog:
         atomic_write(self.run_dir / "metrics.csv", buffer.getvalue().encode())
 
     def close(self, finished: bool = False) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if self.mlflow is not None:
-            self.mlflow.close(finished)
+        """Close TensorBoard and MLflow. A logger that fails now costs the run nothing: a warning, and
+        metrics.jsonl (written every epoch) keeps the figures."""
+        loggers: list[tuple[str, Any, Callable[[Any], object]]] = [("TensorBoard", self.writer, lambda w: w.close())]
+        loggers.append(("MLflow", self.mlflow, lambda m: m.close(finished)))
+        self.writer = self.mlflow = None
+        for name, logger, close in loggers:
+            if logger is None:
+                continue
+            try:
+                close(logger)
+            except Exception as exc:  # a tracking server that went away, a full disk under the event files
+                warnings.warn(
+                    f"{name} could not be closed ({type(exc).__name__}: {first_line(exc)}); the run itself is "
+                    f"complete and {self.run_dir / 'metrics.jsonl'} has every epoch",
+                    stacklevel=2,
+                )
+
+
+def _store_hint(where: str) -> str:
+    """What a tracking URI needs beyond the mlflow extra's client, where the client refuses it."""
+    scheme = urlparse(where).scheme.split("+")[0]
+    if scheme in ("sqlite", "postgresql", "mysql", "mssql"):
+        return " (a database store needs the whole MLflow package, pip install mlflow, not the mlflow extra's client)"
+    if scheme not in ("", "file", "http", "https", "databricks"):
+        return f" ({scheme}:// is not a tracking store: give a folder, file://, http(s):// or a database URI)"
+    return ""
 
 
 class MlflowLog:
@@ -138,11 +163,11 @@ class MlflowLog:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise MissingExtra("mlflow", "mlflow", " (or leave --mlflow out)") from None
-        self.client = MlflowClient(tracking_uri=where)
         try:
+            self.client = MlflowClient(tracking_uri=where)
             self._open(run_dir, where, params)
-        except Exception as exc:  # MLflow's own errors: an unreachable server, a store it cannot write
-            raise ValueError(f"cannot log to MLflow at {where}: {first_line(exc)}") from None
+        except Exception as exc:  # MLflow's own errors: an unreachable server, a store it cannot write or read
+            raise ValueError(f"cannot log to MLflow at {where}: {first_line(exc)}{_store_hint(where)}") from None
 
     def _open(self, run_dir: Path, where: str, params: dict) -> None:
         memo = run_dir / "mlflow.json"

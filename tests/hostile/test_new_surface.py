@@ -1,0 +1,141 @@
+"""The hostile re-test of the surface added after the 2015 recipe: MLflow, checkpoints of averaged
+weights, warm-ups, image files, forged metadata. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hostile import tiny_config, train_argv
+from resnets.cli import main
+from resnets.train import train
+
+
+class FakeClient:
+    """MLflow's client as far as the logger uses it; `fail` names the call that raises."""
+
+    fail = ""
+    runs: dict = {}
+
+    def __init__(self, tracking_uri):
+        if self.fail == "init":
+            raise RuntimeError(f"Could not find a registered artifact repository for: {tracking_uri}\nmore")
+        self.uri = tracking_uri
+
+    def get_experiment_by_name(self, name):
+        return None
+
+    def create_experiment(self, name):
+        return "1"
+
+    def create_run(self, experiment, run_name):
+        FakeClient.runs["r"] = {"status": None}
+        return SimpleNamespace(info=SimpleNamespace(run_id="r"))
+
+    def log_batch(self, run_id, metrics=(), params=()):
+        pass
+
+    def update_run(self, run_id, status):
+        FakeClient.runs[run_id]["status"] = status
+
+    def set_terminated(self, run_id, status):
+        if self.fail == "set_terminated":
+            raise ConnectionError("HTTPConnectionPool(host='mlflow', port=5000): Max retries exceeded")
+        FakeClient.runs[run_id]["status"] = status
+
+
+@pytest.fixture
+def fake_mlflow(monkeypatch):
+    entities = SimpleNamespace(
+        Metric=lambda key, value, timestamp, step: SimpleNamespace(key=key, value=value, step=step),
+        Param=lambda key, value: SimpleNamespace(key=key, value=value),
+    )
+    monkeypatch.setitem(sys.modules, "mlflow", SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", SimpleNamespace(MlflowClient=FakeClient))
+    monkeypatch.setitem(sys.modules, "mlflow.entities", entities)
+    FakeClient.runs, FakeClient.fail = {}, ""
+    yield FakeClient
+    FakeClient.fail = ""
+
+
+def test_an_mlflow_server_failing_at_the_end_costs_the_run_nothing(fake_mlflow, tmp_path, capsys):
+    """The final weights are written before the loggers close, and a logger that fails to close is a
+    warning: the run is complete, and running it again does not fail again."""
+    fake_mlflow.fail = "set_terminated"
+    out = tmp_path / "run"
+    argv = [*train_argv(out, epochs=1), "--mlflow", "http://mlflow:5000"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "resnets: warning: MLflow could not be closed (ConnectionError: HTTPConnectionPool" in err
+    assert (out / "model.safetensors").is_file()
+    assert main(argv) == 0  # the same command: the run is finished, not failed
+
+
+@pytest.mark.parametrize(
+    ("uri", "hint"),
+    [
+        ("bogus://somewhere", "bogus:// is not a tracking store: give a folder, file://, http(s):// or a database URI"),
+        ("sqlite:///mlflow.db", "a database store needs the whole MLflow package, pip install mlflow"),
+    ],
+)
+def test_a_tracking_uri_the_client_refuses_is_one_line_naming_it(fake_mlflow, tmp_path, capsys, uri, hint):
+    fake_mlflow.fail = "init"
+    out = tmp_path / "run"
+    assert main([*train_argv(out, epochs=1), "--mlflow", uri]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"resnets: error: cannot log to MLflow at {uri}: Could not find a registered") and hint in line
+    assert not out.exists()
+
+
+# ---- checkpoints of averaged weights -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ema") / "run"
+    train(tiny_config(out, ema=0.9, epochs=1, keep=10))
+    return out
+
+
+def forged(ema_run, tmp_path, change) -> tuple:
+    """A copy of `ema_run` whose last checkpoint `change(state)` altered (checksum rewritten to match)."""
+    import shutil
+
+    from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "run"
+    shutil.copytree(ema_run, out)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    change(state)
+    state.pop("format")
+    path = save_checkpoint(state, out / "checkpoints", state["step"] + 1, keep=10, best=False)
+    return out, path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s["ema"]["bn1.running_var"].fill_(float("nan")), "holds non-finite values in ema.bn1.running_var"),
+        (lambda s: s.pop("ema"), "holds no 'ema' entry (--ema's average)"),
+        (lambda s: s.__setitem__("ema", [1, 2]), "holds a malformed 'ema' entry (list, not a dict of tensors)"),
+        (
+            lambda s: s["ema"].__setitem__("conv1.weight", torch.zeros(3, 3)),
+            "does not fit this run's network: Error(s) in loading state_dict",
+        ),
+        (
+            lambda s: next(iter(s["optimizer"]["state"].values()))["momentum_buffer"].fill_(float("inf")),
+            "holds non-finite values in optimizer.state.",
+        ),
+    ],
+)
+def test_a_checkpoint_with_a_bad_average_or_optimizer_state_is_refused_in_one_line(
+    ema_run, tmp_path, capsys, change, message
+):
+    out, path = forged(ema_run, tmp_path, change)
+    argv = [*train_argv(out, ema=0.9, epochs=1, keep=10), "--resume", str(path)]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"resnets: error: checkpoint {path} ") and message in line, line
