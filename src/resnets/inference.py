@@ -25,7 +25,7 @@ from .hardware import autocast, resolve_device
 from .models.fuse import fuse_bn
 from .train.checkpoint import model_from_checkpoint
 from .train.config import legacy_values
-from .train.evaluate import EvalResult, evaluate
+from .train.evaluate import EvalResult, NonFiniteOutputs, evaluate
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -142,7 +142,7 @@ class Predictor:
                 results[path] = Prediction(str(path), error=error)
             if batch is None:
                 continue
-            probs = F.softmax(self.model(batch).float(), dim=1)
+            probs = F.softmax(finite_outputs(self.model(batch).float(), chunk), dim=1)
             values, indices = probs.topk(k, dim=1)
             for path, v, idx in zip(chunk, values.tolist(), indices.tolist(), strict=True):
                 results[path] = Prediction(str(path), [(self.class_names[j], p) for j, p in zip(idx, v, strict=True)])
@@ -156,7 +156,8 @@ class Predictor:
         for chunk, batch, errors in self._batches([Path(p) for p in paths], batch_size):
             failures += [Prediction(str(p), error=e) for p, e in errors.items()]
             if batch is not None:
-                rows.append(self.model.forward_head(self.model.forward_features(batch), pre_logits=True).float().cpu())
+                features = self.model.forward_head(self.model.forward_features(batch), pre_logits=True).float()
+                rows.append(finite_outputs(features, chunk).cpu())
                 kept += [str(p) for p in chunk]
         if not rows:
             raise ValueError("no readable image to embed")
@@ -264,6 +265,17 @@ def analyse_checkpoint(
     result = counter.result(norm.get("mean"), norm.get("std"))
     result.context = {"checkpoint": str(path), "data": test.info.name, "view": view, "flip": test.flip}
     return result
+
+
+def finite_outputs(outputs: Tensor, paths: Sequence[Path]) -> Tensor:
+    """`outputs` (N, K) of the images `paths`, refused (as `resnets eval` refuses them) when not finite."""
+    finite = torch.isfinite(outputs).all(1)
+    if not bool(finite.all()):
+        first = paths[int((~finite).nonzero()[0])]
+        raise NonFiniteOutputs(
+            f"the model's outputs are not finite (NaN or infinity) for {first}: its weights are unusable"
+        )
+    return outputs
 
 
 def _softmax(model: torch.nn.Module, view: Tensor, device: torch.device) -> Tensor:

@@ -139,3 +139,76 @@ def test_a_checkpoint_with_a_bad_average_or_optimizer_state_is_refused_in_one_li
     assert main(argv) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"resnets: error: checkpoint {path} ") and message in line, line
+
+
+# ---- outputs that are not numbers ------------------------------------------------------------------------------
+
+
+def test_predict_and_embed_refuse_non_finite_outputs_as_eval_does(grey_run, tmp_path, capsys):
+    """Finite weights can still overflow: the head's weights near float32's largest give infinite logits,
+    whose softmax is NaN. predict printed NaN probabilities (and JSON's invalid NaN) with exit status 0."""
+    import numpy as np
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _, out = grey_run
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 (safe_open's API)
+    tensors["fc.weight"] = torch.full_like(tensors["fc.weight"], 3e38)
+    huge = tmp_path / "huge.safetensors"
+    save_file(tensors, str(huge), metadata=metadata)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(image)
+    for command in (["predict", "--checkpoint", str(huge), str(image)], ["eval", "--checkpoint", str(huge)]):
+        assert main(command) == 2, command
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "the model's outputs are not finite (NaN or infinity)" in line, line
+    assert main(["predict", "--checkpoint", str(huge), "--json", str(image)]) == 2
+    assert capsys.readouterr().out == ""  # no NaN in the JSON: none printed at all
+
+
+# ---- warm-ups that leave no decay ------------------------------------------------------------------------------
+
+
+def test_a_shortened_recipe_scales_its_warm_up_and_says_so(tmp_path, capsys):
+    from resnets.train.recipes import resolve_config
+
+    assert resolve_config({"epochs": 10}, recipe="rsb-a3").warmup_epochs == pytest.approx(0.5)  # 5 of 100
+    assert resolve_config({"epochs": 4}, recipe="fmnist-best").warmup_epochs == pytest.approx(0.1)  # 1 of 40
+    assert resolve_config({"epochs": 300}, recipe="rsb-a3").warmup_epochs == 5  # a longer run keeps it
+    assert resolve_config({"epochs": 2, "warmup_epochs": 1}, recipe="rsb-a3").warmup_epochs == 1  # one's own
+    out = tmp_path / "run"
+    argv = ["train", "--recipe", "fmnist-best", "--model", "resnet8", "--data", "synthetic:1,16,16,4", "--subset", "64"]
+    argv += ["--epochs", "2", "--device", "cpu", "-b", "32", "--out", str(out)]
+    assert main(argv) == 0
+    assert "warm-up of 0.05 epochs: fmnist-best's 1 of 40, scaled to this run's 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--schedule", "cosine", "--warmup-epochs", "3", "--epochs", "3"],
+        ["--schedule", "cosine", "--warmup-epochs", "3", "--iterations", "4"],  # 4 steps of 8 a run: known at the start
+    ],
+)
+def test_an_explicit_warm_up_that_leaves_no_decay_is_refused(tmp_path, capsys, flags):
+    out = tmp_path / "run"
+    assert main([*train_argv(out), *flags]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "warmup_epochs=3 spans the whole run of " in line and "never decaying" in line
+    assert not out.exists()
+
+
+def test_image_folder_sizes_out_of_range_are_refused_before_anything_runs(tmp_path, capsys):
+    for flags, message in (
+        (["--test-size", "-5"], "test_size=-5 must be a side in pixels between 1 and 4096"),
+        (["--test-size", "100000"], "test_size=100000 must be a side in pixels between 1 and 4096"),
+        (["--image-size", "0"], "image_size=0 must be a side in pixels between 1 and 4096"),
+        (["--test-size", "300"], "test_resize=256 must be at least test_size=300"),
+    ):
+        out = tmp_path / "run"
+        assert main(["train", "--data", f"imagefolder:{tmp_path}", *flags, "--out", str(out)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert message in line
+        assert not out.exists()

@@ -58,6 +58,7 @@ def legacy_values(saved: dict) -> dict:
     return kept
 
 
+MAX_SIDE = 4096  # the largest crop side: 4096 x 4096 images of 3 bytes a pixel are 48 MB each, 12 GB a batch of 256
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; derive_seed's keys are 63-bit
 MAX_LOG_EVERY = 1_000_000  # a progress line at least every million steps (and once an epoch anyway)
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -172,9 +173,17 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(accepted)}")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is not one of {', '.join(INITS)}")
-        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate", "image_size"):
+        for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        for name in ("image_size", "test_size", "test_resize"):  # sides of crops, in pixels
+            if not 1 <= getattr(self, name) <= MAX_SIDE:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a side in pixels between 1 and {MAX_SIDE}")
+        if self.test_resize < self.test_size:
+            raise ValueError(
+                f"test_resize={self.test_resize} must be at least test_size={self.test_size}: the test crop is cut "
+                "from the resized image"
+            )
         if self.log_every > MAX_LOG_EVERY:
             raise ValueError(f"log_every={self.log_every!r} must be at most {MAX_LOG_EVERY:,} steps")
         if not 0 <= self.seed <= MAX_SEED:
@@ -235,6 +244,11 @@ class TrainConfig:
             raise ValueError(
                 f"warmup_lr={self.warmup_lr!r} is where the warm-up of warmup_epochs starts: it must be below "
                 f"lr={self.lr!r}"
+            )
+        if self.warmup_epochs and self.iterations is None and self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs:g} spans the whole run of epochs={self.epochs}: the lr would end "
+                "at its peak, never decaying; warm up for less than the run"
             )
         if not (0 <= self.min_lr < self.lr):
             raise ValueError(f"min_lr={self.min_lr!r} must be in [0, lr={self.lr!r})")

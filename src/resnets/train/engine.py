@@ -64,7 +64,7 @@ from .graphs import GraphedStep, graphs_wanted
 from .metrics import MetricsLog, Progress
 from .mix import BinaryCrossEntropy, Mixer
 from .optimizers import build_optimizer, optimizer_launch
-from .recipes import lr_note, warmup_reason
+from .recipes import lr_note, warmup_note, warmup_reason
 from .rundir import check_out_folder, claimed, remove_new_folder
 from .schedule import LRSchedule
 from .state import IntervalMeter, RunPosition
@@ -346,6 +346,9 @@ class Trainer:
                 + ("over the global batch (--sync-bn)" if c.sync_bn else "per process")
                 + workers
             )
+        scaled = warmup_note(self.config)
+        if scaled is not None:
+            self.log(scaled)
         reason = warmup_reason(self.config)
         if reason is not None and self.schedule.warming_up:
             self.log(

@@ -297,11 +297,35 @@ def with_overrides(config: TrainConfig, values: dict) -> TrainConfig:
     """
     if "epochs" in values and "iterations" not in values:
         values = {**values, "iterations": None}
+        # A recipe's warm-up shrinks with a shortened run, keeping its share (5 of RSB's 100 epochs: 0.5 of 10).
+        epochs = int(values["epochs"])
+        if (
+            config.warmup_epochs
+            and "warmup_epochs" not in values
+            and config.iterations is None
+            and epochs < config.epochs
+        ):
+            values = {**values, "warmup_epochs": config.warmup_epochs * epochs / config.epochs}
     if config.recipe in LR_BATCH and "batch_size" in values and "lr" not in values:
         optimizer = values.get("optimizer", config.optimizer)
         scaling = values.get("lr_base_scale", config.lr_base_scale) or ("sqrt" if optimizer in ADAPTIVE else "linear")
         values = {**values, "lr": config.lr * lr_ratio(int(values["batch_size"]), config.batch_size, scaling)}
     return config.replace(**values)
+
+
+def warmup_note(config: TrainConfig) -> str | None:
+    """How the run's warm-up came from its recipe's, when a shorter run scaled it (for the log)."""
+    if config.recipe not in RECIPES or not config.warmup_epochs:
+        return None
+    base = get_recipe(config.recipe, config.model)
+    if not base.warmup_epochs or config.iterations is not None or config.epochs >= base.epochs:
+        return None
+    if not math.isclose(config.warmup_epochs, base.warmup_epochs * config.epochs / base.epochs, rel_tol=1e-9):
+        return None  # a warm-up of the run's own
+    return (
+        f"warm-up of {config.warmup_epochs:g} epochs: {config.recipe}'s {base.warmup_epochs:g} of "
+        f"{base.epochs}, scaled to this run's {config.epochs}"
+    )
 
 
 def lr_note(config: TrainConfig) -> str | None:

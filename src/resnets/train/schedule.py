@@ -22,6 +22,11 @@ class LRSchedule:
         # A linear warm-up over `warmup_epochs`, step by step: from near 0 (Goyal et al. 2017, section
         # 2.2), or from `warmup_lr` (timm's warm-up).
         self.ramp = min(self.total_steps, round(config.warmup_epochs * steps_per_epoch))
+        if config.warmup_epochs and self.ramp >= self.total_steps and config.schedule != "constant":
+            raise ValueError(
+                f"warmup_epochs={config.warmup_epochs:g} spans the whole run of {self.total_steps} steps: the lr "
+                "would end at its peak, never decaying; warm up for less than the run"
+            )
         self.scale = 1.0  # plateau: the product of the drops so far
         self.best = math.inf  # plateau: the best monitored value
         self.bad_epochs = 0
