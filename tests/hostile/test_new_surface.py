@@ -212,3 +212,30 @@ def test_image_folder_sizes_out_of_range_are_refused_before_anything_runs(tmp_pa
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert message in line
         assert not out.exists()
+
+
+# ---- image files ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_without_a_pixel_limit_a_huge_truncated_png_is_read_or_refused_not_a_crash(grey_run, tmp_path):
+    """--max-image-pixels none (or 0, the same): Pillow's own limit still refuses to open the file, and the
+    file used to go to torchvision's JPEG decoder, which crashed the process. A PNG is read by Pillow."""
+    import subprocess
+
+    from hostile import bomb_png
+
+    _, out = grey_run
+    bomb = bomb_png(tmp_path / "bomb.png", 20000, 20000)
+    for limit in ("none", "0"):
+        done = subprocess.run(
+            [sys.executable, "-m", "resnets", "predict", "--checkpoint", str(out / "model.safetensors"), str(bomb)]
+            + ["--max-image-pixels", limit],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # Read as asked (Pillow fills what a truncated file lacks), or refused in one line; never a signal.
+        assert done.returncode in (0, 1), (done.returncode, done.stderr[-2000:])
+        assert done.stdout.startswith(f"{bomb}: class ") or f"cannot read image {bomb}: " in done.stderr
+        assert "Traceback" not in done.stderr

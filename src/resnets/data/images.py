@@ -76,7 +76,7 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
         if max_pixels is not None or not found:
             pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
             raise ImageError(f"{path}: {pixels}, above the limit of {max_pixels or 0:,}{_ADVICE}") from None
-        return _decode_jpeg_or_fail(path, channels)  # no limit asked for: torchvision has none
+        return _read_unlimited(path, channels)  # no limit asked for
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
         if isinstance(exc, ImageError):
             raise
@@ -166,6 +166,23 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
 
 
 _ADVICE = " (a decompression bomb?); raise it with --max-image-pixels if the image is genuine"
+
+
+def _read_unlimited(path: str, channels: int) -> Tensor:
+    """A file larger than Pillow opens, read because no limit was asked for: a JPEG by torchvision's
+    decoder, anything else by Pillow with its own limit lifted for the call (a PNG must never reach the
+    JPEG decoder: a truncated one declaring 20000x20000 pixels crashed it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's limit is a module global: lifted for this file alone
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                return _decode_jpeg_or_fail(path, channels)
+            return to_channels(_pillow_pixels(image), channels)
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise ImageError(f"cannot read image {path}: {first_line(exc)}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _check_size(path: str, size: tuple[int, int], max_pixels: int | None) -> None:
