@@ -33,6 +33,7 @@ from .analysis.errors import FILES as ERROR_FILES
 from .analysis.gradflow import gradient_flow_for
 from .analysis.plots import AXES, plot_gradient_flow, plot_responses
 from .analysis.responses import POOLINGS, responses_for_checkpoints
+from .data.base import BAD_IMAGES
 from .data.imagefolder import UnreadableImage
 from .data.images import DEFAULT_MAX_PIXELS
 from .errors import MissingExtra, is_usage_error
@@ -347,6 +348,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out) if args.out is not None else None  # before the work, not after it
     where = (args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
     options = {"allow_other_classes": args.allow_other_classes, "max_image_pixels": args.max_image_pixels}
+    options["bad_images"] = args.bad_images
     if out is None and not args.json:
         result = evaluate_checkpoint(*where, **options, flip=args.flip)
         print(_eval_line(args.checkpoint, result, view))
@@ -370,10 +372,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_line(checkpoint: str, result, view: str) -> str:
-    return (
+    line = (
         f"{checkpoint}: top-1 error {100 * result.top1_err:.2f}%, top-5 error "
         f"{100 * result.top5_err:.2f}% on {result.n} test images ({view.replace('_', '-')})"
     )
+    return line + unreadable_note(result.unreadable)
+
+
+def unreadable_note(files: list[str]) -> str:
+    """What a figure computed without some unreadable test images says beside itself."""
+    if not files:
+        return ""
+    more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    s = "s" if len(files) != 1 else ""
+    return f"; {len(files)} unreadable image{s} left out ({printable(files[0])}{more})"
 
 
 # ----------------------------------------------------------------------------- predict, embed, export, convert
@@ -595,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="also average each view's mirror image (not in the paper)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the run's eval batch)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, mps")
+    p.add_argument(
+        "--bad-images",
+        choices=BAD_IMAGES,
+        default="skip",
+        help="an unreadable test image: left out, counted and named beside the errors (skip), or an error (fail)",
+    )
     p.add_argument(
         "--allow-other-classes",
         action="store_true",

@@ -5,7 +5,7 @@ embeddings for image files (`Predictor`)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +203,7 @@ def evaluate_checkpoint(
     allow_other_classes: bool = False,
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     flip: bool = False,
+    bad_images: str = "skip",
 ) -> EvalResult:
     """Top-1/top-5 test error of a trained checkpoint, on its own dataset unless `data` names another.
 
@@ -211,12 +212,18 @@ def evaluate_checkpoint(
     refused unless `allow_other_classes`. `view` is the paper's test protocol: `center`,
     `ten_crop`, or `multi_scale` (fully convolutional, shorter side in {224, 256, 384, 480, 640};
     image folders only). `flip` adds each view's mirror image (as does the run's own `tta_flip`).
+    An unreadable test image is left out and named in the result's `unreadable` (`bad_images="fail"`:
+    an error naming it).
 
     >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err  # doctest: +SKIP
     0.0619
     """
-    test = _test_set(path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip)
-    return evaluate(test.model, test.batches, tta_flip=test.flip)
+    test = _test_set(
+        path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images
+    )
+    result = evaluate(test.model, test.batches, tta_flip=test.flip)
+    result.unreadable = test.unreadable()
+    return result
 
 
 def analyse_checkpoint(
@@ -231,6 +238,7 @@ def analyse_checkpoint(
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     flip: bool = False,
     worst: int = WORST,
+    bad_images: str = "skip",
 ) -> ErrorAnalysis:
     """Where a trained checkpoint fails on its test set: `evaluate_checkpoint`'s errors (the same
     numbers, in the same single pass) with accuracy per class, the confusion matrix, the expected
@@ -244,7 +252,9 @@ def analyse_checkpoint(
     >>> analysis.ece, analysis.worst_classes(1)[0]["class"]  # doctest: +SKIP
     (0.0213, 'cat')
     """
-    test = _test_set(path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip)
+    test = _test_set(
+        path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images
+    )
     model, target = test.model, test.device
     names = test.meta.get("class_names") or test.info.class_names
     counter = ErrorCounter(list(names), target, worst=worst)
@@ -264,6 +274,7 @@ def analyse_checkpoint(
     norm = test.meta.get("normalization") or {}
     result = counter.result(norm.get("mean"), norm.get("std"))
     result.context = {"checkpoint": str(path), "data": test.info.name, "view": view, "flip": test.flip}
+    result.unreadable = test.unreadable()
     return result
 
 
@@ -302,6 +313,7 @@ class _TestSet:
     batches: Iterable
     device: torch.device
     flip: bool
+    unreadable: Callable[[], list[str]]  # the test images left out so far
 
 
 def _run_test_view(config: dict) -> FolderTransforms:
@@ -325,6 +337,7 @@ def _test_set(
     allow_other_classes: bool,
     max_image_pixels: int | None,
     flip: bool,
+    bad_images: str = "skip",
 ) -> _TestSet:
     """The checkpoint's model on the device and the test batches of `view`, checked against each other."""
     if view not in VIEWS:
@@ -352,6 +365,7 @@ def _test_set(
         augment=False,
         num_workers=config.get("num_workers"),
         max_image_pixels=max_image_pixels,
+        bad_images=bad_images,
         decode=config.get("decode", "workers") if own else "workers",
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
@@ -374,4 +388,5 @@ def _test_set(
     bar = tqdm(
         batches, total=n, desc=f"evaluating ({view})", unit="batch", leave=False, disable=not sys.stderr.isatty()
     )
-    return _TestSet(model, meta, bundle.info, bar, target, flip or bool(config.get("tta_flip", False)))
+    flip = flip or bool(config.get("tta_flip", False))
+    return _TestSet(model, meta, bundle.info, bar, target, flip, bundle.unreadable)

@@ -239,3 +239,35 @@ def test_without_a_pixel_limit_a_huge_truncated_png_is_read_or_refused_not_a_cra
         assert done.returncode in (0, 1), (done.returncode, done.stderr[-2000:])
         assert done.stdout.startswith(f"{bomb}: class ") or f"cannot read image {bomb}: " in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_unreadable_test_images_are_counted_and_named_beside_every_figure(tmp_path, capsys):
+    """eval printed an error "on 16 test images" out of 18 as if complete; training reported test errors
+    without the 2 it left out. Each says how many it left out and names them; --bad-images fail refuses."""
+    import json
+
+    from datagen import save_image
+
+    root = tmp_path / "images"
+    for k, name in enumerate(("cat", "dog")):
+        for i in range(4):
+            save_image(root / "train" / name / f"{i}.png", (20, 20), (80 * k + 40, 30 * i, 90))
+            save_image(root / "val" / name / f"{i}.png", (20, 20), (80 * k + 40, 30 * i + 10, 90))
+    (root / "val" / "dog" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet8", "--data", f"imagefolder:{root}", "--device", "cpu", "-b", "4"]
+    argv += ["--epochs", "1", "--image-size", "16", "--test-size", "16", "--test-resize", "18", "-j", "0", "--out", str(out)]
+    assert main(argv) == 0
+    assert "(test errors on 8 images: 1 unreadable left out)" in capsys.readouterr().err
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["test_unreadable"] == [str(root / "val" / "dog" / "cut.jpg")] and record["test_images"] == 8
+    checkpoint = str(out / "model.safetensors")
+    assert main(["eval", "--checkpoint", checkpoint, "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(f"on 8 test images (center); 1 unreadable image left out ({root / 'val' / 'dog' / 'cut.jpg'})")
+    assert main(["eval", "--checkpoint", checkpoint, "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unreadable"] == [str(root / "val" / "dog" / "cut.jpg")]
+    assert main(["eval", "--checkpoint", checkpoint, "--device", "cpu", "--ten-crop"]) == 0
+    assert "1 unreadable image left out" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", checkpoint, "--device", "cpu", "--bad-images", "fail"]) == 2
+    assert "cannot decode image " in capsys.readouterr().err

@@ -140,6 +140,7 @@ class ErrorAnalysis:
     worst: list[Mistake]
     worst_pixels: Tensor | None = None
     context: dict = field(default_factory=dict)  # what was evaluated: checkpoint, data, view
+    unreadable: list[str] = field(default_factory=list)  # test images left out: their files could not be read
 
     @property
     def n(self) -> int:
@@ -202,6 +203,7 @@ class ErrorAnalysis:
             "n": self.n,
             "ece": self.ece,
             "per_class": self.per_class(),
+            **({"unreadable": self.unreadable} if self.unreadable else {}),
         }
 
     def to_dict(self) -> dict:

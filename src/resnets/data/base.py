@@ -83,6 +83,8 @@ class DataBundle:
     test: Loader
     normalization: tuple[Tensor, Tensor]
     views: Callable[[str], Iterator[ViewBatch]] = field(repr=False)
+    # The unreadable test images met so far (left out of every figure), in the order met.
+    unreadable: Callable[[], list[str]] = field(default=list, repr=False)
 
     def test_views(self, view: str) -> Iterator[ViewBatch]:
         """The test split seen through `view` ("center", "ten_crop" or "multi_scale").

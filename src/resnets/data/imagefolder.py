@@ -272,6 +272,7 @@ class FolderLoader:
         self.num_samples = len(samples)
         self.bad_images = 0
         self.bad_files: list[str] = []  # the unreadable files met, in order (once each)
+        self.pass_files: list[str] = []  # those of the latest pass over the split (an epoch, an evaluation)
 
     def __len__(self) -> int:
         if self.train:
@@ -305,6 +306,7 @@ class FolderLoader:
         )
         batches = loader if options.decode == "workers" else map(self._decode, loader)
         readable, first_bad = 0, None
+        self.pass_files = []
         for i, batch in enumerate(batches, start):
             bad = [unreadable for _, unreadable in batch[3]]
             self._met(bad)
@@ -334,6 +336,7 @@ class FolderLoader:
             )
         self.bad_images += len(bad)
         self.bad_files += [u.path for u in bad if u.path not in self.bad_files]
+        self.pass_files += [u.path for u in bad if u.path not in self.pass_files]
 
     def _replaced(self, batch: Collated, keys: list[tuple[int, int | None, int]], epoch: int, i: int) -> Collated:
         """A training batch whose unreadable images are replaced by readable ones, in their places.
@@ -436,11 +439,18 @@ def imagefolder_bundle(
     # Each process evaluates a contiguous part of an evaluation split (all of it in one process).
     test_loader = FolderLoader(test[options.share(len(test))], "center", config, options, stats, source=test_source)
 
+    view_loaders: list[FolderLoader] = []
+
     def views(view: str) -> Iterator[ViewBatch]:
         # Views of different sizes cannot share a batch: multi-scale goes one image at a time.
         batch_size = 1 if view == "multi_scale" else None
         loader = FolderLoader(test, view, config, options, stats, batch_size=batch_size, source=test_source)
+        view_loaders.append(loader)
         return loader.view_batches()
+
+    def unreadable() -> list[str]:
+        met = [path for loader in (test_loader, *view_loaders) for path in loader.bad_files]
+        return list(dict.fromkeys(met))
 
     return DataBundle(
         info=DatasetInfo(
@@ -463,4 +473,5 @@ def imagefolder_bundle(
         test=test_loader,
         normalization=stats,
         views=views,
+        unreadable=unreadable,
     )

@@ -767,7 +767,7 @@ class Trainer:
         batches = loader.epoch(0) if self.place.active else self._unless_stopped(loader.epoch(0))
         reduce = self.place.sum if self.place.active else None
         try:
-            return evaluate(
+            result = evaluate(
                 model or self.model,
                 batches,
                 amp=c.amp,
@@ -775,6 +775,8 @@ class Trainer:
                 tta_flip=c.tta_flip,
                 reduce=reduce,
             )
+            result.unreadable = self._unreadable_in_pass(loader)
+            return result
         except NonFiniteOutputs:
             at = self.position
             raise Diverged(
@@ -783,6 +785,18 @@ class Trainer:
             ) from None
         finally:
             set_train_mode(self.model)
+
+    def _unreadable_in_pass(self, loader) -> list[str]:
+        """The evaluation images an image folder left out in this pass, over every process (each evaluates its
+        own part): rare, so their names travel only when there are some."""
+        if not self.config.data.startswith("imagefolder:"):
+            return []
+        files = list(loader.pass_files)
+        if not self.place.active:
+            return files
+        if not self.place.sum(torch.tensor([float(len(files))], device=self._sync_device)).item():
+            return []
+        return sorted({f for part in self.place.gather(files) for f in part})
 
     def _unless_stopped(self, batches):
         """`batches`, abandoned (`_StopEvaluation`) as soon as a stop signal arrives: a long test pass
@@ -825,6 +839,10 @@ class Trainer:
             record["val_err"], record["val_top5_err"] = val.top1_err, val.top5_err
         test = self._evaluate(self.data.test)
         record.update(test_err=test.top1_err, test_top5_err=test.top5_err, test_loss=test.loss)
+        for split, result in (("val", val), ("test", test)):
+            if result is not None and result.unreadable:  # left out of that split's figures: said beside them
+                record[f"{split}_unreadable"] = result.unreadable[:MAX_NAMED]
+                record[f"{split}_left_out"], record[f"{split}_images"] = len(result.unreadable), result.n
         if self.ema is not None:  # the averaged weights, on the same images
             if self.data.val is not None:
                 record["ema_val_err"] = self._evaluate(self.data.val, self.ema.model).top1_err
@@ -996,6 +1014,10 @@ def format_record(r: dict) -> str:
         f"test err {100 * r['test_err']:.2f}%",
         f"test top-5 err {100 * r['test_top5_err']:.2f}%",
     ]
+    for split in ("val", "test"):
+        if r.get(f"{split}_left_out"):
+            n = r[f"{split}_left_out"]
+            parts.append(f"({split} errors on {r[f'{split}_images']} images: {n} unreadable left out)")
     if r.get("ema_test_err") is not None:
         parts.append(f"EMA test err {100 * r['ema_test_err']:.2f}%")
     parts += [

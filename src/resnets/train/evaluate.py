@@ -6,7 +6,7 @@ The training loop measures with `evaluate`; a trained checkpoint is evaluated by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +25,11 @@ class EvalResult:
     top5_err: float
     loss: float
     n: int
+    unreadable: list[str] = field(default_factory=list)  # test images left out: their files could not be read
 
     def to_dict(self) -> dict:
-        return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n}
+        values = {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n}
+        return {**values, "unreadable": self.unreadable} if self.unreadable else values
 
 
 @torch.no_grad()
