@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ class FakeClient:
     """MLflow's client as far as the logger uses it; `fail` names the call that raises."""
 
     fail = ""
-    runs: dict = {}
+    runs: ClassVar[dict] = {}
 
     def __init__(self, tracking_uri):
         if self.fail == "init":
@@ -86,7 +87,8 @@ def test_a_tracking_uri_the_client_refuses_is_one_line_naming_it(fake_mlflow, tm
     out = tmp_path / "run"
     assert main([*train_argv(out, epochs=1), "--mlflow", uri]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"resnets: error: cannot log to MLflow at {uri}: Could not find a registered") and hint in line
+    assert line.startswith(f"resnets: error: cannot log to MLflow at {uri}: Could not find a registered")
+    assert hint in line
     assert not out.exists()
 
 
@@ -217,6 +219,9 @@ def test_image_folder_sizes_out_of_range_are_refused_before_anything_runs(tmp_pa
 # ---- image files ------------------------------------------------------------------------------------------------
 
 
+PREDICT = [sys.executable, "-m", "resnets", "predict", "--checkpoint"]
+
+
 @pytest.mark.slow
 def test_without_a_pixel_limit_a_huge_truncated_png_is_read_or_refused_not_a_crash(grey_run, tmp_path):
     """--max-image-pixels none (or 0, the same): Pillow's own limit still refuses to open the file, and the
@@ -229,8 +234,7 @@ def test_without_a_pixel_limit_a_huge_truncated_png_is_read_or_refused_not_a_cra
     bomb = bomb_png(tmp_path / "bomb.png", 20000, 20000)
     for limit in ("none", "0"):
         done = subprocess.run(
-            [sys.executable, "-m", "resnets", "predict", "--checkpoint", str(out / "model.safetensors"), str(bomb)]
-            + ["--max-image-pixels", limit],
+            [*PREDICT, str(out / "model.safetensors"), str(bomb), "--max-image-pixels", limit],
             capture_output=True,
             text=True,
             timeout=120,
@@ -256,7 +260,8 @@ def test_unreadable_test_images_are_counted_and_named_beside_every_figure(tmp_pa
     (root / "val" / "dog" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     out = tmp_path / "run"
     argv = ["train", "--model", "resnet8", "--data", f"imagefolder:{root}", "--device", "cpu", "-b", "4"]
-    argv += ["--epochs", "1", "--image-size", "16", "--test-size", "16", "--test-resize", "18", "-j", "0", "--out", str(out)]
+    argv += ["--epochs", "1", "--image-size", "16", "--test-size", "16", "--test-resize", "18", "-j", "0"]
+    argv += ["--out", str(out)]
     assert main(argv) == 0
     assert "(test errors on 8 images: 1 unreadable left out)" in capsys.readouterr().err
     record = json.loads((out / "metrics.jsonl").read_text())
