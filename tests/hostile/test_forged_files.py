@@ -50,7 +50,11 @@ def image(tmp_path):
         ("class_names", json.dumps([1, 2, 3, 4]), "metadata field 'class_names' must be a list of strings"),
         ("train_config", "{not json", "metadata field 'train_config' is not valid JSON"),
         ("data", json.dumps([1, 2]), "metadata field 'data' must be a mapping"),
-        ("data", json.dumps({"image_size": [0, "x"]}), "image_size must be two positive integers"),
+        ("data", json.dumps({"image_size": [0, "x"]}), "image_size must be two sides in pixels, 1 to 4096"),
+        # Sizes that would ask for huge allocations before any other check (a forged file's denial of service).
+        ("data", json.dumps({"image_size": [100000, 100000]}), "image_size must be two sides in pixels, 1 to 4096"),
+        ("data", json.dumps({"test_size": 100000}), "test_size must be a side in pixels, 1 to 4096"),
+        ("options", json.dumps({"num_classes": 2000000000}), "num_classes must be 1 to 1,000,000, found 2000000000"),
         ("model_name", "resnet9999x", "model_name/model_options do not build a model"),
     ],
 )

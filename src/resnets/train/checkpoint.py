@@ -21,8 +21,12 @@ import torch
 from ..files import atomic_write, fsync_dir, link_or_copy
 from ..models import create_model
 from ..models.weights import load_state_dict
+from .config import MAX_SIDE
 
 FORMAT = "resnets-checkpoint"
+# Bounds on what a file's metadata may ask to build, checked before anything is allocated: sides of
+# images as the training config's (MAX_SIDE), classes (ImageNet-21k has 21,841; a million is ample).
+MAX_CLASSES = 1_000_000
 STEP_FILE = re.compile(r"step-(\d+)\.pt")
 
 
@@ -294,13 +298,24 @@ def check_metadata(meta: dict, path: Path) -> dict:
             raise _field_error(path, key, f"must be a mapping, found {type(meta[key]).__name__}")
     data = meta.get("data") or {}
     size = data.get("image_size")
-    if size is not None and not (
-        isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)
-    ):
-        raise _field_error(path, "data", f"image_size must be two positive integers, found {size!r}")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_whole(n, MAX_SIDE) for n in size)):
+        raise _field_error(path, "data", f"image_size must be two sides in pixels, 1 to {MAX_SIDE}, found {size!r:.60}")
+    for key in ("test_size", "test_resize"):  # an image folder's test view
+        if data.get(key) is not None and not _whole(data[key], MAX_SIDE):
+            raise _field_error(
+                path, "data", f"{key} must be a side in pixels, 1 to {MAX_SIDE}, found {data[key]!r:.60}"
+            )
+    for where, values in (("model_options", options), ("config", meta.get("config") or {})):
+        classes = values.get("num_classes")
+        if classes is not None and not _whole(classes, MAX_CLASSES):
+            raise _field_error(path, where, f"num_classes must be 1 to {MAX_CLASSES:,}, found {classes!r:.60}")
     if "normalization" in meta:
         meta["normalization"] = _check_normalization(meta["normalization"], path)
     return meta
+
+
+def _whole(value: object, largest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= largest
 
 
 def _check_normalization(norm: object, path: Path) -> dict[str, torch.Tensor]:
