@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 # OS errors that mean a bad argument (a path that is missing, or of the wrong kind), not a faulty machine.
 ARGUMENT_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG}
@@ -38,3 +40,16 @@ class MissingExtra(ImportError):
 
     def __init__(self, what: str, extra: str, detail: str = "") -> None:
         super().__init__(f"needs {what}, of the {extra!r} extra: pip install 'resnets[{extra}]'{detail}")
+
+
+def write_error(exc: Exception, path: object) -> OSError:
+    """An OSError naming `path` for a writer's own error, its errno parsed from the message where the
+    writer gives one ("code: 28", safetensors'), else EIO.
+
+    >>> error = write_error(RuntimeError("IoError(Os { code: 28, kind: StorageFull })"), "/mnt/x.safetensors")
+    >>> error.errno, error.strerror, error.filename
+    (28, 'No space left on device', '/mnt/x.safetensors')
+    """
+    code = re.search(r"code: (\d+)", str(exc))
+    number = int(code.group(1)) if code else errno.EIO
+    return OSError(number, os.strerror(number) if code else first_line(exc), str(path))

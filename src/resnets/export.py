@@ -8,6 +8,7 @@ a failed check leaves nothing behind. Artefacts are written for the CPU so that 
 from __future__ import annotations
 
 import copy
+import errno
 import importlib
 import json
 import os
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from .errors import MissingExtra
+from .errors import MissingExtra, write_error
 from .models.registry import build, model_entry, registered_name
 from .models.vgg import VGG
 from .models.weights import load_state_dict
@@ -86,8 +88,12 @@ def export_model(
     meta = export_metadata(model, metadata)
     start = time.perf_counter()
     with _eval_mode(model), _staged(out) as staging:
+        _check_room(model, staging.parent, out)
         example = torch.randn(EXPORT_BATCH, *input_size, generator=torch.Generator().manual_seed(0))
-        WRITERS[fmt](model, example, staging, meta)
+        try:
+            WRITERS[fmt](model, example, staging, meta)
+        except SafetensorError as exc:  # safetensors' own error for a failed write: an OSError naming the file
+            raise write_error(exc, out) from exc
         diff = check_export(fmt, model, staging, input_size, atol, check_inputs) if check else None
     return ExportResult(fmt, out, diff, time.perf_counter() - start)
 
@@ -307,6 +313,20 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(training)
+
+
+def _check_room(model: nn.Module, folder: Path, out: Path) -> None:
+    """Refuse (ENOSPC, naming `out`) an export the disk cannot hold: TorchScript's and torch.export's
+    writers abort the whole process when the disk fills, which no error handling can catch. The
+    artefact holds the weights and buffers, plus some room for the graph."""
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 16 * 2**20
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device (the export needs about {needed / 2**20:.0f} MB, {free / 2**20:.0f} MB free)",
+            str(out),
+        )
 
 
 @contextmanager

@@ -276,3 +276,60 @@ def test_unreadable_test_images_are_counted_and_named_beside_every_figure(tmp_pa
     assert "1 unreadable image left out" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", checkpoint, "--device", "cpu", "--bad-images", "fail"]) == 2
     assert "cannot decode image " in capsys.readouterr().err
+
+
+# ---- full disks under the writers of weights --------------------------------------------------------------------
+
+
+def test_an_export_the_disk_cannot_hold_is_refused_before_torchscript_aborts_the_process(grey_run, tmp_path, capsys):
+    """TorchScript's and torch.export's writers abort the process (SIGABRT) when the disk fills, leaving
+    their temporary folder: the room is checked first, and the refusal names the file."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    _, out = grey_run
+    try:
+        for fmt in ("torchscript", "exported-program", "safetensors"):
+            target = disk / f"model.{fmt}"
+            argv = ["export", "--checkpoint", str(out / "model.safetensors"), "--format", fmt, "--out", str(target)]
+            assert main(argv) == 1, fmt
+            (line,) = capsys.readouterr().err.strip().splitlines()
+            assert line.startswith("resnets: error: No space left on device (the export needs about ")
+            assert str(target) in line
+            assert list(disk.iterdir()) == []  # no temporary folder left behind
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_safetensors_write_error_is_one_line_naming_the_file(grey_run, tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError ("IoError(Os { code: 28 ...})"): export and
+    convert say "No space left on device" and name the file, instead of a traceback."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    _, out = grey_run
+    target = tmp_path / "model.safetensors"
+    argv = ["export", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--format", "safetensors"]
+    argv += ["--out", str(target)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip() == f"resnets: error: No space left on device: {target}"
+    assert not target.exists() and list(tmp_path.iterdir()) == []  # the staging folder removed too
+    # convert writes its safetensors itself: the same one line.
+    import torchvision
+
+    source, converted = tmp_path / "tv.pth", tmp_path / "r18.safetensors"
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=7).state_dict(), source)
+    assert main(["convert", str(source), "--from", "torchvision", "--to", str(converted)]) == 1
+    assert capsys.readouterr().err.strip() == f"resnets: error: No space left on device: {converted}"
+    assert not converted.exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import write_error
 from .registry import build, list_models, model_entry
 from .resnet import ResNetConfig
 from .weights import clean_state_dict, load_state_dict, mismatches, read_weights
@@ -217,11 +218,14 @@ def _registered_name(found: dict, source: str) -> str:
 
 def _save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write next to `path` and rename, so that a failure leaves no half-written file."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
+    except SafetensorError as exc:  # safetensors' own error for a failed write: an OSError naming the file
+        raise write_error(exc, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
