@@ -58,6 +58,7 @@ from .train.rundir import run_folder_of
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
 EXIT_DIVERGED = 3
+MAX_WORST = 1000  # images on one sheet of mistakes (a sheet of 1,000 thumbnails is already hard to read)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -279,9 +280,9 @@ def _add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ())
     p.add_argument(
         "--zero-init-residual",
         dest="zero_init_residual_",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="model option: start each residual branch at zero",
+        help="model option: start each residual branch at zero (--no-zero-init-residual: not, where a recipe does)",
     )
 
 
@@ -344,6 +345,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--ten-crop and --multi-scale are exclusive: choose one test view")
     if args.worst is not None and args.out is None:
         raise ValueError(f"--worst {args.worst} sets the images of worst.png: give --out DIR too")
+    if args.worst is not None and args.worst > MAX_WORST:
+        raise ValueError(f"--worst {args.worst}: worst.png shows at most {MAX_WORST:,} images")
     view = "ten_crop" if args.ten_crop else "multi_scale" if args.multi_scale else "center"
     out = check_output_folder(args.out) if args.out is not None else None  # before the work, not after it
     where = (args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
@@ -399,7 +402,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(r.to_dict()))
         elif r.error is None:
-            print(f"{printable(r.path)}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in r.top))
+            print(f"{printable(r.path)}: " + ", ".join(f"{printable(name)} {100 * p:.1f}%" for name, p in r.top))
         if r.error is not None:
             print(f"resnets: {printable(r.error)}", file=sys.stderr)
     failed = sum(r.error is not None for r in results)

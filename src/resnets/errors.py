@@ -53,3 +53,20 @@ def write_error(exc: Exception, path: object) -> OSError:
     code = re.search(r"code: (\d+)", str(exc))
     number = int(code.group(1)) if code else errno.EIO
     return OSError(number, os.strerror(number) if code else first_line(exc), str(path))
+
+
+def unpickling_reason(exc: BaseException) -> str:
+    """Why torch's safe loader refused a file, in one line, without its advice to load it unsafely.
+
+    torch's message names the offending global ("unsupported GLOBAL posix.system") between
+    sentences that suggest `weights_only=False`, which would run whatever code the file holds:
+    only the reason is kept.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [
+        line
+        for line in lines
+        if "weights_only" not in line and not line.startswith(("Weights only load failed", "Check the documentation"))
+    ]
+    named = [line for line in reasons if "global" in line.lower() or "Unpickler" in line]
+    return (named or reasons or [type(exc).__name__])[0]

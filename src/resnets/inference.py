@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .analysis.errors import WORST, ErrorAnalysis, ErrorCounter
 from .data import VIEWS, DatasetInfo, load_dataset, normalize
 from .data.base import check_positive
-from .data.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image
+from .data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
 from .files import atomic_write, check_output_file
 from .hardware import autocast, resolve_device
@@ -27,7 +27,7 @@ from .train.checkpoint import model_from_checkpoint
 from .train.config import legacy_values
 from .train.evaluate import EvalResult, NonFiniteOutputs, evaluate
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = set(IMAGE_EXTENSIONS)
 
 
 def expand_paths(inputs: Sequence[str | Path]) -> list[Path]:

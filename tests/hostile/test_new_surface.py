@@ -333,3 +333,191 @@ def test_a_safetensors_write_error_is_one_line_naming_the_file(grey_run, tmp_pat
     assert main(["convert", str(source), "--from", "torchvision", "--to", str(converted)]) == 1
     assert capsys.readouterr().err.strip() == f"resnets: error: No space left on device: {converted}"
     assert not converted.exists()
+
+
+# ---- the low ones: each a test (27 and the start-up half of 28 are decisions in the README) ----------------------
+
+
+def test_14_an_empty_mlflow_target_is_refused(tmp_path, capsys):
+    assert main([*train_argv(tmp_path / "run"), "--mlflow", ""]) == 2
+    assert "mlflow='' names no folder or tracking URI" in capsys.readouterr().err
+
+
+def test_15_the_remains_of_a_run_that_failed_in_its_first_epoch_are_a_run_folder(tmp_path):
+    """A run that failed could not remove its folder whole (a file held open on NFS): what is left holds only a
+    run's files, and the next run takes it, where it refused "a folder that holds no run"."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: resnet8\n")
+    (out / "hardware.json").write_text("{}\n")
+    (out / ".config.tmp-99999999.yaml").write_text("half")
+    assert main(train_argv(out, epochs=1)) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("mine\n")
+    (mine / "notes.txt").write_text("not a run's\n")
+    assert main(train_argv(mine, epochs=1)) == 2  # anything else in it: still someone else's folder
+
+
+def test_16_image_folders_read_every_kind_of_file_predict_reads(tmp_path):
+    from PIL import Image
+
+    from resnets.data import load_dataset
+    from resnets.data.images import IMAGE_EXTENSIONS
+    from resnets.inference import IMAGE_SUFFIXES
+
+    assert set(IMAGE_EXTENSIONS) == IMAGE_SUFFIXES
+    for split in ("train", "val"):
+        for k, suffix in enumerate((".bmp", ".tif", ".tiff", ".png")):
+            path = tmp_path / split / f"c{k % 2}" / f"{k}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), (40 * k, 80, 120)).save(path)
+    bundle = load_dataset(f"imagefolder:{tmp_path}", batch_size=4, num_workers=0)
+    assert bundle.info.n_train == 4 and bundle.info.n_test == 4
+
+
+def test_17_integer_weights_are_refused_not_cast(tmp_path, capsys):
+    from resnets import create_model
+
+    weights = {
+        k: v.to(torch.int64) if k == "fc.weight" else v for k, v in create_model("resnet20").state_dict().items()
+    }
+    path = tmp_path / "int.pt"
+    torch.save(weights, path)
+    with pytest.raises(ValueError, match=r"fc.weight: file has torch.int64 numbers, the model floating-point ones"):
+        create_model("resnet20", weights=str(path))
+
+
+def test_18_class_names_from_a_file_are_escaped_on_the_terminal(grey_run, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from test_forged_files import forged
+
+    _, out = grey_run
+    names = ["\x1b[31mred", "two\nlines", "c", "d"]
+    bad = forged(out / "model.safetensors", tmp_path / "f.safetensors", class_names=json.dumps(names))
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(bad), str(image), "--top", "4"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\\x1b[31mred" in shown and "two\\nlines" in shown and shown.count("\n") == 1
+
+
+def test_19_convert_and_init_from_say_an_unsafe_pickle_cannot_be_loaded_safely(tmp_path, capsys):
+    import os
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"fc.weight": Exploit()}, evil)
+    for argv in (
+        ["convert", str(evil), "--from", "torchvision", "--to", str(tmp_path / "x.safetensors")],
+        [*train_argv(tmp_path / "run"), "--init-from", str(evil)],
+    ):
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "it cannot be loaded safely" in line and "weights_only=False" not in line, line
+    assert not marker.exists()
+
+
+def test_20_an_interrupted_evaluation_leaves_the_previous_set_whole(grey_run, tmp_path, monkeypatch, capsys):
+    import resnets.analysis.errors as errors
+
+    _, out = grey_run
+    folder = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors"), "--out", str(folder)]) == 0
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(errors, "plot_worst", interrupted)  # after eval.json and two figures are written
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--out", str(folder)]) == 130
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # all four of the first evaluation
+
+
+def test_21_a_dangling_link_as_the_output_is_refused_before_the_evaluation(grey_run, tmp_path, capsys, monkeypatch):
+    import resnets.cli as cli
+
+    _, out = grey_run
+    link = tmp_path / "eval"
+    link.symlink_to(tmp_path / "nowhere")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    monkeypatch.setattr(cli, "analyse_checkpoint", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    for target in (link, loop):
+        assert main(["eval", "--checkpoint", str(out / "model.safetensors"), "--out", str(target)]) == 2
+        assert "is a symbolic link to nothing (or a loop of links)" in capsys.readouterr().err
+
+
+def test_23_a_recipe_s_zero_init_can_be_turned_off(capsys):
+    import yaml
+
+    assert (
+        main(["train", "--recipe", "bag-of-tricks", "--model", "plain50", "--no-zero-init-residual", "--print-config"])
+        == 0
+    )
+    assert yaml.safe_load(capsys.readouterr().out)["model_options"]["zero_init_residual"] is False
+
+
+def test_24_model_options_that_the_run_sets_itself_are_one_line(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("model_options:\n  shortcut: B\n  num_classes: 3\n")
+    assert main(["train", "--config", str(config), "--print-config"]) == 2
+    assert "model_options may not set num_classes: the run takes it from --num-classes" in capsys.readouterr().err
+
+
+def test_25_a_stale_mlflow_record_is_named(fake_mlflow, tmp_path, capsys):
+    class Gone(FakeClient):
+        def update_run(self, run_id, status):
+            raise RuntimeError(f"RESOURCE_DOES_NOT_EXIST: Run '{run_id}' not found")
+
+    sys.modules["mlflow.tracking"].MlflowClient = Gone
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".resnets-run").write_text("")
+    memo = out / "mlflow.json"
+    memo.write_text('{"tracking_uri": "http://mlflow:5000", "run_id": "old"}\n')
+    assert main([*train_argv(out, epochs=1), "--mlflow", "http://mlflow:5000"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"the MLflow run old that {memo} records is not in http://mlflow:5000" in line and f"delete {memo}" in line
+    memo.write_text("{not json")
+    assert main([*train_argv(out, epochs=1), "--mlflow", "http://mlflow:5000"]) == 2
+    assert f"{memo} is not the record of an MLflow run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_26_the_peer_of_a_process_that_failed_exits_with_one_line(tmp_path):
+    """A corrupt file with --bad-images fail stops the process that meets it; its peer, waiting in a collective,
+    says in one line that the group failed, instead of printing gloo's traceback."""
+    from datagen import save_image
+
+    from group import launch_by_hand
+
+    root = tmp_path / "images"
+    for k in range(2):
+        for i in range(2):
+            save_image(root / "train" / f"c{k}" / f"{i}.png", (20, 20), (90 * k, 40 * i, 90))
+        save_image(root / "val" / f"c{k}" / "0.png", (20, 20), (90 * k, 40, 90))
+    (root / "train" / "c1" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    args = ["--model", "resnet8", "--data", f"imagefolder:{root}", "--device", "cpu", "-b", "2", "--epochs", "2"]
+    args += ["--image-size", "16", "--test-size", "16", "--test-resize", "18", "--bad-images", "fail", "-j", "0"]
+    args += ["--dist-timeout", "20", "--out", str(tmp_path / "run")]
+    done = launch_by_hand(2, args, timeout=120)
+    assert all(d.returncode != 0 and "Traceback" not in d.stderr for d in done), [d.stderr[-2000:] for d in done]
+    said = [[line for line in d.stderr.splitlines() if line.startswith("resnets: ")] for d in done]
+    assert all(len(lines) == 1 for lines in said), said  # rank 0 prints its progress besides
+    assert sum("cannot decode image" in d.stderr for d in done) == 1
+
+
+def test_28_the_sheet_of_mistakes_has_a_bound(grey_run, tmp_path, capsys):
+    _, out = grey_run
+    argv = ["eval", "--checkpoint", str(out / "model.safetensors"), "--out", str(tmp_path / "e"), "--worst", "100000"]
+    assert main(argv) == 2
+    assert "--worst 100000: worst.png shows at most 1,000 images" in capsys.readouterr().err

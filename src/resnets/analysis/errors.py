@@ -10,6 +10,8 @@ runs it over a test set; `write_error_analysis` writes eval.json and the figures
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..files import atomic_write
+from ..files import atomic_write, fsync_dir
 from ..train.evaluate import NonFiniteOutputs
 from .error_plots import plot_confusion, plot_reliability, plot_worst
 
@@ -352,6 +354,9 @@ def check_output_folder(path: str | Path) -> Path:
     'eval'
     """
     path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_symlink() and not p.exists():  # a link to nothing, or a loop of links: mkdir would fail later
+            raise ValueError(f"--out {path}: {p} is a symbolic link to nothing (or a loop of links); give a folder")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         where = "" if existing == path else f": {existing}"
@@ -375,11 +380,20 @@ def write_error_analysis(analysis: ErrorAnalysis, out: str | Path, title: str = 
     """
     out = check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / name for name in FILES]
-    atomic_write(paths[0], (json.dumps(analysis.to_dict(), indent=1, ensure_ascii=False) + "\n").encode())
-    plot_confusion(analysis.confusion, analysis.class_names, paths[1], title=title)
-    plot_reliability(analysis.calibration(), analysis.ece, paths[2], title=title)
-    names = analysis.class_names
-    labels = [(names[m.label], names[m.predicted], m.confidence) for m in analysis.worst]
-    plot_worst(analysis.worst_pixels, labels, paths[3], title=title)
-    return paths
+    # The set is written apart, then moved in at once: an interrupted evaluation leaves the previous set
+    # whole, never the eval.json of one model beside the figures of another.
+    staging = Path(tempfile.mkdtemp(prefix=".eval-", dir=out))
+    try:
+        staged = [staging / name for name in FILES]
+        atomic_write(staged[0], (json.dumps(analysis.to_dict(), indent=1, ensure_ascii=False) + "\n").encode())
+        plot_confusion(analysis.confusion, analysis.class_names, staged[1], title=title)
+        plot_reliability(analysis.calibration(), analysis.ece, staged[2], title=title)
+        names = analysis.class_names
+        labels = [(names[m.label], names[m.predicted], m.confidence) for m in analysis.worst]
+        plot_worst(analysis.worst_pixels, labels, staged[3], title=title)
+        for source in staged:
+            os.replace(source, out / source.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    fsync_dir(out)
+    return [out / name for name in FILES]

@@ -41,7 +41,15 @@ from .base import (
     split_sizes,
     train_batches,
 )
-from .images import DEFAULT_MAX_PIXELS, Encoded, ImageError, decode_batch, read_encoded, read_image
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    Encoded,
+    ImageError,
+    decode_batch,
+    read_encoded,
+    read_image,
+)
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -53,7 +61,7 @@ from .transforms import (
     train_view,
 )
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")  # what torchvision.io.decode_image reads
+EXTENSIONS = IMAGE_EXTENSIONS
 MODES = ("train", "center", "ten_crop", "multi_scale")
 # Training images tried in the place of an unreadable one before giving up: a folder of which most
 # files are unreadable is an error, not a run on its few good images.
@@ -332,7 +340,7 @@ class FolderLoader:
         """Count unreadable files (or, with bad_images="fail", stop on the first)."""
         if bad and self.options.bad_images == "fail":
             raise UnreadableImage(
-                f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' skips such files"
+                f"cannot decode image {bad[0].path} ({bad[0].error}); bad_images='skip' goes on without such files"
             )
         self.bad_images += len(bad)
         self.bad_files += [u.path for u in bad if u.path not in self.bad_files]

@@ -41,6 +41,11 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 DECODERS = ("workers", "device")
 
 
+# The image files read: JPEG by libjpeg-turbo (torchvision), the others by Pillow. One list for training
+# folders, evaluation and `resnets predict`.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+
+
 class ImageError(ValueError):
     """A file that is not a usable image: unreadable, corrupt, or too large."""
 

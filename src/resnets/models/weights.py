@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import first_line
+from ..errors import unpickling_reason
 
 # Prefixes that wrappers add to every key: DataParallel/DistributedDataParallel, and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -36,6 +36,8 @@ def mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list
             problems.append(f"missing {k} {tuple(v.shape)}")
         elif tuple(state_dict[k].shape) != tuple(v.shape):
             problems.append(f"{k}: file has {tuple(state_dict[k].shape)}, model has {tuple(v.shape)}")
+        elif v.is_floating_point() and not state_dict[k].is_floating_point():  # copy_ would cast it in silence
+            problems.append(f"{k}: file has {state_dict[k].dtype} numbers, the model floating-point ones")
     problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in state_dict.items() if k not in own]
     return problems
 
@@ -86,7 +88,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many kinds
         raise ValueError(
-            f"{path}: refused: not a plain weights file that loads with weights_only=True ({first_line(exc)})"
+            f"{path}: refused: it cannot be loaded safely, as plain weights (torch.load with weights_only=True: "
+            f"{unpickling_reason(exc)})"
         ) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]

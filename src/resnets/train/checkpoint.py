@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import unpickling_reason
 from ..files import atomic_write, fsync_dir, link_or_copy
 from ..models import create_model
 from ..models.weights import load_state_dict
@@ -141,23 +142,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a resnets training checkpoint (no '{FORMAT}' marker)")
     return state
-
-
-def unpickling_reason(exc: BaseException) -> str:
-    """Why torch's safe loader refused a file, in one line, without its advice to load it unsafely.
-
-    torch's message names the offending global ("unsupported GLOBAL posix.system") between
-    sentences that suggest `weights_only=False`, which would run whatever code the file holds:
-    only the reason is kept.
-    """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reasons = [
-        line
-        for line in lines
-        if "weights_only" not in line and not line.startswith(("Weights only load failed", "Check the documentation"))
-    ]
-    named = [line for line in reasons if "global" in line.lower() or "Unpickler" in line]
-    return (named or reasons or [type(exc).__name__])[0]
 
 
 def load_resumable(path: str | Path) -> dict:

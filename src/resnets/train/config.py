@@ -231,6 +231,10 @@ class TrainConfig:
         self._validate_beyond_paper()
         if self.compile_mode != "default" and not self.compile:
             raise ValueError(f"compile_mode={self.compile_mode!r} is torch.compile's mode: add compile (--compile)")
+        # The trainer sets these from the data and the run's own flags: a model option may not set them again.
+        for key, flag in (("num_classes", "--num-classes"), ("in_channels", "the data"), ("drop_path", "--drop-path")):
+            if key in self.model_options:
+                raise ValueError(f"model_options may not set {key}: the run takes it from {flag}")
         if self.freeze_backbone and not self.init_from:
             raise ValueError("freeze_backbone needs init_from: a frozen random backbone learns nothing")
 
@@ -264,6 +268,8 @@ class TrainConfig:
                 raise ValueError("bce_target_thresh applies to the binary cross-entropy: add bce (--bce)")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ValueError(f"ema={self.ema!r} must be a decay in (0, 1), e.g. 0.9998 (or none)")
+        if self.mlflow is not None and not self.mlflow.strip():
+            raise ValueError("mlflow='' names no folder or tracking URI (leave --mlflow out to log nowhere)")
         if self.ema_warmup and self.ema is None:
             raise ValueError("ema_warmup warms up the average of the weights: add ema (--ema DECAY)")
         for name in ("mixup", "cutmix", "randaugment_std"):

@@ -88,6 +88,8 @@ RESUMABLE_CHANGES = {
     "cuda_graphs",  # the same arithmetic, launched otherwise (fused SGD: rounding alone differs)
     "dist_timeout",
 }
+# What the collective transports say when a peer process is gone (gloo's and NCCL's words).
+PEER_GONE = re.compile(r"Connection (closed|reset) by peer|remote worker|NCCL error|ProcessGroup(Gloo|NCCL)")
 MAX_NAMED = 20  # unreadable files named in an epoch's record (all are counted)
 
 
@@ -1049,6 +1051,9 @@ def train(config: TrainConfig, resume: bool | str | Path = False, stream=None) -
             except Exception as exc:
                 if is_usage_error(exc):  # a bad value or file: a restart meets it again
                     remember_fatal(first_line(exc), "usage")
+                if place.active and isinstance(exc, RuntimeError) and PEER_GONE.search(str(exc)):
+                    # DDP's reducer reports a peer that died as a plain RuntimeError of its transport.
+                    raise dist.DistError(first_line(exc)) from exc
                 raise
     except dist.DistError as exc:  # the rendezvous or a collective: a peer died, hung or cannot be reached
         raise GroupFailed(

@@ -171,20 +171,34 @@ class MlflowLog:
 
     def _open(self, run_dir: Path, where: str, params: dict) -> None:
         memo = run_dir / "mlflow.json"
-        saved = json.loads(memo.read_text()) if memo.is_file() else {}
+        try:
+            saved = json.loads(memo.read_text()) if memo.is_file() else {}
+            if not isinstance(saved, dict) or (saved and not isinstance(saved.get("run_id"), str)):
+                raise ValueError("no run id")
+        except (ValueError, OSError) as exc:
+            raise ValueError(
+                f"{memo} is not the record of an MLflow run ({first_line(exc)}): delete it to log into a new run"
+            ) from None
         if saved.get("tracking_uri") == where:
             self.run_id = saved["run_id"]
-        else:
-            found = self.client.get_experiment_by_name("resnets")
-            experiment = found.experiment_id if found else self.client.create_experiment("resnets")
-            run = self.client.create_run(experiment, run_name=run_dir.name)
-            self.run_id = run.info.run_id
-            from mlflow.entities import Param
+            try:
+                self.client.update_run(self.run_id, status="RUNNING")
+            except Exception as exc:  # the run was deleted, or the store replaced
+                raise ValueError(
+                    f"the MLflow run {self.run_id} that {memo} records is not in {where} ({first_line(exc)}): "
+                    f"delete {memo} to log into a new run"
+                ) from None
+            return
+        found = self.client.get_experiment_by_name("resnets")
+        experiment = found.experiment_id if found else self.client.create_experiment("resnets")
+        run = self.client.create_run(experiment, run_name=run_dir.name)
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
 
-            # MLflow keeps parameters as strings of at most 6,000 characters.
-            values = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-            self.client.log_batch(self.run_id, params=values)
-            atomic_write(memo, (json.dumps({"tracking_uri": where, "run_id": self.run_id}) + "\n").encode())
+        # MLflow keeps parameters as strings of at most 6,000 characters.
+        values = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        self.client.log_batch(self.run_id, params=values)
+        atomic_write(memo, (json.dumps({"tracking_uri": where, "run_id": self.run_id}) + "\n").encode())
         self.client.update_run(self.run_id, status="RUNNING")
 
     def log(self, record: dict) -> None:

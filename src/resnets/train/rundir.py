@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..files import TEMPORARY
+
 try:
     import fcntl
 except ImportError:  # Windows: runs are not locked there
@@ -31,9 +33,38 @@ class RunFolderInUse(ValueError):
     """Another process is training in this run folder."""
 
 
+# What a run writes in its folder (`metrics.jsonl` and the others), and the temporaries of its atomic writes.
+RUN_FILES = {
+    MARKER,
+    LOCK,
+    "config.yaml",
+    "hardware.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "mlflow.json",
+    "model.safetensors",
+    "model-ema.safetensors",
+    "checkpoints",
+    "tensorboard",
+    "eval",
+}
+
+
 def holds_run(path: Path) -> bool:
-    """Whether `path` is a run folder: marked as one, or holding a run's checkpoint (older runs have no mark)."""
-    return (path / MARKER).is_file() or (path / "checkpoints" / "last.pt").is_file()
+    """Whether `path` is a run folder: marked as one, holding a run's checkpoint (older runs have no mark),
+    or holding nothing but what a run writes (the remains of a run that failed in its first epoch and
+    could not remove its folder whole: a file kept open on a network file system, say).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "config.yaml").write_text("model: resnet20")
+    >>> holds_run(folder), holds_run(Path(tempfile.mkdtemp()))  # an empty folder holds no run
+    (True, False)
+    """
+    if (path / MARKER).is_file() or (path / "checkpoints" / "last.pt").is_file():
+        return True
+    names = [entry.name for entry in path.iterdir()] if path.is_dir() else []
+    return "config.yaml" in names and all(n in RUN_FILES or TEMPORARY.fullmatch(n) for n in names)
 
 
 def run_folder_of(path: str | Path) -> Path:
