@@ -521,3 +521,16 @@ def test_28_the_sheet_of_mistakes_has_a_bound(grey_run, tmp_path, capsys):
     argv = ["eval", "--checkpoint", str(out / "model.safetensors"), "--out", str(tmp_path / "e"), "--worst", "100000"]
     assert main(argv) == 2
     assert "--worst 100000: worst.png shows at most 1,000 images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--randaugment-ops", "3"],  # without --randaugment
+        ["--trivialaugment", "--randaugment-magnitude", "12"],
+        ["--randaugment", "rand-m6", "--randaugment-std", "0.5"],  # a timm spec carries its own
+    ],
+)
+def test_22_randaugment_levels_that_nothing_uses_are_refused(flags, capsys):
+    assert main(["train", *flags, "--print-config"]) == 2
+    assert "sets RandAugment torchvision's levels, which" in capsys.readouterr().err
