@@ -348,7 +348,7 @@ def test_15_the_remains_of_a_run_that_failed_in_its_first_epoch_are_a_run_folder
     run's files, and the next run takes it, where it refused "a folder that holds no run"."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.yaml").write_text("model: resnet8\n")
+    (out / "config.yaml").write_text("recipe: test\nmodel: resnet8\n")
     (out / "hardware.json").write_text("{}\n")
     (out / ".config.tmp-99999999.yaml").write_text("half")
     assert main(train_argv(out, epochs=1)) == 0

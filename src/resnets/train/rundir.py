@@ -57,14 +57,22 @@ def holds_run(path: Path) -> bool:
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> _ = (folder / "config.yaml").write_text("model: resnet20")
+    >>> _ = (folder / "config.yaml").write_text("recipe: paper-cifar")
+    >>> _ = (folder / "hardware.json").write_text("{}")
     >>> holds_run(folder), holds_run(Path(tempfile.mkdtemp()))  # an empty folder holds no run
     (True, False)
     """
     if (path / MARKER).is_file() or (path / "checkpoints" / "last.pt").is_file():
         return True
     names = [entry.name for entry in path.iterdir()] if path.is_dir() else []
-    return "config.yaml" in names and all(n in RUN_FILES or TEMPORARY.fullmatch(n) for n in names)
+    if not {"config.yaml", "hardware.json"} <= set(names):  # the first two files a run writes
+        return False
+    if not all(n in RUN_FILES or TEMPORARY.fullmatch(n) for n in names):
+        return False
+    try:  # and the config is a run's, not a file of the same name of someone else's
+        return (path / "config.yaml").read_text(errors="replace").startswith("recipe: ")
+    except OSError:
+        return False
 
 
 def run_folder_of(path: str | Path) -> Path:
