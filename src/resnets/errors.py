@@ -70,3 +70,7 @@ def unpickling_reason(exc: BaseException) -> str:
     ]
     named = [line for line in reasons if "global" in line.lower() or "Unpickler" in line]
     return (named or reasons or [type(exc).__name__])[0]
+
+
+class NonFiniteOutputs(ValueError):
+    """The model's outputs hold NaN or infinity: its weights are unusable (a diverged run?)."""

@@ -16,16 +16,16 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .analysis.errors import WORST, ErrorAnalysis, ErrorCounter
-from .data import VIEWS, DatasetInfo, load_dataset, normalize
+from .data import VIEWS, DatasetInfo, normalize
 from .data.base import check_positive
 from .data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
+from .errors import NonFiniteOutputs
 from .files import atomic_write, check_output_file
 from .hardware import autocast, resolve_device
 from .models.fuse import fuse_bn
-from .train.checkpoint import model_from_checkpoint
-from .train.config import legacy_values
-from .train.evaluate import EvalResult, NonFiniteOutputs, evaluate
+from .train.evaluate import EvalResult, evaluate
+from .trained import model_from_checkpoint, run_config, trained_data
 
 IMAGE_SUFFIXES = set(IMAGE_EXTENSIONS)
 
@@ -316,17 +316,6 @@ class _TestSet:
     unreadable: Callable[[], list[str]]  # the test images left out so far
 
 
-def _run_test_view(config: dict) -> FolderTransforms:
-    """An image-folder run's test view: its own crop sizes (a run may train at 160 and test at 224)."""
-    return FolderTransforms(
-        image_size=int(config.get("image_size", 224)),
-        test_size=config.get("test_size"),
-        test_resize=int(config.get("test_resize", 256)),
-        crop=str(config.get("crop", "scale")),
-        interpolation=str(config.get("interpolation", "bilinear")),
-    )
-
-
 def _test_set(
     path: str,
     data: str | None,
@@ -345,31 +334,18 @@ def _test_set(
     if batch_size is not None:
         check_positive("batch_size", batch_size)
     model, meta = model_from_checkpoint(path)
-    config = meta.get("config") or {}
-    norm = meta.get("normalization")
+    config = run_config(meta, path)
     target = resolve_device(device)
     model.to(target, memory_format=torch.channels_last)
-    own = data is None
-    name = config.get("data") if own else data
-    if name is None:
-        raise ValueError(f"{path} does not record its dataset: name one with --data")
-    bundle = load_dataset(
-        name,
-        data_dir=data_dir or (config.get("data_dir") if own else None),
+    bundle = trained_data(
+        meta,
+        path,
+        data,
+        data_dir=data_dir,
         device=target,
-        batch_size=batch_size or config.get("batch_size", 128),
-        eval_batch_size=batch_size or config.get("eval_batch_size", 512),
-        seed=config.get("seed", 0),
-        subset=config.get("subset") if own else None,
-        val_split=config.get("val_split", 0) if own else 0,
-        augment=False,
-        num_workers=config.get("num_workers"),
+        batch_size=batch_size,
         max_image_pixels=max_image_pixels,
         bad_images=bad_images,
-        decode=config.get("decode", "workers") if own else "workers",
-        normalization=(norm["mean"], norm["std"]) if norm is not None else None,
-        normalize={**config, **legacy_values(config)}.get("normalize", "pixel-mean"),  # ten crops padded as in training
-        folder_transforms=_run_test_view(config) if str(name).startswith("imagefolder:") else None,
     )
     if bundle.info.num_classes != model.num_classes:
         raise ValueError(
@@ -388,5 +364,5 @@ def _test_set(
     bar = tqdm(
         batches, total=n, desc=f"evaluating ({view})", unit="batch", leave=False, disable=not sys.stderr.isatty()
     )
-    flip = flip or bool(config.get("tta_flip", False))
+    flip = flip or (config is not None and config.tta_flip)
     return _TestSet(model, meta, bundle.info, bar, target, flip, bundle.unreadable)

@@ -24,7 +24,8 @@ from resnets.analysis.errors import (
     write_error_analysis,
 )
 from resnets.data import normalize
-from resnets.train.evaluate import NonFiniteOutputs, evaluate
+from resnets.errors import NonFiniteOutputs
+from resnets.train.evaluate import evaluate
 
 NAMES = ["cat", "dog", "bird"]
 # Seven images of three classes: (logits, label); by hand, the prediction is the largest logit.

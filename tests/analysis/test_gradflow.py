@@ -190,7 +190,9 @@ def test_gradient_flow_for_a_checkpoint_uses_its_dataset_and_refuses_other_shape
     import resnets.analysis.gradflow as gradflow
 
     trained = create_model("resnet8", in_channels=1, num_classes=4)
-    meta = {"model_name": "resnet8", "config": {"data": "synthetic:1,16,16,4"}}
+    from resnets.train.config import TrainConfig
+
+    meta = {"model_name": "resnet8", "config": TrainConfig(data="synthetic:1,16,16,4").to_dict()}
     monkeypatch.setattr(gradflow, "model_from_checkpoint", lambda path: (copy.deepcopy(trained).eval(), meta))
     path = tmp_path / "last.pt"
     flow = gradient_flow_for(path, batch_size=32)

@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 from resnets.cli import main
 from resnets.train import CheckpointError, load_checkpoint
-from resnets.train.checkpoint import latest_valid, model_from_checkpoint, verify
+from resnets.train.checkpoint import latest_valid
+from resnets.trained import model_from_checkpoint, verify
 
 
 def forged(src, dst, **changes):

@@ -166,7 +166,7 @@ def test_a_failed_check_of_the_final_weights_never_drops_them(tmp_path, monkeypa
     assert result.weights.is_file()
     text = "".join(log)
     assert "warning: safetensors output differs" in text and "written unchecked" in text
-    from resnets.train.checkpoint import model_from_checkpoint
+    from resnets.trained import model_from_checkpoint
 
     model, _ = model_from_checkpoint(result.weights)
     for name, value in model.state_dict().items():

@@ -293,10 +293,11 @@ def test_an_image_folder_trains_with_rsb_s_augmentations_and_tests_at_its_own_si
     assert math.isfinite(result.history[-1]["train_loss"]) and result.history[-1]["step"] == 4
     predictor = Predictor(result.weights, device="cpu")
     assert predictor.size == (40, 40) and predictor.view.test_resize == 44  # the run's test view
-    from resnets.inference import _run_test_view, evaluate_checkpoint
-    from resnets.train.checkpoint import model_from_checkpoint
+    from resnets.inference import evaluate_checkpoint
+    from resnets.trained import model_from_checkpoint, run_config, test_view
 
-    view = _run_test_view(model_from_checkpoint(result.weights)[1]["config"])  # what eval reads from the file
+    meta = model_from_checkpoint(result.weights)[1]
+    view = test_view(run_config(meta, result.weights))  # what eval reads from the file
     assert (view.image_size, view.tested, view.test_resize) == (32, 40, 44)
     again = evaluate_checkpoint(str(result.weights), device="cpu")  # at the run's test size, as training did
     assert again.top1_err == result.history[-1]["test_err"]

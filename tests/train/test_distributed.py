@@ -25,7 +25,7 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.train import load_checkpoint, train
-from resnets.train.checkpoint import model_from_checkpoint
+from resnets.trained import model_from_checkpoint
 from resnets.train.distributed import Distributed
 from resnets.train.engine import Trainer
 from resnets.train.evaluate import evaluate

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from resnets.cli import main
 from resnets.train import CheckpointError, Diverged, load_checkpoint, train
-from resnets.train.checkpoint import model_from_checkpoint, verify
+from resnets.trained import model_from_checkpoint, verify
 from resnets.train.metrics import COLUMNS, Progress
 
 

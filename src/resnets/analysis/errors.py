@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import NonFiniteOutputs
 from ..files import atomic_write, fsync_dir
-from ..train.evaluate import NonFiniteOutputs
 from .error_plots import plot_confusion, plot_reliability, plot_worst
 
 # Guo et al. 2017, "On Calibration of Modern Neural Networks", section 2: M = 15 equal-width bins.

@@ -28,7 +28,7 @@ from torch import nn
 from ..data import load_dataset
 from ..models import create_model
 from ..models.blocks import BLOCKS
-from ..train.checkpoint import model_from_checkpoint
+from ..trained import model_from_checkpoint, run_config, trained_data
 
 BLOCK_TYPES = tuple(BLOCKS.values())
 DEFAULT_DATA = "synthetic:1,28,28,10"  # Fashion-MNIST's shape, no files needed
@@ -216,7 +216,9 @@ def gradient_flow_for(
     A name builds the network shaped for `data` (He init, seeded by `seed`); a path (`.pt` or
     `.safetensors`) loads the checkpoint. One batch of `batch_size` images is taken from the
     training split of `data`, unaugmented; `data` defaults to the checkpoint's own dataset, or
-    to synthetic images of Fashion-MNIST's shape for a name. The global RNG is left as it was.
+    to synthetic images of Fashion-MNIST's shape for a name. A checkpoint sees its images as in
+    its training (`resnets.trained.trained_data`: the run's normalisation, and the first batch of
+    the run's own order: `seed` seeds a fresh network only). The global RNG is left as it was.
 
     >>> flow = gradient_flow_for("plain20", data="synthetic:1,16,16,10", batch_size=32)
     >>> flow.model, len(flow.layers), len(flow.blocks)
@@ -226,12 +228,17 @@ def gradient_flow_for(
     checkpoint = _is_checkpoint(name_or_checkpoint)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        if checkpoint:
+        if checkpoint:  # its own data unless another is named, normalised as in its training
             model, meta = model_from_checkpoint(name_or_checkpoint)
-            data = data or meta.get("config", {}).get("data") or DEFAULT_DATA
-        bundle = load_dataset(
-            data or DEFAULT_DATA, data_dir, device=device, batch_size=batch_size, seed=seed, augment=False
-        )
+            if data is None and run_config(meta, name_or_checkpoint) is None:
+                data = DEFAULT_DATA
+            bundle = trained_data(
+                meta, name_or_checkpoint, data, data_dir=data_dir, device=device, batch_size=batch_size
+            )
+        else:
+            bundle = load_dataset(
+                data or DEFAULT_DATA, data_dir, device=device, batch_size=batch_size, seed=seed, augment=False
+            )
         info = bundle.info
         if not checkpoint:
             model = create_model(str(name_or_checkpoint), in_channels=info.in_channels, num_classes=info.num_classes)

@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import load_dataset
 from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from ..train.checkpoint import model_from_checkpoint
+from ..trained import model_from_checkpoint, run_config, trained_data
 from .gradflow import check_fits, describe
 
 
@@ -167,20 +166,16 @@ def responses_for_checkpoints(
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images={n_images!r} must be a positive integer")
     device = torch.device(device)
-    bundles = {}
     results = []
     for path in paths:
         model, meta = model_from_checkpoint(path)
         response_layers(model)  # refuse a net without Fig. 7's layers before loading any data
-        name = data or meta.get("config", {}).get("data")
-        if not name:
+        if data is None and run_config(meta, path) is None:
             raise ValueError(f"checkpoint {path} does not say which dataset it was trained on; pass data=...")
-        if name not in bundles:
-            bundles[name] = load_dataset(name, data_dir, device=device, batch_size=256, augment=False)
-        bundle = bundles[name]
+        # Each checkpoint's own test images (its normalisation differs from run to run).
+        bundle = trained_data(meta, path, data, data_dir=data_dir, device=device, batch_size=256)
         images = _first_test_images(bundle, n_images)
         _check_shape(path, meta, model, images, bundle.info.name)
-        images = _renormalize(images, bundle.normalization, meta.get("normalization"))
         results.append(layer_responses(model.to(device), images, pooling=pooling))
     return results
 
@@ -205,15 +200,3 @@ def _check_shape(path, meta: dict, model: nn.Module, images: torch.Tensor, data:
                 f"but {data} gives {tuple(images.shape[1:])}"
             )
     check_fits(model, f"checkpoint {path}", images, data)
-
-
-def _renormalize(
-    images: torch.Tensor, loader_stats: tuple[torch.Tensor, torch.Tensor], trained: dict | None
-) -> torch.Tensor:
-    """Undo the loader's normalisation and apply the checkpoint's, so the net sees inputs as it did in training."""
-    if not trained:
-        return images
-    mean, std = loader_stats
-    pixels = images * std.reshape(-1, 1, 1) + mean
-    target_mean, target_std = (trained[k].to(images.device, images.dtype) for k in ("mean", "std"))
-    return (pixels - target_mean) / target_std.reshape(-1, 1, 1)

@@ -23,11 +23,11 @@ from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import TrainConfig, get_recipe, train
-from ..train.checkpoint import CheckpointError, model_from_checkpoint
 from ..train.distributed import rank_of_this_process
 from ..train.engine import check_resumable
 from ..train.recipes import with_overrides
 from ..train.rundir import holds_run
+from ..trained import CheckpointError, RunFolder, model_from_checkpoint
 
 FAMILIES = ("plain", "resnet")
 
@@ -118,7 +118,7 @@ def finished_run(config: TrainConfig) -> tuple[list[dict], object] | None:
     its files (its checkpoints may be gone); None where no run finished there. A finished run of
     other settings there is refused by name, as resuming it would be."""
     folder = Path(str(config.out))
-    files = [folder / name for name in ("config.yaml", "metrics.jsonl", "model.safetensors")]
+    files = [RunFolder(folder).config, RunFolder(folder).metrics, RunFolder(folder).weights]
     if not all(f.is_file() for f in files):
         return None
     check_resumable(yaml.safe_load(files[0].read_text()) or {}, config, folder)

@@ -15,6 +15,7 @@ import yaml
 from ..analysis.errors import DATA_FILE, FIGURES
 from ..experiments.degradation import final_errors
 from ..hardware import describe
+from ..trained import METRICS, RunFolder
 
 NAME = re.compile(r"(?:cifar_)?(plain|resnet)(\d+)$")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # in model.safetensors, not parameters
@@ -146,11 +147,11 @@ def _count_params(path: Path) -> int | None:
 
 def load_run(path: Path, root: Path, problems: list[str]) -> Run:
     """One run folder; whatever cannot be read is left out and reported in `problems`."""
-    config_file, hardware_file = path / "config.yaml", path / "hardware.json"
+    config_file, hardware_file = RunFolder(path).config, RunFolder(path).hardware
     config = _read_yaml(config_file, problems) if config_file.is_file() else {}
     hardware = read_json(hardware_file, problems) if hardware_file.is_file() else None
     label = path.resolve().name if path == root else str(path.relative_to(root))
-    history = _read_jsonl(path / "metrics.jsonl", problems)
+    history = _read_jsonl(RunFolder(path).metrics, problems)
     if not history:
         problems.append(f"{path}: no usable epoch record in metrics.jsonl (a run that has not finished an epoch?)")
     return Run(path, label, config, history, hardware, load_evaluation(path / EVAL_DIR, problems))
@@ -211,7 +212,7 @@ def summarize(runs: list[Run]) -> dict[str, dict]:
         entry = {"family": m.group(1) if m else None, "depth": int(m.group(2)) if m else None}
         entry.update(final_errors([r.final for r in group]))
         entry.update(
-            params=_count_params(group[0].path / "model.safetensors"),
+            params=_count_params(RunFolder(group[0].path).weights),
             seeds=len(group),
             seconds=sum(r.final.get("elapsed") or 0.0 for r in group),
         )
@@ -227,7 +228,7 @@ def load_source(directory: str | Path) -> Source:
     if not path.is_dir():
         raise ValueError(f"{path} is a file, not a run or experiment folder")
     summary_file = path / "summary.json"
-    run_dirs = sorted({p.parent for p in path.rglob("metrics.jsonl")}, key=lambda p: natural(str(p)))
+    run_dirs = sorted({p.parent for p in path.rglob(METRICS)}, key=lambda p: natural(str(p)))
     if not summary_file.is_file() and not run_dirs:
         raise ValueError(f"{path} has no metrics (no summary.json or metrics.jsonl)")
     problems: list[str] = []
@@ -235,7 +236,7 @@ def load_source(directory: str | Path) -> Source:
     summary = _read_summary(summary_file, problems) if summary_file.is_file() else None
     source = "summary.json"
     if not summary:  # none, or nothing usable in it: the runs' own metrics
-        summary, source = summarize(runs), "metrics.jsonl"
+        summary, source = summarize(runs), METRICS
     curves = {r.label: r.history for r in runs if r.history}
     if not curves and (path / "curves.json").is_file():
         stored = read_json(path / "curves.json", problems) or {}

@@ -1,14 +1,38 @@
 """Training: the config and its recipes, the loop (engine), the network it trains (finetune), several
 processes under torchrun (distributed), evaluation, checkpoints, metrics, the run folder and how a run
-stops (stops)."""
+stops (stops).
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import TrainConfig
-from .engine import RunResult, Trainer, train
-from .evaluate import EvalResult, evaluate
-from .recipes import RECIPES, get_recipe
-from .stops import Diverged, Interrupted
+The names below load on first use, so that `resnets.train.config` (the schema of a run, which
+`resnets.trained` reads) imports without the loop.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..trained import CheckpointError, load_checkpoint
+    from .config import TrainConfig
+    from .engine import RunResult, Trainer, train
+    from .evaluate import EvalResult, evaluate
+    from .recipes import RECIPES, get_recipe
+    from .stops import Diverged, Interrupted
+
+_WHERE = {
+    "CheckpointError": "..trained",
+    "load_checkpoint": "..trained",
+    "TrainConfig": ".config",
+    "RunResult": ".engine",
+    "Trainer": ".engine",
+    "train": ".engine",
+    "EvalResult": ".evaluate",
+    "evaluate": ".evaluate",
+    "RECIPES": ".recipes",
+    "get_recipe": ".recipes",
+    "Diverged": ".stops",
+    "Interrupted": ".stops",
+}
 __all__ = [
     "RECIPES",
     "CheckpointError",
@@ -23,3 +47,9 @@ __all__ = [
     "load_checkpoint",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

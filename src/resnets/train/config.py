@@ -15,7 +15,7 @@ import yaml
 from ..data.augment import RandAugmentPolicy
 from ..data.base import BAD_IMAGES, NORMALIZATIONS
 from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
-from ..data.transforms import CROPS
+from ..data.transforms import CROPS, INTERPOLATIONS
 from ..models.resnet import INITS
 from .graphs import CUDA_GRAPHS
 
@@ -34,7 +34,6 @@ OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 # square root of the batch size (`lr_base_scale`).
 ADAPTIVE = ("adamw", "lamb")
 LR_BASE_SCALES = ("linear", "sqrt")
-INTERPOLATIONS = ("bilinear", "bicubic", "random")
 # torch.compile's modes: reduce-overhead adds CUDA graphs, max-autotune benchmarks kernel choices (minutes).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -61,7 +60,24 @@ def legacy_values(saved: dict) -> dict:
 MAX_SIDE = 4096  # the largest crop side: 4096 x 4096 images of 3 bytes a pixel are 48 MB each, 12 GB a batch of 256
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds; derive_seed's keys are 63-bit
 MAX_LOG_EVERY = 1_000_000  # a progress line at least every million steps (and once an epoch anyway)
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, mps:N
+
+# The fields whose value is one of a closed list: `TrainConfig.validate` refuses any other in one line
+# naming both, and the CLI's flags take their `choices=` from here. The list lives with its code (the
+# schedules in this file, the crops with the transforms, ...); this map only names the field of each.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": SCHEDULES,
+    "bad_images": BAD_IMAGES,
+    "decode": DECODERS,
+    "normalize": NORMALIZATIONS,
+    "cuda_graphs": CUDA_GRAPHS,
+    "optimizer": OPTIMIZERS,
+    "crop": CROPS,
+    "compile_mode": COMPILE_MODES,
+    "interpolation": INTERPOLATIONS,
+    "init": INITS,
+    "lr_base_scale": LR_BASE_SCALES,  # or none: the optimizer's rule
+}
 
 
 @dataclass
@@ -71,18 +87,18 @@ class TrainConfig:
     recipe: str = "paper-cifar"  # the recipe these values started from (for the record)
     model: str = "resnet20"  # a registered name, or resnet/plain + any 6n+2 depth
     model_options: dict = field(default_factory=dict)  # more create_model options: shortcut, stride_at, ...
-    init: str = "he"  # he: the paper's; xavier: the source explainer's
-    data: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder:PATH | synthetic[:C,H,W,K]
+    init: str = "he"  # the weights' initialisation (he: the paper's; xavier: the source explainer's)
+    data: str = "fashion-mnist"  # the dataset trained and tested on (see resnets.data.DATASETS)
     data_dir: str | None = None  # where the dataset's files are (else $RESNETS_DATA, system folders, cache)
     subset: int | None = None  # train on the first N training images
     val_split: int = 0  # hold N training images out for validation (the paper's 45k/5k protocol)
     test_subset: int | None = None  # report test error on the first N test images only (quick runs)
     augment: bool = True  # pad-and-crop and flips (section 4.2); scale and colour for image folders
-    normalize: str = "pixel-mean"  # small images: pixel-mean (the paper's, before padding) | pixel-mean-std
+    normalize: str = "pixel-mean"  # small images: the normalisation (pixel-mean: the paper's, before padding)
     color_jitter: float = 0.0  # image folders: brightness/contrast/saturation jitter on top of the paper's PCA lighting
     lighting: float = 0.1  # image folders: std of AlexNet's PCA lighting noise (the paper's 0.1; 0: off, as RSB)
-    interpolation: str = "bilinear"  # image folders: how crops and test views resize: bilinear | bicubic | random
-    crop: str = "scale"  # image folders: scale (the paper's shorter side in [256, 480]) | random-resized (Inception's)
+    interpolation: str = "bilinear"  # image folders: how crops and test views resize
+    crop: str = "scale"  # image folders: scale (the paper's shorter side in [256, 480]) or random-resized (Inception's)
     image_size: int = 224  # image folders: the side of the training crop
     test_size: int = 224  # image folders: the side of the centre crop tested
     test_resize: int = 256  # image folders: the shorter side before the test crop
@@ -91,11 +107,11 @@ class TrainConfig:
     epochs: int = 10  # training length, unless `iterations` is set
     iterations: int | None = None  # total SGD steps (the paper's 64k on CIFAR); overrides `epochs`
     lr: float = 0.1  # the paper's initial learning rate
-    lr_base_scale: str | None = None  # a recipe's lr at another batch: linear | sqrt (none: sqrt for adamw, lamb)
+    lr_base_scale: str | None = None  # how a recipe's lr follows another batch size (none: sqrt for adamw, lamb)
     momentum: float = 0.9  # SGD momentum, the paper's 0.9
     nesterov: bool = False  # Nesterov momentum (not the paper's)
     weight_decay: float = 1e-4  # the paper's; the explainer lists 1e-5
-    schedule: str = "step"  # step | plateau | onecycle | cosine | constant
+    schedule: str = "step"  # how the lr falls over training (the paper's: step at milestones)
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training, lr /= 10
     gamma: float = 0.1  # the factor at each milestone or plateau
     plateau_patience: int = 3  # plateau: epochs without improvement before the lr drops
@@ -103,7 +119,7 @@ class TrainConfig:
     warmup_lr: float | None = None  # lr held until the error < warmup_until_err (paper); with warmup_epochs: its start
     warmup_until_err: float = 0.8  # the warm-up ends once the training error is below this (the paper's 80%)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (not the paper's)
-    optimizer: str = "sgd"  # sgd (the paper's) | adamw | lamb (RSB) | lars (large batches)
+    optimizer: str = "sgd"  # sgd: the paper's; lamb: RSB's; lars: for large batches
     decay_norm_bias: bool | None = None  # weight decay on BN and biases too (none: with sgd, the paper's; not others)
     clip_grad: float | None = None  # clip the global gradient norm to this (none: no clipping)
     warmup_epochs: float = 0.0  # linear warm-up of the lr from warmup_lr (none: 0) over this many epochs, step by step
@@ -128,8 +144,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (fp32 elsewhere)
     channels_last: bool = True  # NHWC memory format (faster convolutions on GPUs and most CPUs)
     compile: bool = False  # torch.compile the model
-    compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead | max-autotune | ...
-    cuda_graphs: str = "auto"  # auto: CIFAR nets on a GPU train as one CUDA graph a step | on | off
+    compile_mode: str = "default"  # torch.compile's mode
+    cuda_graphs: str = "auto"  # auto: CIFAR nets on a GPU train as one CUDA graph a step
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (else per process)
     accumulate: int = 1  # split each process's batch into K micro-batches (gradients added; one all-reduce)
     dist_timeout: float = 1800.0  # several processes: seconds one waits for the others before failing (30 min)
@@ -142,7 +158,7 @@ class TrainConfig:
     num_workers: int | None = None  # image folders: DataLoader worker processes (none: one per usable core)
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
-    decode: str = "workers"  # image folders: where JPEGs are decoded: workers | device (a batch at a time, nvJPEG)
+    decode: str = "workers"  # image folders: where JPEGs are decoded (device: a batch at a time, nvJPEG)
     init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
     num_classes: int | None = None  # override the dataset's class count (fine-tuning)
     freeze_backbone: bool = False  # fine-tuning: train only the new head
@@ -153,26 +169,12 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise a ValueError naming the first field whose value is out of range."""
         _check_types(self)
-        accepted_values = (
-            ("schedule", SCHEDULES),
-            ("device", DEVICES),
-            ("bad_images", BAD_IMAGES),
-            ("decode", DECODERS),
-            ("normalize", NORMALIZATIONS),
-            ("cuda_graphs", CUDA_GRAPHS),
-            ("optimizer", OPTIMIZERS),
-            ("crop", CROPS),
-            ("compile_mode", COMPILE_MODES),
-            ("interpolation", INTERPOLATIONS),
-        )
-        for name, accepted in accepted_values:
+        if self.device not in DEVICES and self.device.split(":")[0] not in ("cuda", "mps"):
+            raise ValueError(f"device={self.device!r} is not one of {', '.join(DEVICES)}")
+        for name, accepted in CHOICES.items():
             value = getattr(self, name)
-            if name == "device" and isinstance(value, str) and value.split(":")[0] in ("cuda", "mps"):
-                continue
-            if value not in accepted:
+            if value is not None and value not in accepted:  # None: an optional field left to its rule
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(accepted)}")
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r} is not one of {', '.join(INITS)}")
         for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
@@ -258,8 +260,6 @@ class TrainConfig:
             raise ValueError(f"min_lr={self.min_lr!r} must be in [0, lr={self.lr!r})")
         if self.min_lr and self.schedule != "cosine":
             raise ValueError(f"min_lr is the floor of the cosine schedule, not of schedule={self.schedule!r}")
-        if self.lr_base_scale is not None and self.lr_base_scale not in LR_BASE_SCALES:
-            raise ValueError(f"lr_base_scale={self.lr_base_scale!r} is not one of {', '.join(LR_BASE_SCALES)}")
         self._validate_optimizer_options()
         if self.bce_target_thresh is not None:
             if not 0 <= self.bce_target_thresh < 1:

@@ -25,20 +25,18 @@ from .. import hardware
 from ..data import load_dataset
 from ..data.base import BatchAugment, share
 from ..data.transforms import FolderTransforms
-from ..errors import first_line, is_usage_error
+from ..errors import NonFiniteOutputs, first_line, is_usage_error
 from ..export import export_model, rebuild_options
 from ..files import atomic_write, remove_stale_temporaries
 from ..hardware import autocast, default_workers, resolve_device
 from ..models.registry import model_entry
+from ..trained import CheckpointError, RunFolder, describe_run, first_non_finite, trained_metadata
 from .checkpoint import (
-    CheckpointError,
-    first_non_finite,
     latest_valid,
     load_resumable,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    trained_metadata,
 )
 from .config import TrainConfig, legacy_values
 from .distributed import (
@@ -58,7 +56,7 @@ from .distributed import (
 )
 from .draws import DropPathDraws
 from .ema import WeightAverage
-from .evaluate import EvalResult, NonFiniteOutputs, evaluate
+from .evaluate import EvalResult, evaluate
 from .finetune import build_model, set_train_mode
 from .graphs import GraphedStep, graphs_wanted
 from .metrics import MetricsLog, Progress
@@ -179,7 +177,7 @@ class Trainer:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return RunFolder(self.run_dir).checkpoints
 
     def _find_checkpoint(self) -> tuple[Path, dict] | None:
         """The checkpoint to resume from: the one `resume` names, else the run folder's newest valid one."""
@@ -391,8 +389,9 @@ class Trainer:
         # Several processes on one machine share its cores: each starts its share of the workers.
         self.data_workers = default_workers(self.place.local_world_size, c.num_workers)
         if self.place.is_main:
-            atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
-            atomic_write(self.run_dir / "hardware.json", (json.dumps(hardware.describe(self.device)) + "\n").encode())
+            folder = RunFolder(self.run_dir)
+            atomic_write(folder.config, yaml.safe_dump(c.to_dict(), sort_keys=False).encode())
+            atomic_write(folder.hardware, (json.dumps(hardware.describe(self.device)) + "\n").encode())
         self.data = load_dataset(
             c.data,
             data_dir=c.data_dir,
@@ -523,13 +522,6 @@ class Trainer:
                     "fewer than one per process"
                 )
 
-    def _data_meta(self) -> dict:
-        info, c = self.info, self.config
-        meta = {"name": c.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
-        if c.data.startswith("imagefolder:"):  # the test view, which may differ from the training crop (RSB)
-            meta.update(test_size=c.test_size, test_resize=c.test_resize, interpolation=c.interpolation)
-        return meta
-
     def _good_checkpoint_text(self) -> str:
         if self.last_good is None:
             return f"no checkpoint was written before (nothing in {self.ckpt_dir} to resume from)"
@@ -567,7 +559,7 @@ class Trainer:
         self._combine()
         if self.place.is_main:  # rank 0 writes; every process knows where the checkpoint is
             self._write_checkpoint(weights, is_best)
-        self.last_good = self.ckpt_dir / "last.pt"
+        self.last_good = RunFolder(self.run_dir).last
         return self.last_good
 
     def _write_checkpoint(self, weights: dict, is_best: bool) -> None:
@@ -578,12 +570,9 @@ class Trainer:
             **self.position.state_dict(),
             "history": self.metrics.history,
             "rng": rng_state(),
-            "config": self.config.to_dict(),
             "model_name": self.config.model,
             "model_options": rebuild_options(self.model),
-            "class_names": list(self.info.class_names),
-            "normalization": {"mean": self.mean, "std": self.std},
-            "data": self._data_meta(),
+            **describe_run(self.config, self.info, self.mean, self.std),
             "world_size": self.place.world_size,  # BatchNorm's batch without --sync-bn depends on it
         }
         if self.ema is not None:
@@ -920,19 +909,12 @@ class Trainer:
         the last checkpoint; should the check fail, they are written unchecked with a warning, never
         dropped.
         """
-        weights = self.run_dir / "model.safetensors"
+        weights = RunFolder(self.run_dir).weights
         names = list(self.info.class_names)
         if not self.place.is_main:  # rank 0 writes the weights
             seconds = time.perf_counter() - self.started
             return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, names)
-        metadata = trained_metadata(
-            {
-                "class_names": list(self.info.class_names),
-                "config": self.config.to_dict(),
-                "normalization": {"mean": self.mean, "std": self.std},
-                "data": self._data_meta(),
-            }
-        )
+        metadata = trained_metadata(describe_run(self.config, self.info, self.mean, self.std))
         size = (self.info.in_channels, *self.info.image_size)
         batches = self.data.test.epoch(0)
         try:
@@ -947,7 +929,7 @@ class Trainer:
             self.log(f"warning: {exc}; {weights} written unchecked (the same weights are in {self.last_good})")
         if self.ema is not None:  # the averaged weights, loadable as any run's model.safetensors
             export_model(
-                self.ema.model, "safetensors", self.run_dir / "model-ema.safetensors", metadata=metadata, check=False
+                self.ema.model, "safetensors", RunFolder(self.run_dir).ema_weights, metadata=metadata, check=False
             )
         seconds = time.perf_counter() - self.started
         return RunResult(self.run_dir, self.model, self.metrics.history, seconds, weights, list(self.info.class_names))

@@ -12,11 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import NonFiniteOutputs
 from ..hardware import autocast
-
-
-class NonFiniteOutputs(ValueError):
-    """The model's outputs hold NaN or infinity: its weights are unusable (a diverged run?)."""
 
 
 @dataclass

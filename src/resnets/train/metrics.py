@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..errors import MissingExtra, first_line
 from ..files import atomic_write
+from ..trained import METRICS, METRICS_CSV
 
 # Columns of metrics.csv, in order; a record may lack the optional ones (val_*).
 COLUMNS = (
@@ -81,7 +82,7 @@ class MetricsLog:
         if not self.write:
             return
         record = self.history[-1]
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
         self._write_csv()
         if self.writer is not None:
@@ -103,7 +104,7 @@ class MetricsLog:
         """Make the files hold exactly `history` (after a resume, drop what the crash left beyond it)."""
         if not self.write:
             return
-        atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history).encode())
+        atomic_write(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in self.history).encode())
         self._write_csv()
 
     def _write_csv(self) -> None:
@@ -112,7 +113,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS + tuple(extra), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.history)
-        atomic_write(self.run_dir / "metrics.csv", buffer.getvalue().encode())
+        atomic_write(self.run_dir / METRICS_CSV, buffer.getvalue().encode())
 
     def close(self, finished: bool = False) -> None:
         """Close TensorBoard and MLflow. A logger that fails now costs the run nothing: a warning, and
@@ -128,7 +129,7 @@ class MetricsLog:
             except Exception as exc:  # a tracking server that went away, a full disk under the event files
                 warnings.warn(
                     f"{name} could not be closed ({type(exc).__name__}: {first_line(exc)}); the run itself is "
-                    f"complete and {self.run_dir / 'metrics.jsonl'} has every epoch",
+                    f"complete and {self.run_dir / METRICS} has every epoch",
                     stacklevel=2,
                 )
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..files import TEMPORARY
+from ..trained import CHECKPOINTS, CONFIG, EMA_WEIGHTS, HARDWARE, METRICS, METRICS_CSV, WEIGHTS, RunFolder
 
 try:
     import fcntl
@@ -37,14 +38,14 @@ class RunFolderInUse(ValueError):
 RUN_FILES = {
     MARKER,
     LOCK,
-    "config.yaml",
-    "hardware.json",
-    "metrics.jsonl",
-    "metrics.csv",
+    CONFIG,
+    HARDWARE,
+    METRICS,
+    METRICS_CSV,
     "mlflow.json",
-    "model.safetensors",
-    "model-ema.safetensors",
-    "checkpoints",
+    WEIGHTS,
+    EMA_WEIGHTS,
+    CHECKPOINTS,
     "tensorboard",
     "eval",
 }
@@ -62,15 +63,15 @@ def holds_run(path: Path) -> bool:
     >>> holds_run(folder), holds_run(Path(tempfile.mkdtemp()))  # an empty folder holds no run
     (True, False)
     """
-    if (path / MARKER).is_file() or (path / "checkpoints" / "last.pt").is_file():
+    if (path / MARKER).is_file() or RunFolder(path).last.is_file():
         return True
     names = [entry.name for entry in path.iterdir()] if path.is_dir() else []
-    if not {"config.yaml", "hardware.json"} <= set(names):  # the first two files a run writes
+    if not {CONFIG, HARDWARE} <= set(names):  # the first two files a run writes
         return False
     if not all(n in RUN_FILES or TEMPORARY.fullmatch(n) for n in names):
         return False
     try:  # and the config is a run's, not a file of the same name of someone else's
-        return (path / "config.yaml").read_text(errors="replace").startswith("recipe: ")
+        return RunFolder(path).config.read_text(errors="replace").startswith("recipe: ")
     except OSError:
         return False
 
