@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from resnets import list_models
-from resnets.cli import main
+from resnets.cli import build_parser, main
 from resnets.paper import TABLE1_GMACS, TORCHVISION_PARAMS
 
 
@@ -93,8 +93,8 @@ def test_entry_point_runs_as_a_module():
     [
         (["train", "--data", "mnist-digits"], "unknown dataset 'mnist-digits'; accepted: fashion-mnist"),
         (["train", "--model", "resnet7"], "unknown model 'resnet7'"),
-        (["train", "--schedule", "linear"], "schedule='linear' is not one of"),
-        (["train", "--bad-images", "ignore"], "bad_images='ignore' is not one of skip, fail"),
+        (["train", "--schedule", "linear"], "invalid choice: 'linear' (choose from 'step', 'plateau', "),
+        (["train", "--bad-images", "ignore"], "invalid choice: 'ignore' (choose from 'skip', 'fail')"),
         (["eval", "--checkpoint", "missing.pt"], "missing.pt"),
         (["train", "--out", "nowhere", "--resume"], "nothing to resume: nowhere/config.yaml does not exist"),
         (["experiment", "degradation", "--depths", "20", "21"], "depth 21 is not of the form 6n+2"),
@@ -103,7 +103,10 @@ def test_entry_point_runs_as_a_module():
 )
 def test_training_commands_name_bad_values_in_one_line(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own refusal (a value outside a flag's choices)
+        code = stop.code
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and fragment in err, err
@@ -125,3 +128,34 @@ def test_convert_command_gives_a_model_with_torchvisions_outputs(capsys, tmp_pat
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)
+
+
+def test_train_help_groups_every_flag_as_timm_does(capsys, monkeypatch):
+    """`train --help` lists its flags in groups (data, model, ...), each TrainConfig field's flag in exactly one."""
+    from resnets.commands.train import GROUPS, fields_of_config
+    from resnets.train.config import CHOICES
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line a flag: no value broken at a hyphen
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert titles[-len(GROUPS) :] == list(GROUPS)
+    assert list(GROUPS) == [
+        "data", "model", "optimisation", "schedule", "regularisation", "the paper's options", "runtime", "logging",
+    ]  # fmt: skip
+    grouped = [name for names in GROUPS.values() for name in names]
+    assert len(grouped) == len(set(grouped))  # no field in two groups
+    assert {f.name for f in fields_of_config()} <= set(grouped)  # none outside a group
+    sections = text.split("\n\n")
+    for title, names in GROUPS.items():
+        (section,) = [s for s in sections if s.startswith(f"{title}:")]
+        for name in names:
+            assert "--" + name.replace("_", "-") in section, (title, name)
+    # the closed lists are argparse's choices (one map, shown in the help) and validate()'s
+    parser = build_parser()
+    train_parser = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train"))
+    for name, accepted in CHOICES.items():
+        action = next(a for a in train_parser._actions if a.dest == name)
+        assert tuple(action.choices)[: len(accepted)] == accepted, name
+        assert f"one of {', '.join(accepted)}" in text

@@ -443,7 +443,7 @@ def test_20_an_interrupted_evaluation_leaves_the_previous_set_whole(grey_run, tm
 
 
 def test_21_a_dangling_link_as_the_output_is_refused_before_the_evaluation(grey_run, tmp_path, capsys, monkeypatch):
-    import resnets.cli as cli
+    import resnets.commands.use as cli
 
     _, out = grey_run
     link = tmp_path / "eval"

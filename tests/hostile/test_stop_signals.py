@@ -145,7 +145,7 @@ def test_stopping_an_experiment_says_to_run_the_same_command_again(tmp_path, mon
 
 
 def test_sigterm_outside_a_training_run_is_one_line_and_status_143(tmp_path, monkeypatch, capsys):
-    import resnets.cli as cli
+    import resnets.commands.experiments as cli
 
     def interrupted(*args, **kwargs):
         send(signal.SIGTERM)

@@ -254,9 +254,9 @@ def test_num_classes_zero_returns_features():
     ("call", "fragments"),
     [
         (lambda: create_model("resnet9000x"), ["'resnet9000x'", "resnet50", "wrn28_10"]),
-        (lambda: create_model("resnet18", shortcut="D"), ["'D'", "'A', 'B', 'C'"]),
-        (lambda: create_model("resnet50", stride_at="2x2"), ["'2x2'", "'1x1', '3x3'"]),
-        (lambda: create_model("resnet50", init="orthogonal"), ["'orthogonal'", "'he', 'xavier'"]),
+        (lambda: create_model("resnet18", shortcut="D"), ["'D'", "one of A, B, C"]),
+        (lambda: create_model("resnet50", stride_at="2x2"), ["'2x2'", "one of 1x1, 3x3"]),
+        (lambda: create_model("resnet50", init="orthogonal"), ["'orthogonal'", "one of he, xavier"]),
         (lambda: create_model("resnet21"), ["resnet21", "6n+2"]),
         (lambda: cifar_resnet(21), ["21", "6n+2"]),
         (lambda: create_model("plain20", shortcut="B"), ["shortcut", "plain"]),

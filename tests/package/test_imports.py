@@ -99,3 +99,51 @@ def test_imports_inside_functions_are_only_of_optional_packages():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 found += [f"{path.relative_to(PACKAGE)}:{n.lineno}" for n in ast.walk(node) if own_import(n)]
     assert found == [], "imports of the package inside functions: " + ", ".join(found)
+
+
+# The package's layers, lowest first: a module imports only from its own layer and those below.
+LAYERS = (
+    {"errors", "files", "text", "paper", "hardware"},
+    {"resnets", "models", "data"},  # resnets: the package's __init__ (the model registry's names)
+    {"export"},
+    {"train", "trained"},  # a training run, and a trained run read back
+    {"analysis", "inference"},
+    {"experiments"},
+    {"report"},
+    {"commands"},
+    {"cli", "__main__"},
+)
+
+
+def part_of(module: str) -> str:
+    """The package's top-level part a module belongs to: resnets.train.engine -> train."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "resnets"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    layer = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+    graph = import_graph()
+    assert {part_of(m) for m in graph} == set(layer), "a part of the package is in no layer"
+    upward = [f"{m} -> {t}" for m, targets in graph.items() for t in targets if layer[part_of(t)] > layer[part_of(m)]]
+    assert upward == [], "upward imports: " + ", ".join(sorted(upward))
+
+
+def test_analysis_reads_trained_runs_without_the_training_code():
+    graph = import_graph()
+    found = [f"{m} -> {t}" for m, ts in graph.items() if part_of(m) == "analysis" for t in ts if part_of(t) == "train"]
+    assert found == []
+
+
+def test_the_layout_keeps_each_file_to_one_job():
+    """The engine runs a training, cli.py registers commands, and no function runs past 80 lines."""
+    lines = {path: path.read_text().splitlines() for path in PACKAGE.rglob("*.py")}
+    assert len(lines[PACKAGE / "train" / "engine.py"]) < 600
+    assert len(lines[PACKAGE / "cli.py"]) < 250
+    long = [
+        f"{path.relative_to(PACKAGE)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path, text in lines.items()
+        for node in ast.walk(ast.parse("\n".join(text)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80
+    ]
+    assert long == [], "functions over 80 lines: " + ", ".join(long)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from resnets.cli import build_parser, resolve_train_config
+from resnets.cli import build_parser
+from resnets.commands.train import resolve_train_config
 from resnets.train import RECIPES, TrainConfig, get_recipe
 from resnets.train.schedule import LRSchedule
 
@@ -68,14 +69,12 @@ def test_epochs_replace_the_recipes_iterations():
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--schedule", "linear"], "schedule='linear' is not one of step, plateau"),
         (["--lr", "fast"], "lr='fast' is not a valid float"),
         (["--batch-size", "0"], "batch_size=0 must be a positive integer"),
         (["--milestones", "0.8,0.2"], "milestones"),
         (["--recipe", "speedy"], "unknown recipe 'speedy'; accepted: paper-cifar"),
         (["--device", "tpu"], "device='tpu' is not one of auto, cpu, cuda, mps"),
         (["--freeze-backbone"], "freeze_backbone needs init_from"),
-        (["--compile", "--compile-mode", "fast"], "compile_mode='fast' is not one of default, reduce-overhead"),
         (["--compile-mode", "max-autotune"], "compile_mode='max-autotune' is torch.compile's mode: add compile"),
     ],
 )
@@ -83,6 +82,31 @@ def test_bad_values_are_named(argv, fragment):
     with pytest.raises(ValueError) as err:
         parse(*argv)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("schedule", "linear", "schedule='linear' is not one of step, plateau, onecycle, cosine, constant"),
+        ("compile_mode", "fast", "compile_mode='fast' is not one of default, reduce-overhead"),
+        ("lr_base_scale", "cube", "lr_base_scale='cube' is not one of linear, sqrt"),
+    ],
+)
+def test_a_closed_list_refuses_alike_from_a_flag_and_from_a_config_file(tmp_path, capsys, flag, value, message):
+    """One list per field (CHOICES): argparse's choices for the flag, validate()'s for --config and recipes."""
+    with pytest.raises(SystemExit) as stop:
+        parse("--compile", "--" + flag.replace("_", "-"), value)
+    assert stop.value.code == 2
+    assert f"invalid choice: '{value}'" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text(f"compile: true\n{flag}: {value}\n")
+    with pytest.raises(ValueError, match=message):
+        parse("--config", str(config))
+
+
+def test_an_optional_closed_field_takes_none_from_the_command_line():
+    assert parse("--lr-base-scale", "none").lr_base_scale is None
+    assert parse("--lr-base-scale", "sqrt").lr_base_scale == "sqrt"
 
 
 def test_yaml_errors_name_the_file_and_key(tmp_path):

@@ -48,7 +48,8 @@ def test_init_from_refuses_another_architecture(tiny_config, tmp_path):
 
 def test_init_from_takes_the_model_from_the_file_and_create_model_takes_timm_s_names(tmp_path):
     from resnets import create_model
-    from resnets.cli import build_parser, resolve_train_config
+    from resnets.cli import build_parser
+    from resnets.commands.train import resolve_train_config
     from resnets.train import TrainConfig, train
 
     source = train(TrainConfig(model="resnet14", data="synthetic:1,16,16,4", subset=64, batch_size=32, epochs=1,

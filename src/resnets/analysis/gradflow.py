@@ -17,7 +17,9 @@ and the gain through every block, RMS(dL/dx) / RMS(dL/dy), free of the tensors' 
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,11 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import load_dataset
+from ..files import atomic_write
 from ..models import create_model
 from ..models.blocks import BLOCKS
 from ..trained import model_from_checkpoint, run_config, trained_data
+from .plots import plot_gradient_flow
 
 BLOCK_TYPES = tuple(BLOCKS.values())
+FILES = ("gradflow.json", "gradflow.png")  # what save_gradient_flow writes in its folder
 DEFAULT_DATA = "synthetic:1,28,28,10"  # Fashion-MNIST's shape, no files needed
 
 
@@ -173,8 +178,8 @@ def gradient_flow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
     for layer_name, grad in zip(order, grads, strict=True):
         kind = _kind(layer_name, modules[layer_name])
         counted += kind != "shortcut"
-        depth = None if kind == "shortcut" else counted
-        result.layers.append(LayerGrad(layer_name, kind, depth, layer_in[layer_name], grad.norm().item()))
+        position = None if kind == "shortcut" else counted
+        result.layers.append(LayerGrad(layer_name, kind, position, layer_in[layer_name], grad.norm().item()))
     for i, (block_name, block) in enumerate(blocks, 1):
         residual = getattr(block, "residual", True)
         result.blocks.append(BlockGrad(block_name, i, residual, block_out[block_name], block_in[block_name]))
@@ -248,6 +253,17 @@ def gradient_flow_for(
         flow = gradient_flow(model, images, labels)
         flow.weights = "trained" if checkpoint else "init"
         return flow
+
+
+def save_gradient_flow(flows: Sequence[GradFlow], out: str | Path) -> tuple[Path, Path]:
+    """Write the per-layer figures (gradflow.json) and their plot (gradflow.png) into the folder `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures, plot = (out / name for name in FILES)
+    atomic_write(figures, (json.dumps([f.to_dict() for f in flows], indent=2) + "\n").encode())
+    title = "gradient reaching each layer (RMS) and gain through each block, at one batch"
+    plot_gradient_flow(flows, plot, title=title)
+    return figures, plot
 
 
 def _is_checkpoint(name_or_checkpoint: str | Path) -> bool:

@@ -12,6 +12,7 @@ means into the spread. `pooling="pooled"` takes one std over all images, channel
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,9 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import atomic_write
 from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from ..trained import model_from_checkpoint, run_config, trained_data
 from .gradflow import check_fits, describe
+from .plots import plot_responses
 
 
 @dataclass
@@ -178,6 +181,19 @@ def responses_for_checkpoints(
         _check_shape(path, meta, model, images, bundle.info.name)
         results.append(layer_responses(model.to(device), images, pooling=pooling))
     return results
+
+
+FILES = ("responses.json", "responses.png")  # what save_responses writes in its folder
+
+
+def save_responses(results: Sequence[Responses], out: str | Path) -> tuple[Path, Path]:
+    """Write the per-layer stds (responses.json) and the paper's Fig. 7 of them (responses.png) into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures, plot = (out / name for name in FILES)
+    atomic_write(figures, (json.dumps([r.to_dict() for r in results], indent=2) + "\n").encode())
+    plot_responses(results, plot, title="std of 3x3 layer responses (Fig. 7)")
+    return figures, plot
 
 
 def _first_test_images(bundle, n: int) -> torch.Tensor:

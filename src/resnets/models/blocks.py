@@ -92,7 +92,7 @@ def make_shortcut(
     if kind is None:
         return None
     if kind not in SHORTCUTS:
-        raise ValueError(f"shortcut={kind!r} is not one of 'A', 'B', 'C'")
+        raise ValueError(f"shortcut={kind!r} is not one of {', '.join(SHORTCUTS)}")
     reshapes = stride != 1 or in_planes != out_planes
     if kind == "A":
         return ZeroPadShortcut(in_planes, out_planes, stride) if reshapes else None

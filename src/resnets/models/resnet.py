@@ -55,11 +55,11 @@ class ResNetConfig:
         if self.stem not in STEMS:
             raise ValueError(f"stem={self.stem!r} is not one of {', '.join(STEMS)}")
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut={self.shortcut!r} is not one of 'A', 'B', 'C'")
+            raise ValueError(f"shortcut={self.shortcut!r} is not one of {', '.join(SHORTCUTS)}")
         if self.stride_at not in STRIDE_PLACEMENTS:
-            raise ValueError(f"stride_at={self.stride_at!r} is not one of '1x1', '3x3'")
+            raise ValueError(f"stride_at={self.stride_at!r} is not one of {', '.join(STRIDE_PLACEMENTS)}")
         if self.init not in INITS:
-            raise ValueError(f"init={self.init!r} is not one of 'he', 'xavier'")
+            raise ValueError(f"init={self.init!r} is not one of {', '.join(INITS)}")
         if len(self.layers) != len(self.widths) or not all(n >= 1 for n in self.layers):
             raise ValueError(f"layers={list(self.layers)} must give one positive count per width {list(self.widths)}")
         for name in ("num_classes", "in_channels", "groups", "width_per_group", "stem_width"):
@@ -84,7 +84,7 @@ class ResNetConfig:
         if self.drop_path and self.shortcut is None:
             raise ValueError("drop_path needs a residual net: dropping a plain net's layer cuts its only path")
         if self.shortcut is None and self.block.startswith("preact"):
-            raise ValueError("pre-activation blocks need a shortcut: 'A', 'B' or 'C'")
+            raise ValueError(f"pre-activation blocks need a shortcut: one of {', '.join(SHORTCUTS)}")
         if self.dropout and self.block != "preact_basic":
             raise ValueError(
                 f"dropout={self.dropout!r} applies to pre-activation basic blocks (wide ResNets), not {self.block}"

@@ -44,7 +44,7 @@ class VGG(nn.Module):
         super().__init__()
         self.model_name = model_name or f"vgg{depth}"
         if init not in INITS:
-            raise ValueError(f"init={init!r} is not one of 'he', 'xavier'")
+            raise ValueError(f"init={init!r} is not one of {', '.join(INITS)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
