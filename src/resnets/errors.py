@@ -31,6 +31,15 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class NormalizationMismatch(ValueError):
+    """A given normalisation (a trained network's) does not fit the images of the data asked for;
+    `shape` is their (C, H, W), for a message that names the network's own."""
+
+    def __init__(self, message: str, shape: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.shape = shape
+
+
 class MissingExtra(ImportError):
     """An optional dependency is not installed; the message names the extra that brings it.
 

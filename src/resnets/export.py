@@ -152,7 +152,7 @@ def model_config(model: nn.Module) -> dict:
 def rebuild_options(model: nn.Module) -> dict:
     """The `create_model` options that rebuild `model` from its name: its config where it differs from the default."""
     with torch.device("meta"):  # builds without allocating or initialising weights
-        default = model_config(build(model.model_name))
+        default = model_config(build(str(model.model_name)))
     return {k: v for k, v in model_config(model).items() if default.get(k) != v}
 
 
@@ -219,6 +219,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[
         output_names=["output"],
         verbose=False,
     )
+    assert program is not None  # dynamo=True always returns the program
     program.model.metadata_props.update(meta)
     # One self-contained file; a model over the 2 GB protobuf limit still gets its weights in a .data file beside it.
     program.save(str(path), external_data=False)
@@ -292,9 +293,10 @@ RUNNERS: dict[str, Callable[[Path, torch.Tensor], torch.Tensor]] = {
 def _check_input_size(model: nn.Module, size: tuple[int, ...]) -> tuple[int, int, int]:
     if len(size) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
         raise ValueError(f"input_size={tuple(size)!r} must be three positive integers (C, H, W)")
-    if hasattr(model, "check_input"):  # before tracing, which would show the shape as tensors in the message
-        model.check_input(torch.empty(EXPORT_BATCH, *size, device="meta"))
-    return tuple(size)
+    check = getattr(model, "check_input", None)  # before tracing, which would show the shape as tensors
+    if check is not None:
+        check(torch.empty(EXPORT_BATCH, *size, device="meta"))
+    return size[0], size[1], size[2]
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:

@@ -86,7 +86,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     >>> [p.name for p in remove_stale_temporaries(folder)]
     ['.step-00000008.tmp-4194305.pt']
     """
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for path in sorted(folder.iterdir()):

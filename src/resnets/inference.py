@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,8 @@ class Predictor:
         self.max_pixels = check_max_pixels(max_pixels)
         self.device = resolve_device(device)
         model, meta = model_from_checkpoint(checkpoint)
-        self.model = fuse_bn(model).to(self.device)  # BN folded into the convs: same outputs, 10-15% faster
+        # BN folded into the convs: same outputs, 10-15% faster; a registry network (forward_features, forward_head)
+        self.model: Any = fuse_bn(model).to(self.device)
         n = model.num_classes
         self.class_names = list(meta.get("class_names") or [str(i) for i in range(n)])
         if "normalization" not in meta:
@@ -98,11 +100,11 @@ class Predictor:
             self.view = FolderTransforms(
                 image_size=side, resize_range=(side, side), test_resize=resize, interpolation=resampling
             )
-            self.size = (side, side)
+            self.size: tuple[int, ...] = (side, side)
         elif size is None:
             raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
         else:
-            self.size = size
+            self.size = tuple(int(v) for v in size)
 
     def load(self, path: str | Path) -> Tensor:
         """An image file decoded to uint8 (C, H, W) with the model's channel count; ValueError if unreadable."""

@@ -28,7 +28,7 @@ import torch
 
 from .data import DataBundle, DatasetInfo, FolderTransforms, load_dataset
 from .data.images import DEFAULT_MAX_PIXELS
-from .errors import unpickling_reason
+from .errors import NormalizationMismatch, unpickling_reason
 from .models import create_model
 from .models.weights import load_state_dict
 from .train.config import MAX_SIDE, TrainConfig
@@ -387,8 +387,22 @@ def trained_data(
     name = (config.data if config is not None else None) if own else data
     if name is None:
         raise ValueError(f"{path} does not record its dataset: name one with --data")
-    base = config or TrainConfig()
     norm = meta.get("normalization")
+    try:
+        return _load(name, config, own, norm, data_dir, device, batch_size, max_image_pixels, bad_images)
+    except NormalizationMismatch as exc:  # other data than the run's, of another shape: say the run's
+        trained = meta.get("data") or {}
+        if "in_channels" not in trained or "image_size" not in trained:
+            raise
+        expected = (trained["in_channels"], *trained["image_size"])
+        raise ValueError(
+            f"checkpoint {path} was trained on {trained.get('name', 'images')} of shape {expected}, "
+            f"but {name} gives {exc.shape}"
+        ) from None
+
+
+def _load(name, config, own, norm, data_dir, device, batch_size, max_image_pixels, bad_images) -> DataBundle:
+    base = config or TrainConfig()
     return load_dataset(
         name,
         data_dir=data_dir or (base.data_dir if own else None),

@@ -25,10 +25,10 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.train import load_checkpoint, train
-from resnets.trained import model_from_checkpoint
 from resnets.train.distributed import Distributed
 from resnets.train.engine import Trainer
 from resnets.train.evaluate import evaluate
+from resnets.trained import model_from_checkpoint
 
 TOLERANCE = 1e-5
 # resnet8 on 1x16x16 images of 4 classes: a CIFAR-style net, small enough for 2 cores.

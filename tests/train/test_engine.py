@@ -10,8 +10,8 @@ from safetensors import safe_open
 
 from resnets.cli import main
 from resnets.train import CheckpointError, Diverged, load_checkpoint, train
-from resnets.trained import model_from_checkpoint, verify
 from resnets.train.metrics import COLUMNS, Progress
+from resnets.trained import model_from_checkpoint, verify
 
 
 def test_a_run_writes_its_folder_and_learns(tiny_config, tmp_path):

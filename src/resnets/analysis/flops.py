@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,22 +80,27 @@ def complexity(model: nn.Module | str, input_size: tuple[int, int, int] | None =
     >>> c.params, round(c.gmacs, 3)
     (11689512, 1.814)
     """
+    net: Any  # a network of the registry's: it names its stages()
+    size: tuple[int, ...]
     if isinstance(model, str):
-        entry = model_entry(model)
-        name, input_size = model, tuple(input_size or entry.input_size)
-        if "in_channels" not in options and input_size[0] != 3:
-            options = {**options, "in_channels": input_size[0]}
+        size = tuple(input_size or model_entry(model).input_size)
+        name = model
+        if "in_channels" not in options and size[0] != 3:
+            options = {**options, "in_channels": size[0]}
         with torch.device("meta"):
             net = build(model, **options)
     else:
         name = getattr(model, "model_name", type(model).__name__)
-        if input_size is None:
+        if input_size is not None:
+            size = tuple(input_size)
+        else:
             entry = model_entry(name) if registered_name(model) else None
-            input_size = entry.input_size if entry else (3, 224, 224)
+            size = tuple(entry.input_size) if entry else (3, 224, 224)
         net = copy.deepcopy(model).to("meta")
-    input_size = tuple(int(v) for v in input_size)
-    if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input size {input_size} must be three positive integers C H W")
+    size = tuple(int(v) for v in size)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"input size {size} must be three positive integers C H W")
+    c, h, w = size
 
     stage_of: dict[nn.Module, str] = {}
     for stage, modules in net.stages():
@@ -122,14 +128,14 @@ def complexity(model: nn.Module | str, input_size: tuple[int, int, int] | None =
     try:
         net.eval()
         with torch.no_grad(), _ShapesOnly():
-            net(torch.empty(1, *input_size, device="meta"))
+            net(torch.empty(1, c, h, w, device="meta"))
     finally:
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
 
     stages = []
     for stage, modules in net.stages():
         params = sum(p.numel() for top in modules for p in top.parameters())
         stages.append(StageCost(stage, params, macs[stage], shapes.get(stage, ())))
     total_params = sum(p.numel() for p in net.parameters())
-    return Complexity(name, input_size, total_params, sum(macs.values()), stages)
+    return Complexity(name, (c, h, w), total_params, sum(macs.values()), stages)

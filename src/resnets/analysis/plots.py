@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, overload
 
 import matplotlib
 
@@ -28,6 +28,10 @@ def _depth(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+@overload
+def _save(fig, path: str | Path, dpi: int = 120) -> Path: ...
+@overload
+def _save(fig, path: BinaryIO, dpi: int = 120) -> BinaryIO: ...
 def _save(fig, path: str | Path | BinaryIO, dpi: int = 120) -> Path | BinaryIO:
     """Write atomically: a figure is either complete or absent. A file object (an in-memory
     buffer for a page that embeds the figure) is written as it is."""

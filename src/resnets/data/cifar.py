@@ -143,7 +143,9 @@ def _read_archive(archive: Path, folder: str, names: list[str]) -> dict[str, tup
             for member in tar:
                 path = PurePosixPath(member.name)
                 if member.isfile() and path.parent == PurePosixPath(folder) and path.name in names:
-                    files[path.name] = (f"{archive}:{member.name}", tar.extractfile(member).read())
+                    member_file = tar.extractfile(member)  # a regular file: never None
+                    assert member_file is not None
+                    files[path.name] = (f"{archive}:{member.name}", member_file.read())
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ValueError(f"{archive} is not a readable .tar.gz (truncated or corrupt: {exc})") from exc
     missing = [f"{folder}/{name}" for name in names if name not in files]
@@ -166,8 +168,10 @@ def safe_extract(archive: Path, dest: Path) -> None:
             target = (root / member.name).resolve()
             if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
                 raise ValueError(f"{archive} holds {member.name!r}, which would be extracted outside {dest}")
-        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(root, members=members, **extra)  # every member checked above
+        if hasattr(tarfile, "data_filter"):  # every member checked above; Python's own check too, where it has one
+            tar.extractall(root, members=members, filter="data")
+        else:
+            tar.extractall(root, members=members)
         for entry in root.iterdir():
             target = dest / entry.name
             if target.is_dir():

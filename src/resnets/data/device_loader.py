@@ -11,6 +11,7 @@ from collections.abc import Generator, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import NormalizationMismatch
 from .augment import random_erasing, trivial_augment
 from .base import (
     Batch,
@@ -173,7 +174,7 @@ def device_bundle(
     images = images[: n_train + n_val].to(device)
     labels = labels[: n_train + n_val].to(device, torch.int64)
     if options.normalization is not None:
-        stats = fitted(options, images, name)
+        stats = fitted(options.normalization, options, images, name)
     else:
         mean, std = pixel_statistics(images[:n_train])
         stats = (mean, torch.ones_like(std)) if options.normalize == "pixel-mean" else (mean, std)
@@ -228,14 +229,17 @@ def device_bundle(
     )
 
 
-def fitted(options: LoaderOptions, images: Tensor, name: str) -> tuple[Tensor, Tensor]:
-    """`options.normalization` on the device, refused when it does not fit the images (N, C, H, W)."""
-    mean, std = (t.to(options.device, torch.float32) for t in options.normalization)
+def fitted(
+    normalization: tuple[Tensor, Tensor], options: LoaderOptions, images: Tensor, name: str
+) -> tuple[Tensor, Tensor]:
+    """A given normalization (a trained model's) on the device, refused when it does not fit the images (N, C, H, W)."""
+    mean, std = (t.to(options.device, torch.float32) for t in normalization)
     c, h, w = images.shape[1:]
     if mean.shape not in ((c, 1, 1), (c, h, w)) or std.numel() != c:
-        raise ValueError(
+        raise NormalizationMismatch(
             f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
-            f"{name}'s images of {c}x{h}x{w}"
+            f"{name}'s images of {c}x{h}x{w}",
+            (c, h, w),
         )
     return mean, std.reshape(c, 1, 1)
 

@@ -56,9 +56,9 @@ def search_dirs(name: str, data_dir: str | Path | None, system: tuple[Path, ...]
         root = Path(data_dir).expanduser()
         return [root, root / name]
     dirs: list[Path] = []
-    if root := os.environ.get("RESNETS_DATA"):
-        root = Path(root).expanduser()
-        dirs += [root, root / name]
+    if env := os.environ.get("RESNETS_DATA"):
+        home = Path(env).expanduser()
+        dirs += [home, home / name]
     return [*dirs, *system, cache_dir(name)]
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import first_line
+from ..errors import NormalizationMismatch, first_line
 from ..hardware import to_device, usable_cores
 from .base import (
     Batch,
@@ -386,6 +386,7 @@ class FolderLoader:
         """A batch from `pack` collated as `collate` does, its JPEGs decoded and viewed on the device."""
         device = self.options.device
         marks, (views, shifts, labels, bad) = packed
+        labels = torch.empty(0, dtype=torch.int64) if labels is None else labels  # None: no file decoded yet
         pixels = iter(decode_batch([mark[0] for mark in marks if _is_encoded(mark)], 3, device))
         unreadable = iter(u for _, u in bad)  # the files the worker could not read, in order
         samples: list = []
@@ -435,9 +436,10 @@ def imagefolder_bundle(
     if options.normalization is not None:
         mean, std = (t.to(device, torch.float32) for t in options.normalization)
         if mean.shape != (3, 1, 1) or std.numel() != 3:
-            raise ValueError(
+            raise NormalizationMismatch(
                 f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
-                f"the RGB images of {root}: it needs one mean and one std per channel"
+                f"the RGB images of {root}: it needs one mean and one std per channel",
+                (3, config.tested, config.tested),
             )
         stats = (mean, std.reshape(3, 1, 1))
     root = Path(root).expanduser()

@@ -162,10 +162,10 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
                     error = exc  # libjpeg-turbo's words, as the workers would report the file
             images.append(ImageError(f"cannot read image {f.path}: {first_line(error)}"))
     if len(files) > 1 and len(refused) == len(files):
-        path, error = refused[0]
+        path, words = refused[0]
         raise ValueError(
             f"the JPEG decoder on {device} refuses all {len(files)} files of a batch that the CPU decodes "
-            f"(first: {path}: {error}); --decode workers decodes them on the CPU"
+            f"(first: {path}: {words}); --decode workers decodes them on the CPU"
         )
     return images
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from torch import nn
 
 from ..analysis.plots import plot_training_curves
 from ..files import atomic_write
@@ -113,7 +114,7 @@ def run_degradation(
     return summary
 
 
-def finished_run(config: TrainConfig) -> tuple[list[dict], object] | None:
+def finished_run(config: TrainConfig) -> tuple[list[dict], nn.Module] | None:
     """(per-epoch records, trained network) of a run of `config` that finished in `config.out`, read from
     its files (its checkpoints may be gone); None where no run finished there. A finished run of
     other settings there is refused by name, as resuming it would be."""

@@ -99,7 +99,7 @@ def _read_yaml(path: Path, problems: list[str]) -> dict:
 
 def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
     """The epoch records of a metrics.jsonl; a bad line (or a bad value in one) is skipped and reported."""
-    records = []
+    records: list[dict] = []
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as e:
