@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnets.analysis.errors import FILES
+from resnets.analysis.mistakes import FILES
 from resnets.cli import main
 from resnets.data.synthetic import synthetic_arrays
 from resnets.inference import analyse_checkpoint, evaluate_checkpoint

@@ -19,7 +19,7 @@ import yaml
 
 from browser import dump_dom, ensure_chromium, with_checks
 from resnets import report
-from resnets.analysis.errors import ErrorCounter, write_error_analysis
+from resnets.analysis.mistakes import ErrorCounter, write_error_analysis
 from resnets.experiments import run_degradation
 from resnets.hardware import describe
 from resnets.paper import TABLE6_TEST_ERR

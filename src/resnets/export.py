@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .errors import MissingExtra, write_error
+from .files import check_output_file
 from .models.registry import build, model_entry, registered_name
 from .models.vgg import VGG
 from .models.weights import load_state_dict
@@ -78,11 +79,7 @@ def export_model(
         raise ValueError(f"unknown export format {fmt!r}; accepted: {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_onnx_extra()
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise ValueError(f"output {str(out)!r} is a folder; give a file name")
+    out = check_output_file(out, f"{fmt} file")
     input_size = _check_input_size(model, input_size or default_input_size(model))
     model = _on_cpu(model)
     meta = export_metadata(model, metadata)

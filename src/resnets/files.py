@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -112,14 +113,47 @@ def _running(pid: int) -> bool:
     return True
 
 
-def check_output_file(path: str | Path, kind: str) -> Path:
-    """`path` as a Path, refused before any work when it is a folder or its folder does not exist.
+# Where a command writes (its --out), checked before any work is done, so that a bad one costs nothing.
+
+
+def check_output_file(path: str | Path, kind: str, *, make_folder: bool = False) -> Path:
+    """`path` as a Path, refused before any work when it is a folder or its folder does not exist
+    (unless `make_folder`: the writer makes it).
 
     `kind` names the file expected (".npy"), for the message.
+
+    >>> check_output_file("/", ".npy")
+    Traceback (most recent call last):
+    ValueError: --out / is a folder; give the .npy file to write
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"--out {path} is a folder; give the {kind} file to write")
-    if not path.parent.is_dir():
+    if not make_folder and not path.parent.is_dir():
         raise FileNotFoundError(f"--out {path}: the folder {path.parent} does not exist")
+    return path
+
+
+def check_output_folder(path: str | Path, files: Sequence[str]) -> Path:
+    """`path` as a folder that can be made or written into, for `files`, checked before any work is done.
+
+    Nothing is created yet: a command that fails later leaves no empty folder behind.
+
+    >>> import tempfile
+    >>> check_output_folder(Path(tempfile.mkdtemp()) / "eval", ["eval.json"]).name
+    'eval'
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_symlink() and not p.exists():  # a link to nothing, or a loop of links: mkdir would fail later
+            raise ValueError(f"--out {path}: {p} is a symbolic link to nothing (or a loop of links); give a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == path else f": {existing}"
+        raise ValueError(f"--out {path}{where} is a file, not a folder; give a folder for {', '.join(files)}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {path} is not a writable folder ({exc.strerror or exc})") from None
     return path

@@ -16,7 +16,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from tqdm import tqdm
 
-from .analysis.errors import WORST, ErrorAnalysis, ErrorCounter
+from .analysis.mistakes import WORST, ErrorAnalysis, ErrorCounter
 from .data import VIEWS, DatasetInfo, normalize
 from .data.base import check_positive
 from .data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_max_pixels, read_image

@@ -427,7 +427,7 @@ def test_19_convert_and_init_from_say_an_unsafe_pickle_cannot_be_loaded_safely(t
 
 
 def test_20_an_interrupted_evaluation_leaves_the_previous_set_whole(grey_run, tmp_path, monkeypatch, capsys):
-    import resnets.analysis.errors as errors
+    import resnets.analysis.mistakes as errors
 
     _, out = grey_run
     folder = tmp_path / "eval"

@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-from ..analysis.errors import CALIBRATION_BINS, WORST, check_output_folder, write_error_analysis
-from ..analysis.errors import FILES as ERROR_FILES
+from ..analysis.mistakes import CALIBRATION_BINS, WORST, write_error_analysis
+from ..analysis.mistakes import FILES as ERROR_FILES
 from ..data.base import BAD_IMAGES
 from ..export import FORMATS, export_model
-from ..files import check_output_file
+from ..files import check_output_file, check_output_folder
 from ..inference import Predictor, analyse_checkpoint, evaluate_checkpoint, expand_paths
 from ..models.convert import SOURCES, convert_file
 from ..text import printable
@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.worst is not None and args.worst > MAX_WORST:
         raise ValueError(f"--worst {args.worst}: worst.png shows at most {MAX_WORST:,} images")
     view = "ten_crop" if args.ten_crop else "multi_scale" if args.multi_scale else "center"
-    out = check_output_folder(args.out) if args.out is not None else None  # before the work, not after it
+    out = check_output_folder(args.out, ERROR_FILES) if args.out is not None else None  # before the work, not after it
     where = (args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
     options = {"allow_other_classes": args.allow_other_classes, "max_image_pixels": args.max_image_pixels}
     options["bad_images"] = args.bad_images

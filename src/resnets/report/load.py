@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..analysis.errors import DATA_FILE, FIGURES
+from ..analysis.mistakes import DATA_FILE, FIGURES
 from ..experiments.degradation import final_errors
 from ..hardware import describe
 from ..trained import METRICS, RunFolder
@@ -20,7 +20,7 @@ from ..trained import METRICS, RunFolder
 NAME = re.compile(r"(?:cifar_)?(plain|resnet)(\d+)$")
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # in model.safetensors, not parameters
 TEXT_FIELDS = ("name", "model", "note")  # epoch-record fields that are not numbers
-# What `resnets eval --out RUN/eval` writes (resnets.analysis.errors): the report shows it beside the run.
+# What `resnets eval --out RUN/eval` writes (resnets.analysis.mistakes): the report shows it beside the run.
 EVAL_DIR = "eval"
 EVAL_NUMBERS = ("top1_err", "top5_err", "n", "ece")
 

@@ -20,10 +20,10 @@ import jinja2
 import yaml
 
 from .. import __version__
-from ..analysis.errors import DATA_FILE
+from ..analysis.mistakes import DATA_FILE
 from ..analysis.plots import plot_run_curves
 from ..experiments.degradation import assess, paper_test_err, verdict
-from ..files import atomic_write
+from ..files import atomic_write, check_output_file
 from ..hardware import summary as hardware_summary
 from ..paper import TABLE6_TEST_ERR
 from ..text import human_count
@@ -467,9 +467,7 @@ def build_report(
     """
     if not dirs:
         raise ValueError("no folders given: name at least one experiment or run folder")
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the .html file to write")
+    out = check_output_file(out, ".html", make_folder=True)
     sources = [load_source(d) for d in dirs]
     page = render(sources, title, note)  # adds any damaged figure data to the problems
     for problem in (p for s in sources for p in s.problems):

@@ -10,12 +10,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from resnets.analysis.errors import (
+from resnets.analysis.mistakes import (
     FILES,
     ErrorCounter,
     bin_index,
     calibration_sums,
-    check_output_folder,
     confusion_matrix,
     expected_calibration_error,
     most_confident_errors,
@@ -25,6 +24,7 @@ from resnets.analysis.errors import (
 )
 from resnets.data import normalize
 from resnets.errors import NonFiniteOutputs
+from resnets.files import check_output_folder
 from resnets.train.evaluate import evaluate
 
 NAMES = ["cat", "dog", "bird"]
@@ -214,10 +214,10 @@ def test_files_written_hold_the_values_and_valid_pngs(tmp_path):
 def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"--out .*file is a file, not a folder"):
-        check_output_folder(tmp_path / "file")
+        check_output_folder(tmp_path / "file", FILES)
     with pytest.raises(ValueError, match=r"below: .*file is a file, not a folder"):
-        check_output_folder(tmp_path / "file" / "below")
-    assert check_output_folder(tmp_path / "new" / "eval") == tmp_path / "new" / "eval"
+        check_output_folder(tmp_path / "file" / "below", FILES)
+    assert check_output_folder(tmp_path / "new" / "eval", FILES) == tmp_path / "new" / "eval"
     assert not (tmp_path / "new").exists()  # checked, not made: a failed command leaves no empty folder
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NonFiniteOutputs
-from ..files import atomic_write, fsync_dir
+from ..files import atomic_write, check_output_folder, fsync_dir
 from .error_plots import plot_confusion, plot_reliability, plot_worst
 
 # Guo et al. 2017, "On Calibration of Modern Neural Networks", section 2: M = 15 equal-width bins.
@@ -344,31 +344,6 @@ def to_pixels(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return (images * std + mean).round().clamp(0, 255).to(torch.uint8)
 
 
-def check_output_folder(path: str | Path) -> Path:
-    """`path` as a folder that can be made or written into, checked before any work is done.
-
-    Nothing is created yet: a command that fails later leaves no empty folder behind.
-
-    >>> import tempfile
-    >>> check_output_folder(Path(tempfile.mkdtemp()) / "eval").name
-    'eval'
-    """
-    path = Path(path)
-    for p in (path, *path.parents):
-        if p.is_symlink() and not p.exists():  # a link to nothing, or a loop of links: mkdir would fail later
-            raise ValueError(f"--out {path}: {p} is a symbolic link to nothing (or a loop of links); give a folder")
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        where = "" if existing == path else f": {existing}"
-        raise ValueError(f"--out {path}{where} is a file, not a folder; give a folder for {', '.join(FILES)}")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise ValueError(f"--out {path} is not a writable folder ({exc.strerror or exc})") from None
-    return path
-
-
 def write_error_analysis(analysis: ErrorAnalysis, out: str | Path, title: str = "") -> list[Path]:
     """Write eval.json, confusion.png, reliability.png and worst.png into the folder `out`; return their paths.
 
@@ -378,7 +353,7 @@ def write_error_analysis(analysis: ErrorAnalysis, out: str | Path, title: str = 
     >>> write_error_analysis(analyse_checkpoint("runs/r20/model.safetensors"), "runs/r20/eval")  # doctest: +SKIP
     [PosixPath('runs/r20/eval/eval.json'), ...]
     """
-    out = check_output_folder(out)
+    out = check_output_folder(out, FILES)
     out.mkdir(parents=True, exist_ok=True)
     # The set is written apart, then moved in at once: an interrupted evaluation leaves the previous set
     # whole, never the eval.json of one model beside the figures of another.
