@@ -335,7 +335,7 @@ def test_a_safetensors_write_error_is_one_line_naming_the_file(grey_run, tmp_pat
     assert not converted.exists()
 
 
-# ---- the low ones: each a test (27 and the start-up half of 28 are decisions in the README) ----------------------
+# ---- the low ones: each a test (27 and the start-up half of 28 are decisions in docs/resuming.md) -----------------
 
 
 def test_14_an_empty_mlflow_target_is_refused(tmp_path, capsys):
