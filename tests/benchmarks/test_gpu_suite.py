@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_suite.py"
+SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_suite.py"
 CASES = [
     "resnet8-train",
     "resnet14-train",
