@@ -242,7 +242,7 @@ def gradient_flow_for(
             )
         else:
             bundle = load_dataset(
-                data or DEFAULT_DATA, data_dir, device=device, batch_size=batch_size, seed=seed, augment=False
+                data or DEFAULT_DATA, data_dir=data_dir, device=device, batch_size=batch_size, seed=seed, augment=False
             )
         info = bundle.info
         if not checkpoint:

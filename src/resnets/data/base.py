@@ -239,6 +239,9 @@ class LoaderOptions:
     repeats: int = 1  # image folders: each training image this many times in its batch, augmented anew
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "device", torch.device(self.device))  # "cuda:1" or a torch.device alike
+        if self.extra is None:  # no augmentation beyond the paper's
+            object.__setattr__(self, "extra", BatchAugment())
         check_positive("batch_size", self.batch_size)
         if self.eval_batch_size is not None:
             check_positive("eval_batch_size", self.eval_batch_size)
