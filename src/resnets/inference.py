@@ -66,9 +66,9 @@ class Predictor:
     image-folder models see the paper's centre view (shorter side to 256/224 of the crop, then
     the central crop). Both then get the training set's normalisation.
 
-    >>> predictor = Predictor("runs/demo/resnet20-seed0/model.safetensors")  # doctest: +SKIP
-    >>> predictor.predict(["boot.png"], topk=1)[0].top  # doctest: +SKIP
-    [('Ankle boot', 0.97)]
+    >>> predictor = Predictor("runs/r20/model.safetensors")
+    >>> predictor.predict(["boot.png"], topk=1)[0].top
+    [('class ...', 0...)]
     """
 
     def __init__(
@@ -217,8 +217,8 @@ def evaluate_checkpoint(
     An unreadable test image is left out and named in the result's `unreadable` (`bad_images="fail"`:
     an error naming it).
 
-    >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err  # doctest: +SKIP
-    0.0619
+    >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err
+    0...
     """
     test = _test_set(
         path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images
@@ -250,9 +250,9 @@ def analyse_checkpoint(
     are shown as the model saw them, un-normalised: the image itself (the centre crop among ten
     crops; the smallest scale, centre-cropped to the training size, among multi-scale views).
 
-    >>> analysis = analyse_checkpoint("runs/r20/model.safetensors")  # doctest: +SKIP
-    >>> analysis.ece, analysis.worst_classes(1)[0]["class"]  # doctest: +SKIP
-    (0.0213, 'cat')
+    >>> analysis = analyse_checkpoint("runs/r20/model.safetensors")
+    >>> analysis.ece, analysis.worst_classes(1)[0]["class"]
+    (0..., 'class ...')
     """
     test = _test_set(
         path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images

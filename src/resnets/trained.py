@@ -303,9 +303,9 @@ def model_from_checkpoint(path: str | Path):
     Refuses, naming the file and the field, metadata that does not describe the weights (class
     names of another count, options the model does not take) and weights that are not finite.
 
-    >>> model, meta = model_from_checkpoint("runs/demo/resnet20/checkpoints/best.pt")  # doctest: +SKIP
-    >>> meta["class_names"][:2]  # doctest: +SKIP
-    ['T-shirt/top', 'Trouser']
+    >>> model, meta = model_from_checkpoint("runs/r20/checkpoints/best.pt")
+    >>> meta["model_name"], meta["class_names"][:2]
+    ('resnet20', ['class 0', 'class 1'])
     """
     weights, meta = read_trained(path)
     try:
@@ -379,8 +379,10 @@ def trained_data(
     image folder's test view. `batch_size` defaults to the run's (training split) and its
     evaluation batch (the others); the seed is the run's; `max_image_pixels=None` reads images of any size.
 
-    >>> model, meta = model_from_checkpoint("runs/r20/model.safetensors")  # doctest: +SKIP
-    >>> images, labels = next(iter(trained_data(meta, "runs/r20/model.safetensors").test.epoch(0)))  # doctest: +SKIP
+    >>> model, meta = model_from_checkpoint("runs/r20/model.safetensors")
+    >>> images, labels = next(iter(trained_data(meta, "runs/r20/model.safetensors").test.epoch(0)))
+    >>> images.shape, labels.shape  # the run's evaluation batch
+    (torch.Size([64, 1, 16, 16]), torch.Size([64]))
     """
     config = run_config(meta, path)
     own = data is None

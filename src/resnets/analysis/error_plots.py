@@ -30,7 +30,8 @@ def plot_confusion(
     """The confusion matrix as an image: row i is true class i, each cell the share of its images
     predicted as column j (so a class with few images is as visible as one with many).
 
-    >>> plot_confusion([[8, 2], [1, 9]], ["cat", "dog"], "/tmp/confusion.png")  # doctest: +SKIP
+    >>> plot_confusion([[8, 2], [1, 9]], ["cat", "dog"], "confusion.png")
+    PosixPath('confusion.png')
     """
     c = len(class_names)
     totals = [sum(row) for row in confusion]
@@ -63,7 +64,8 @@ def plot_reliability(bins: Sequence[dict], ece: float, path: str | Path, title: 
     `bins` are `ErrorAnalysis.calibration()`'s: lower, upper, n, accuracy, confidence.
 
     >>> plot_reliability([{"lower": 0.0, "upper": 1.0, "n": 4, "accuracy": 0.5, "confidence": 0.8}], 0.3,
-    ...                  "/tmp/reliability.png")  # doctest: +SKIP
+    ...                  "reliability.png")
+    PosixPath('reliability.png')
     """
     n = sum(b["n"] for b in bins)
     fig, (top, bottom) = plt.subplots(
@@ -111,8 +113,8 @@ def plot_worst(
     predicted one and the confidence in it, from `labels` (true, predicted, confidence), in order.
 
     >>> import torch
-    >>> plot_worst(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [("cat", "dog", 0.97)],
-    ...            "/tmp/worst.png")  # doctest: +SKIP
+    >>> plot_worst(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), [("cat", "dog", 0.97)], "worst.png")
+    PosixPath('worst.png')
     """
     if pixels is None or not labels:
         fig, ax = plt.subplots(figsize=(4, 1.2))

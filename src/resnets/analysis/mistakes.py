@@ -350,7 +350,8 @@ def write_error_analysis(analysis: ErrorAnalysis, out: str | Path, title: str = 
     Each file is replaced atomically. `worst.png` shows `analysis.worst_pixels` (nothing to show
     when they were not kept: an empty sheet that says so).
 
-    >>> write_error_analysis(analyse_checkpoint("runs/r20/model.safetensors"), "runs/r20/eval")  # doctest: +SKIP
+    >>> from resnets.inference import analyse_checkpoint
+    >>> write_error_analysis(analyse_checkpoint("runs/r20/model.safetensors"), "runs/r20/eval")
     [PosixPath('runs/r20/eval/eval.json'), ...]
     """
     out = check_output_folder(out, FILES)

@@ -66,7 +66,8 @@ def plot_training_curves(
     epochs.
 
     >>> plot_training_curves({"plain20": [{"epoch": 1, "step": 50, "train_err": 0.3, "test_err": 0.32}]},
-    ...                      "/tmp/fig6.png")  # doctest: +SKIP
+    ...                      "fig6.png")
+    PosixPath('fig6.png')
     """
     if axis not in AXES:
         raise ValueError(f"axis={axis!r} is not one of {', '.join(AXES)}")
@@ -168,8 +169,8 @@ def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> 
     one colour per depth. A gain above 1 means the gradient grows on its way back through the block.
 
     >>> from resnets.analysis.gradflow import gradient_flow_for
-    >>> plot_gradient_flow([gradient_flow_for(n) for n in ("plain56", "resnet56")],
-    ...                    "/tmp/gradflow.png")  # doctest: +SKIP
+    >>> plot_gradient_flow([gradient_flow_for(n, batch_size=32) for n in ("plain56", "resnet56")], "gradflow.png")
+    PosixPath('gradflow.png')
     """
     dicts = [_as_dict(r) for r in results]
     colours = _depth_colours([d["depth"] for d in dicts])
@@ -206,9 +207,9 @@ def plot_responses(results: Sequence, path: str | Path, title: str = "") -> Path
     colour per depth.
 
     >>> from resnets.analysis.responses import responses_for_checkpoints
-    >>> plot_responses(responses_for_checkpoints(["runs/plain20/checkpoints/best.pt",
-    ...                                           "runs/resnet20/checkpoints/best.pt"]),
-    ...                "/tmp/fig7.png")  # doctest: +SKIP
+    >>> plot_responses(responses_for_checkpoints(["runs/plain20/checkpoints/best.pt", "runs/r20/checkpoints/best.pt"]),
+    ...                "fig7.png")
+    PosixPath('fig7.png')
     """
     dicts = [_as_dict(r) for r in results]
     colours = _depth_colours([d["depth"] for d in dicts])

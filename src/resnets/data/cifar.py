@@ -265,7 +265,7 @@ def load_arrays(
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], list[str]]:
     """((train images, labels), (test images, labels), class names): uint8 (N, 3, 32, 32), int64.
 
-    >>> (images, labels), test, names = load_arrays("cifar10")  # doctest: +SKIP
+    >>> (images, labels), test, names = load_arrays("cifar10")  # needs the dataset's files  # doctest: +SKIP
     >>> images.shape, names[:2]  # doctest: +SKIP
     (torch.Size([50000, 3, 32, 32]), ['airplane', 'automobile'])
     """

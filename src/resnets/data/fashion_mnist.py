@@ -134,7 +134,7 @@ def find_files(
     An explicit `data_dir` must hold all four (itself or its fashion-mnist/ subfolder): it is
     used or refused, never replaced by another copy or a download.
 
-    >>> find_files()["train-images-idx3-ubyte"]  # doctest: +SKIP
+    >>> find_files()["train-images-idx3-ubyte"]  # needs the dataset's files  # doctest: +SKIP
     PosixPath('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz')
     """
     dirs = search_dirs(NAME, data_dir, system)
@@ -171,7 +171,7 @@ def load_arrays(
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """((train images, labels), (test images, labels)): CPU uint8 (N, 1, 28, 28) and int64 (N,).
 
-    >>> (images, labels), _ = load_arrays()  # doctest: +SKIP
+    >>> (images, labels), _ = load_arrays()  # needs the dataset's files  # doctest: +SKIP
     >>> images.shape, int(labels[0])  # doctest: +SKIP
     (torch.Size([60000, 1, 28, 28]), 9)
     """

@@ -63,7 +63,7 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
     ImageError names the file when it cannot be read or its header declares more than
     `max_pixels` pixels (None: no limit); nothing is decoded then.
 
-    >>> read_image("photo.jpg").shape  # doctest: +SKIP
+    >>> read_image("photo.jpg").shape
     torch.Size([3, 375, 500])
     """
     if channels not in (1, 3):
@@ -103,8 +103,10 @@ def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_
     CMYK JPEGs, other formats and files whose header is unreadable take `read_image`'s path, so a
     file is refused, or decoded, with the same message whichever decoder a run uses.
 
-    >>> len(read_encoded("photo.jpg").data)  # doctest: +SKIP
-    48213
+    >>> read_encoded("photo.jpg").data[:2].hex()  # the file itself: a JPEG begins with FF D8
+    'ffd8'
+    >>> read_encoded("boot.png").shape  # not a JPEG: its pixels, as read_image gives them
+    torch.Size([3, 28, 28])
     """
     path = str(path)
     try:
@@ -130,8 +132,8 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
     of its pixels. A device decoder that refuses every file of a batch that the CPU reads is not
     working here: that is an error, not a batch of bad files.
 
-    >>> files = [read_encoded("a.jpg"), read_encoded("b.jpg")]  # doctest: +SKIP
-    >>> decode_batch(files, 3, torch.device("cuda"))[0].device  # doctest: +SKIP
+    >>> files = [read_encoded("a.jpg"), read_encoded("b.jpg")]
+    >>> decode_batch(files, 3, torch.device("cuda"))[0].device  # needs a GPU  # doctest: +SKIP
     device(type='cuda', index=0)
     """
     if not files:

@@ -63,7 +63,8 @@ def run_degradation(
     (with several seeds, their mean and standard deviation). Fig. 6's x axis counts `axis`:
     iterations, as the paper's, or epochs.
 
-    >>> run_degradation("fashion-mnist", [20, 56], overrides={"epochs": 2, "subset": 2000})  # doctest: +SKIP
+    >>> run_degradation("fashion-mnist", [20, 56],
+    ...                 overrides={"epochs": 2, "subset": 2000})  # minutes of training  # doctest: +SKIP
     """
     stream = stream or sys.stderr
     main = rank_of_this_process() == 0

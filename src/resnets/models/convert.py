@@ -78,7 +78,8 @@ def convert_file(src_path: str | Path, source: str, out_path: str | Path, verify
     and the resnets model with the converted ones must agree within 1e-5 on a random batch.
     The file's metadata holds the model name, the options (JSON) and the source.
 
-    >>> result = convert_file("resnet50-11ad3fa6.pth", "torchvision", "resnet50.safetensors")  # doctest: +SKIP
+    >>> result = convert_file("resnet50-11ad3fa6.pth", "torchvision",
+    ...                       "resnet50.safetensors")  # torchvision's 100 MB file  # doctest: +SKIP
     >>> model = create_model(result.model_name, weights=result.path, **result.options)  # doctest: +SKIP
     """
     out_path = Path(out_path)

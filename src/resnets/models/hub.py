@@ -65,8 +65,9 @@ def torchvision_weights(
 
     `fetch(weights_entry) -> state_dict` replaces the download (tests pass a fake one).
 
-    >>> model = create_model("resnet50", stride_at="3x3")  # doctest: +SKIP
-    >>> model.load_state_dict(torchvision_weights("resnet50"))  # doctest: +SKIP
+    >>> from resnets import create_model
+    >>> model = create_model("resnet50", stride_at="3x3")
+    >>> model.load_state_dict(torchvision_weights("resnet50"))  # downloads 100 MB  # doctest: +SKIP
     <All keys matched successfully>
     """
     weights = published_weights(name)
@@ -94,7 +95,7 @@ def torchvision_model(
     This is what `create_model(name, weights="torchvision")` does. A ResNet is built with
     `stride_at="3x3"`, torchvision's layout; an explicit `stride_at="1x1"` is refused.
 
-    >>> model = torchvision_model("resnet50")  # doctest: +SKIP
+    >>> model = torchvision_model("resnet50")  # downloads 100 MB  # doctest: +SKIP
     >>> model.class_names[:2]  # doctest: +SKIP
     ['tench', 'goldfish']
     """

@@ -462,7 +462,7 @@ def build_report(
     report as it was and no partial file. A malformed file or line is left out, named in the
     page and in a warning on `stream` (default stderr); a run with nothing usable is shown as such.
 
-    >>> build_report(["runs/degradation"], "report.html")  # doctest: +SKIP
+    >>> build_report(["runs/r20"], "report.html")
     PosixPath('report.html')
     """
     if not dirs:
