@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import resnets.train.engine as engine
+import resnets.train.loaders as loaders
 from hostile import send, tiny_config, train_argv
 from resnets.cli import main
 from resnets.train import Interrupted, load_checkpoint, train
@@ -58,13 +59,13 @@ def test_sigterm_during_evaluation_checkpoints_and_the_resumed_run_is_bitwise_eq
 
 
 def test_ctrl_c_during_start_up_stops_before_training_and_leaves_no_new_folder(tmp_path, monkeypatch, capsys):
-    real = engine.load_dataset
+    real = loaders.load_dataset
 
     def slow_start(*args, **kwargs):
         send(signal.SIGINT)  # the user gives up while the data loads
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "load_dataset", slow_start)
+    monkeypatch.setattr(loaders, "load_dataset", slow_start)
     out = tmp_path / "run"
     assert main(train_argv(out)) == 128 + signal.SIGINT
     err = capsys.readouterr().err.strip().splitlines()

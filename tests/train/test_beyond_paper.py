@@ -10,10 +10,10 @@ from resnets import create_model
 from resnets.models.blocks import DropPath
 from resnets.train import TrainConfig, load_checkpoint, train
 from resnets.train.ema import WeightAverage
-from resnets.train.engine import beyond_paper_step
 from resnets.train.mix import SWITCH_PROB, BinaryCrossEntropy, Mixer
 from resnets.train.optimizers import build_optimizer
 from resnets.train.schedule import LRSchedule
+from resnets.train.step import beyond_paper_step
 
 LABELS = torch.tensor([0, 1, 2, 3, 1, 0])
 
@@ -199,7 +199,7 @@ def test_every_option_at_once_trains_records_the_average_and_resumes_bitwise(tin
 
 
 def test_the_rsb_a3_and_bag_of_tricks_recipes_hold_their_papers_values():
-    from resnets.train.engine import folder_transforms
+    from resnets.train.loaders import folder_transforms
     from resnets.train.recipes import get_recipe, with_overrides
 
     a3 = get_recipe("rsb-a3", "resnet50")

@@ -216,7 +216,7 @@ def test_the_recipes_of_2015_are_pinned_and_every_newer_option_is_off_in_them():
 
 
 def test_a_run_saved_before_newer_fields_existed_resumes_and_a_changed_field_is_named(tmp_path):
-    from resnets.train.engine import check_resumable
+    from resnets.train.config import check_resumable
 
     config = TrainConfig(data="imagefolder:/data/imagenet")
     newer = ("decode", "optimizer", "crop", "mixup", "repeated_aug", "decay_norm_bias", "compile_mode")

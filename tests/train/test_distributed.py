@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,10 +23,10 @@ from group import command, free_port, launch_by_hand, records, relative_differen
 from resnets import create_model
 from resnets.cli import main
 from resnets.data import load_dataset
-from resnets.train import load_checkpoint, train
+from resnets.train import TrainConfig, load_checkpoint, train
 from resnets.train.distributed import Distributed
-from resnets.train.engine import Trainer
 from resnets.train.evaluate import evaluate
+from resnets.train.step import EagerStep
 from resnets.trained import model_from_checkpoint
 
 TOLERANCE = 1e-5
@@ -138,16 +137,12 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
     loss.backward()
     whole = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
-    trainer = SimpleNamespace(
-        config=SimpleNamespace(accumulate=4, amp=False),
-        ddp=None,
-        device=torch.device("cpu"),
-        forward=net,
-        criterion=torch.nn.CrossEntropyLoss(),
-        part=slice(0, 10),
-        path_draws=None,
-    )
-    mean_loss, errors = Trainer._accumulated(trainer, x, y, y)
+    config, sgd = TrainConfig(accumulate=4, amp=False), torch.optim.SGD(net.parameters(), lr=0.1)
+    step = EagerStep(
+        config, net, torch.nn.CrossEntropyLoss(), sgd, lambda i: 0.1, torch.device("cpu"),
+        num_classes=3, part=slice(0, 10), whole=10,
+    )  # fmt: skip
+    mean_loss, errors = step._accumulated(x, y, y, 0)
     for p, g in zip(net.parameters(), whole, strict=True):
         torch.testing.assert_close(p.grad, g)
     assert mean_loss.item() == pytest.approx(loss.item(), rel=1e-6)
@@ -158,7 +153,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch():
     torch.nn.functional.cross_entropy(net(x), soft).backward()
     whole = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
-    Trainer._accumulated(trainer, x, y, soft)
+    step._accumulated(x, y, soft, 0)
     for p, g in zip(net.parameters(), whole, strict=True):
         torch.testing.assert_close(p.grad, g)
 

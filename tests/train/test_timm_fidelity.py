@@ -274,7 +274,7 @@ def test_the_test_view_is_timms_resize_of_235_bicubic_then_the_central_224():
     import torchvision.transforms.v2.functional as TF
 
     from resnets.data.transforms import center_view
-    from resnets.train.engine import folder_transforms
+    from resnets.train.loaders import folder_transforms
     from resnets.train.recipes import get_recipe
 
     view = folder_transforms(get_recipe("rsb-a3", "resnet50"))

@@ -24,8 +24,8 @@ from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
 from ..text import table
 from ..train import TrainConfig, get_recipe, train
+from ..train.config import check_resumable
 from ..train.distributed import rank_of_this_process
-from ..train.engine import check_resumable
 from ..train.recipes import with_overrides
 from ..train.rundir import holds_run
 from ..trained import CheckpointError, RunFolder, model_from_checkpoint

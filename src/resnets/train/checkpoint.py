@@ -18,9 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.optim import Optimizer
 
+from ..errors import first_line
 from ..files import atomic_write, fsync_dir, link_or_copy
 from ..trained import BEST, FORMAT, LAST, CheckpointError, first_non_finite, load_checkpoint, verify
+from .ema import WeightAverage
+from .optimizers import optimizer_launch
 
 STEP_FILE = re.compile(r"step-(\d+)\.pt")
 
@@ -128,6 +133,34 @@ def latest_valid(directory: Path) -> tuple[Path, dict] | None:
                 problem = str(exc)
         warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
     return None
+
+
+def restore_training(
+    state: dict, path: Path, model: nn.Module, optimizer: Optimizer, ema: WeightAverage | None, device: torch.device
+) -> None:
+    """Load checkpoint `state` (read from `path`) into a run's network, optimizer and weight average;
+    a CheckpointError says what does not fit. How the optimizer steps stays this device's choice."""
+    if ema is not None and "ema" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no 'ema' entry (--ema's average): it cannot be resumed")
+    try:  # shapes and keys that do not fit the run's network: one line, not torch's listing
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this run's network: {first_line(exc)}") from None
+    for group in optimizer.param_groups:
+        group.update(optimizer_launch(optimizer, device))
+
+
+def plain_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state for a checkpoint, with the learning rate as a number (a CUDA-graphed run
+    holds it in a device tensor), so that the checkpoint loads on any device and in an eager run."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = group["lr"].item()
+    return state
 
 
 # ----------------------------------------------------------------------------- RNG states

@@ -17,7 +17,6 @@ from ..data.base import BAD_IMAGES, NORMALIZATIONS
 from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 from ..data.transforms import CROPS, INTERPOLATIONS
 from ..models.resnet import INITS
-from .graphs import CUDA_GRAPHS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
 FOLDER_DEFAULTS = {
@@ -36,6 +35,7 @@ ADAPTIVE = ("adamw", "lamb")
 LR_BASE_SCALES = ("linear", "sqrt")
 # torch.compile's modes: reduce-overhead adds CUDA graphs, max-autotune benchmarks kernel choices (minutes).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPHS = ("auto", "on", "off")  # whole-step CUDA graphs: see resnets.train.step.graphs_wanted
 
 
 def legacy_values(saved: dict) -> dict:
@@ -55,6 +55,45 @@ def legacy_values(saved: dict) -> dict:
     if isinstance(saved.get("randaugment"), bool):  # on or off, before timm's policies: torchvision's
         kept["randaugment"] = "torchvision" if saved["randaugment"] else None
     return kept
+
+
+# Fields that may change between a run and its resumption: they do not touch the arithmetic.
+RESUMABLE_CHANGES = {
+    "out",
+    "device",
+    "log_every",
+    "keep",
+    "tensorboard",
+    "mlflow",
+    "num_workers",
+    "checkpoint_every",
+    "eval_batch_size",
+    "compile",
+    "compile_mode",
+    "data_dir",
+    "max_image_pixels",
+    "cuda_graphs",  # the same arithmetic, launched otherwise (fused SGD: rounding alone differs)
+    "dist_timeout",
+}
+
+
+def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a run saved with `saved` (its config) under `config`, where a field outside
+    `RESUMABLE_CHANGES` differs: the error names the first one."""
+    # A run saved before a field existed had its legacy value, or else its default (as from_dict reads it).
+    saved = {**TrainConfig().to_dict(), **saved, **legacy_values(saved)}
+    current = config.to_dict()
+    # A choice left to the optimizer compares as what it resolved to (runs saved before it could be left).
+    for values, optimizer in ((saved, saved.get("optimizer", "sgd")), (current, config.optimizer)):
+        if values.get("decay_norm_bias") is None:
+            values["decay_norm_bias"] = optimizer == "sgd"
+    different = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    if different:
+        k = different[0]
+        raise ValueError(
+            f"{run_dir} holds a run with {k}={saved.get(k)!r}, not {current[k]!r}: "
+            "resume it with its own settings, or choose another --out"
+        )
 
 
 MAX_SIDE = 4096  # the largest crop side: 4096 x 4096 images of 3 bytes a pixel are 48 MB each, 12 GB a batch of 256

@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,8 +29,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..data.base import DatasetInfo
+from ..errors import first_line, is_usage_error
+from .config import TrainConfig
+from .stops import Diverged
+
 # torchrun's variables; a run with WORLD_SIZE above 1 is distributed.
 ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# What the collective transports say when a peer process is gone (gloo's and NCCL's words).
+PEER_GONE = re.compile(r"Connection (closed|reset) by peer|remote worker|NCCL error|ProcessGroup(Gloo|NCCL)")
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,32 @@ def _refuse_repeated(store: dist.Store) -> None:
     raise RepeatedFailure(f"{message} (the previous attempt stopped on this error: a restart cannot fix it)", kind)
 
 
+@contextmanager
+def training_group(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[Distributed]:
+    """`process_group`, and what a failure of the training in it means: an error that no restart can
+    fix is left for a restarted attempt to stop on at once (`remember_fatal`), and a process that
+    died, hung or cannot be reached is a `GroupFailed`."""
+    try:
+        with process_group(device, timeout_s) as place:
+            try:
+                yield place
+            except Diverged as exc:  # a restart would resume the last good checkpoint and diverge again
+                remember_fatal(first_line(exc), "diverged")
+                raise
+            except Exception as exc:
+                if is_usage_error(exc):  # a bad value or file: a restart meets it again
+                    remember_fatal(first_line(exc), "usage")
+                if place.active and isinstance(exc, RuntimeError) and PEER_GONE.search(str(exc)):
+                    # DDP's reducer reports a peer that died as a plain RuntimeError of its transport.
+                    raise dist.DistError(first_line(exc)) from exc
+                raise
+    except dist.DistError as exc:  # the rendezvous or a collective: a peer died, hung or cannot be reached
+        raise GroupFailed(
+            f"the group of processes failed ({first_line(exc)}): a process died, is unreachable, or waited "
+            f"longer than --dist-timeout {timeout_s:g} s for the others"
+        ) from exc
+
+
 class StopPoll:
     """Whether any process of the group was asked to stop (a signal), known to every process one step
     later, checked every step without a host-device synchronisation.
@@ -307,6 +341,118 @@ def check_launch(place: Distributed, batch_size: int, accumulate: int) -> int:
             f"--batch-size {batch_size} (the global batch) does not divide {what}: use a multiple of {shares}"
         )
     return batch_size // shares
+
+
+def group_line(place: Distributed, batch_size: int, accumulate: int, sync_bn: bool, workers: int | None) -> str:
+    """What a group trains with, for the log: its processes, each one's share of the batch, where
+    BatchNorm takes its statistics, and (image folders) each one's data-loading `workers`."""
+    per_step = f"{batch_size // place.world_size} per process"
+    if accumulate > 1:
+        per_step += f", in {accumulate} micro-batches of {batch_size // (place.world_size * accumulate)}"
+    shown = "" if workers is None else f", {workers} data-loading worker{'s' if workers != 1 else ''} per process"
+    return (
+        f"distributed: {place.world_size} processes ({place.backend}), global batch "
+        f"{batch_size} ({per_step}), BatchNorm statistics "
+        + ("over the global batch (--sync-bn)" if sync_bn else "per process")
+        + shown
+    )
+
+
+def resumed_world_note(saved: int | None, world: int, batch_size: int, accumulate: int, sync_bn: bool) -> str | None:
+    """What changes when a run saved on `saved` processes (None: saved before it was recorded) resumes on
+    `world`: BatchNorm's batch, unless it is the global one (--sync-bn)."""
+    if saved is None or saved == world or sync_bn:
+        return None
+    before, now = (batch_size // (n * accumulate) for n in (saved, world))
+    return (
+        f"note: the run trained on {saved} process(es) and resumes on {world}: BatchNorm now takes its "
+        f"statistics over {now} images, not {before} (each process's share of the batch; --sync-bn "
+        "takes them over the global batch, whatever the number of processes)"
+    )
+
+
+def rank_figures(place: Distributed, own: torch.Tensor, device: torch.device, timed: bool) -> dict:
+    """Each process's own (images/s, seconds waiting for data) of an epoch (`own`), for its record: a slow
+    process or a starved loader shows there. `timed`: whether any step ran since the start or resumption."""
+    ranks = place.gather_tensor(own.to(device)).cpu()
+    return {
+        "rank_images_per_s": [round(v, 1) for v in ranks[:, 0].tolist()] if timed else None,
+        "rank_data_wait": [round(v, 3) for v in ranks[:, 1].tolist()],
+        "data_wait": float(ranks[:, 1].max()),
+    }
+
+
+def check_shares(place: Distributed, batch_size: int, accumulate: int, n_train: int, n_val: int, n_test: int) -> None:
+    """Refuse a group with more processes than the data can give images to."""
+    whole = min(batch_size, n_train)  # a training set smaller than the batch is one batch
+    if whole < batch_size:
+        check_launch(place, whole, accumulate)
+    for split, n in (("training", whole), ("validation", n_val), ("test", n_test)):
+        if n and n < place.world_size:
+            raise ValueError(
+                f"{place.world_size} processes are too many for the data: the {split} split has {n} images, "
+                "fewer than one per process"
+            )
+
+
+def start_summary(config: TrainConfig, info: DatasetInfo | None, checkpoint: str | None) -> tuple:
+    """What the processes of a group compare before they train together (`agree_on_start`): the resolved
+    config less what may differ between machines (where the data lies, their cores); the data's splits,
+    classes and files (`info`: None where this process could not load it); rank 0's checkpoint."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("data_dir", "num_workers")}
+    if info is None:
+        return settings, None, checkpoint
+    data = f"{info.n_train}/{info.n_val}/{info.n_test} images, {info.num_classes} classes, {info.digest}"
+    return settings, data, checkpoint
+
+
+def agree_on_start(place: Distributed, failure: Exception | None, summary: tuple | None = None) -> str | None:
+    """Every process's outcome of a start-up step, and (with `summary`: settings, data, rank 0's
+    checkpoint) a check that they match. Raises on every process when any failed or differs;
+    returns rank 0's checkpoint path."""
+    report = None if failure is None else (is_usage_error(failure), first_line(failure))
+    everyone = place.gather((report, summary))
+    if summary is not None:
+        check_same_settings([s[0] for _, s in everyone])
+    failed = [(rank, r) for rank, (r, _) in enumerate(everyone) if r is not None]
+    if failure is not None:
+        raise failure
+    if failed:
+        rank, (usage, text) = failed[0]
+        error = PeerUsageError if usage else PeerFailed
+        raise error(f"rank {rank} failed to start: {text}")
+    if summary is not None:
+        digests = {s[1] for _, s in everyone}
+        if len(digests) > 1:
+            shown = "; ".join(f"rank {r}: {s[1]}" for r, (_, s) in enumerate(everyone))
+            raise GroupMismatch(
+                f"the processes of the group see different data ({shown}): give every process the same files"
+            )
+        return everyone[0][1][2]
+    return None
+
+
+def same_statistics(place: Distributed, models: list[nn.Module], device: torch.device) -> None:
+    """Rank 0's BatchNorm running statistics (the floating-point buffers of `models`: the network and its
+    weight average) on every process, before an evaluation: the model every process evaluates is then
+    the one the checkpoints and the final weights hold (rank 0's), and the reported error is that model's.
+    `device`: where the broadcast runs.
+
+    Broadcast rather than averaged: DistributedDataParallel already gives every process rank 0's
+    buffers at each training forward (broadcast_buffers), so the statistics the run carries are
+    rank 0's plus one step's update; and running statistics never enter a training step, so the
+    training does not change, and a run is bitwise the same whatever its checkpoint interval.
+    """
+    if not place.active:
+        return
+    buffers = [b for m in models for b in m.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().flatten().to(device, torch.float64) for b in buffers])
+    dist.broadcast(flat, src=0)
+    with torch.no_grad():
+        for b, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+            b.copy_(value.view_as(b).to(b.device, b.dtype))
 
 
 class _Summed(torch.autograd.Function):

@@ -218,6 +218,19 @@ class MlflowLog:
         self.client.set_terminated(self.run_id, status="FINISHED" if finished else "KILLED")
 
 
+class Discard:
+    """Where the processes of a group other than rank 0 write their progress: nowhere."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 class Progress:
     """A tqdm bar on an interactive terminal, plain log lines otherwise.
 
@@ -268,3 +281,35 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def format_record(r: dict) -> str:
+    """An epoch's record as the one line the run prints."""
+    parts = [f"epoch {r['epoch']}", f"train loss {r['train_loss']:.4f}", f"train err {100 * r['train_err']:.2f}%"]
+    if r.get("val_err") is not None:
+        parts.append(f"val err {100 * r['val_err']:.2f}%")
+    parts += [
+        f"test err {100 * r['test_err']:.2f}%",
+        f"test top-5 err {100 * r['test_top5_err']:.2f}%",
+    ]
+    for split in ("val", "test"):
+        if r.get(f"{split}_left_out"):
+            n = r[f"{split}_left_out"]
+            parts.append(f"({split} errors on {r[f'{split}_images']} images: {n} unreadable left out)")
+    if r.get("ema_test_err") is not None:
+        parts.append(f"EMA test err {100 * r['ema_test_err']:.2f}%")
+    parts += [
+        f"{r['images_per_s']:.0f} img/s" if r.get("images_per_s") is not None else "evaluated again",
+        f"{r['epoch_time']:.1f} s",
+    ]
+    return "  ".join(parts)
+
+
+def bad_images_line(r: dict) -> str:
+    """What the run says of the unreadable training images an epoch's record counts (`bad_images_fields`)."""
+    count, names = r["bad_images"], r["bad_image_files"]
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (
+        f"epoch {r['epoch']}: {count} unreadable image{'s' if count != 1 else ''} met so far, "
+        f"each replaced by another training image: {shown}"
+    )

@@ -328,6 +328,19 @@ def warmup_note(config: TrainConfig) -> str | None:
     )
 
 
+def warmup_lines(config: TrainConfig, warming_up: bool) -> list[str]:
+    """What the log says of the run's warm-up at the start: how a recipe's was scaled (`warmup_note`), and
+    the warm-up until the training error falls, while it is not over (`warming_up`)."""
+    lines = [note] if (note := warmup_note(config)) is not None else []
+    reason = warmup_reason(config)
+    if reason is not None and warming_up:
+        lines.append(
+            f"warm-up: lr {config.warmup_lr} until the training error is below "
+            f"{100 * config.warmup_until_err:.0f}%, checked every {config.log_every} steps ({reason})"
+        )
+    return lines
+
+
 def lr_note(config: TrainConfig) -> str | None:
     """How the run's lr came from its recipe's, when a batch size of its own scaled it (for the log)."""
     if config.recipe not in LR_BATCH:

@@ -9,15 +9,23 @@ needs no clean-up.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
-from ..files import TEMPORARY
+import torch
+import yaml
+
+from .. import hardware
+from ..files import TEMPORARY, atomic_write
 from ..trained import CHECKPOINTS, CONFIG, EMA_WEIGHTS, HARDWARE, METRICS, METRICS_CSV, WEIGHTS, RunFolder
+from .config import TrainConfig
 
 try:
     import fcntl
@@ -90,6 +98,12 @@ def run_folder_of(path: str | Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
+def default_run_dir(config: TrainConfig) -> Path:
+    """Where a run without --out goes: runs/MODEL-DATA-TIME."""
+    data = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.data.split(":")[0])
+    return Path("runs") / f"{config.model}-{data}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
 def check_out_folder(path: Path) -> None:
     """Refuse, before anything is written, an `--out` that is a file or a non-empty folder holding no run."""
     if path.exists() and not path.is_dir():
@@ -149,6 +163,13 @@ def _lock(path: Path):
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def write_start_files(path: Path, config: TrainConfig, device: torch.device) -> None:
+    """What a run writes in its folder `path` before it trains: its resolved config and its hardware."""
+    folder = RunFolder(path)
+    atomic_write(folder.config, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+    atomic_write(folder.hardware, (json.dumps(hardware.describe(device)) + "\n").encode())
 
 
 def remove_new_folder(path: Path) -> None:

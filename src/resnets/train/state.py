@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .distributed import SINGLE, Distributed
+
 
 @dataclass
 class RunPosition:
@@ -40,20 +42,39 @@ class RunPosition:
             "seen": self.seen,
         }
 
-    def combine(self, totals: torch.Tensor, main: bool) -> None:
-        """Take the epoch's sums over all processes (`totals`: loss sum, error count, images seen).
+    def combine(self, place: Distributed, images: int) -> tuple[float, float, int, int]:
+        """The epoch's (loss sum, error count, images seen) and `images` (this process's images timed),
+        each summed over the processes of `place`'s group.
 
-        The main process (whose state a checkpoint saves) holds them and the others hold none,
-        so that summing the processes' positions again counts every image once.
+        Afterwards the main process (whose state a checkpoint saves) holds the sums and the others
+        hold none, so that summing the processes' positions again counts every image once.
         """
-        kept = totals if main else torch.zeros_like(totals)
+        if not place.active:
+            return self.sums[0].item(), self.sums[1].item(), self.seen, images
+        extra = torch.tensor([self.seen, images], dtype=torch.float64, device=self.sums.device)
+        totals = place.sum(torch.cat([self.sums, extra]))
+        kept = totals[:3] if place.is_main else torch.zeros_like(totals[:3])
         self.sums.copy_(kept[:2])
         self.seen = int(kept[2].item())
+        loss, errors, seen, images_total = totals.tolist()
+        return loss, errors, int(seen), int(images_total)
 
-    def load_state_dict(self, state: dict) -> None:
+    def count(self, loss: torch.Tensor, errors: torch.Tensor, n: int) -> None:
+        """A step of `n` images taken: its loss and errors added to the epoch's sums (on the device)."""
+        self.sums[0] += loss.double() * n
+        self.sums[1] += errors
+        self.seen += n
+        self.step += 1
+        self.epoch_step += 1
+
+    def load_state_dict(self, state: dict, main: bool = True) -> None:
+        """Restore a checkpoint's position; the epoch's sums so far go to the main process alone (see `combine`)."""
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.best, self.seen = state["best"], state["seen"]
         self.sums.copy_(state["sums"])
+        if not main:
+            self.sums.zero_()
+            self.seen = 0
 
     def next_epoch(self) -> None:
         self.epoch, self.epoch_step, self.seen = self.epoch + 1, 0, 0
@@ -77,9 +98,18 @@ class IntervalMeter:
         self.pending += 1
         self.images += images
 
-    def values(self) -> torch.Tensor:
-        """The pending steps' (loss, errors) on the host: the sync."""
-        return self.buffer[: self.pending].cpu()
+    def values(self, place: Distributed = SINGLE) -> tuple[torch.Tensor, int]:
+        """The pending steps' (loss, errors) on the host, and the images they took: the sync. Over a
+        group (`place`), the mean of the processes' mean losses and the sums of their errors and
+        images: every process takes the same decisions from them."""
+        if not place.active:
+            return self.buffer[: self.pending].cpu(), self.images
+        local = self.buffer[: self.pending].double().flatten()
+        extra = torch.tensor([self.images], dtype=torch.float64, device=local.device)
+        totals = place.sum(torch.cat([local, extra])).cpu()
+        values = totals[:-1].view(-1, 2)
+        values[:, 0] /= place.world_size  # the mean of the processes' mean losses
+        return values, int(totals[-1])
 
     def restart(self, step: int, now: float | None = None) -> None:
         self.pending, self.start_step, self.images = 0, step, 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +29,10 @@ class Interrupted(Exception):
 
 class Diverged(RuntimeError):
     """The loss or the weights became NaN or infinite; no such checkpoint is written."""
+
+
+class StopEvaluation(Exception):
+    """A stop signal arrived during an evaluation pass: abandon it, checkpoint, stop."""
 
 
 class StopRequest:
@@ -77,3 +82,12 @@ def stop_signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def unless_stopped(batches: Iterable, stop: StopRequest) -> Iterator:
+    """`batches`, abandoned (`StopEvaluation`) as soon as a stop signal arrives: a long test pass
+    must not keep a scheduler's SIGTERM waiting."""
+    for batch in batches:
+        if stop:
+            raise StopEvaluation
+        yield batch

@@ -1,14 +1,14 @@
-"""Whole-step CUDA graphs: when they are used, and the graphed step's arithmetic. The capture needs a
-GPU; everything around it (fixed buffers, the learning rate as a tensor, fused SGD, the warm-up that
-is undone, checkpoints and resumes) runs on the CPU here, with the capture left out."""
+"""The training step as a whole-step CUDA graph: when it is used, and the graphed step's arithmetic. The
+capture needs a GPU; everything around it (fixed buffers, the learning rate as a tensor, fused SGD, the
+warm-up that is undone, checkpoints and resumes) runs on the CPU here, with the capture left out."""
 
 import pytest
 import torch
 
 from resnets import create_model
-from resnets.train import engine as engine_module
 from resnets.train import load_checkpoint, train
-from resnets.train.graphs import GraphedStep, graphs_wanted
+from resnets.train import step as step_module
+from resnets.train.step import GraphedStep, graphs_wanted
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -51,19 +51,21 @@ def test_the_graphed_step_is_the_eager_step_with_its_warm_up_undone():
     graphed.load_state_dict(eager.state_dict())
     eager_opt, graphed_opt = sgd(eager), sgd(graphed)
     criterion = torch.nn.CrossEntropyLoss()
-    step = GraphedStep(
-        graphed, criterion, graphed_opt, (16, 1, 16, 16), CPU, amp=False, channels_last=True, capture=False
-    )
+
+    def schedule(step: int) -> float:
+        return 0.1 if step < 3 else 0.01  # the tensor takes each step's value
+
+    step = GraphedStep(graphed, criterion, graphed_opt, schedule, CPU, amp=False, channels_last=True, capture=False)
     batches = [(torch.randn(16, 1, 16, 16), torch.randint(0, 4, (16,))) for _ in range(5)]
     for i, (x, y) in enumerate(batches):
-        lr = 0.1 if i < 3 else 0.01  # a schedule: the tensor takes each step's value
+        lr = schedule(i)
         for group in eager_opt.param_groups:
             group["lr"] = lr
         eager_opt.zero_grad(set_to_none=True)
         loss = criterion(eager(x.contiguous(memory_format=torch.channels_last)), y)
         loss.backward()
         eager_opt.step()
-        graphed_loss, errors = step.step(x, y, lr)
+        graphed_loss, errors = step(x, y, i)
         # The warm-up's three steps left no trace: the first loss is the eager net's first loss.
         assert graphed_loss.item() == pytest.approx(loss.item(), rel=1e-6)
         assert 0 <= errors.item() <= 16
@@ -75,7 +77,7 @@ def test_the_graphed_step_is_the_eager_step_with_its_warm_up_undone():
 def test_a_graphed_run_checkpoints_and_resumes_as_an_uninterrupted_one(tiny_config, tmp_path, monkeypatch):
     """The trainer's graphed path (the capture left out on the CPU): its checkpoints hold the learning
     rate as a number, and a run resumed from one ends bitwise equal to an uninterrupted run."""
-    monkeypatch.setattr(engine_module, "graphs_wanted", lambda *args, **kwargs: True)
+    monkeypatch.setattr(step_module, "graphs_wanted", lambda *args, **kwargs: True)
     reference = train(tiny_config(out=str(tmp_path / "reference"), epochs=3, keep=10))
     checkpoint = tmp_path / "reference" / "checkpoints" / "step-00000016.pt"
     state = load_checkpoint(checkpoint)
@@ -123,15 +125,19 @@ def test_a_failed_capture_trains_on_uncaptured_under_auto_and_stops_under_on():
     for fallback in (True, False):
         torch.manual_seed(0)
         model = create_model("resnet8", in_channels=1, num_classes=4)
+        warned: list[str] = []
         step = GraphedStep(
-            model, torch.nn.CrossEntropyLoss(), sgd(model), tuple(x.shape), CPU,
-            amp=False, channels_last=False, capture=True, fallback=fallback,
+            model, torch.nn.CrossEntropyLoss(), sgd(model), lambda i: 0.1, CPU,
+            amp=False, channels_last=False, capture=True, fallback=fallback, warn=warned.append,
         )  # fmt: skip
         if not fallback:
             with pytest.raises(RuntimeError):
-                step.step(x, y, 0.1)
+                step(x, y, 0)
             continue
-        losses.append(step.step(x, y, 0.1)[0].item())
+        losses.append(step(x, y, 0)[0].item())
         assert step.failed and step.graph is None
-        losses.append(step.step(x, y, 0.1)[0].item())
+        assert warned == [f"warning: CUDA graph capture failed ({step.failed}); training without it "
+                          "(--cuda-graphs off says so from the start)"]  # fmt: skip
+        losses.append(step(x, y, 1)[0].item())
+        assert len(warned) == 1  # said once
     assert losses[1] < losses[0]  # it trains
