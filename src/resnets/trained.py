@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DataBundle, DatasetInfo, FolderTransforms, load_dataset
+from .data import DataBundle, DatasetInfo, FolderTransforms, LoaderOptions, load_dataset
 from .data.images import DEFAULT_MAX_PIXELS
 from .errors import NormalizationMismatch, unpickling_reason
 from .models import create_model
@@ -389,26 +389,10 @@ def trained_data(
     name = (config.data if config is not None else None) if own else data
     if name is None:
         raise ValueError(f"{path} does not record its dataset: name one with --data")
-    norm = meta.get("normalization")
-    try:
-        return _load(name, config, own, norm, data_dir, device, batch_size, max_image_pixels, bad_images)
-    except NormalizationMismatch as exc:  # other data than the run's, of another shape: say the run's
-        trained = meta.get("data") or {}
-        if "in_channels" not in trained or "image_size" not in trained:
-            raise
-        expected = (trained["in_channels"], *trained["image_size"])
-        raise ValueError(
-            f"checkpoint {path} was trained on {trained.get('name', 'images')} of shape {expected}, "
-            f"but {name} gives {exc.shape}"
-        ) from None
-
-
-def _load(name, config, own, norm, data_dir, device, batch_size, max_image_pixels, bad_images) -> DataBundle:
     base = config or TrainConfig()
-    return load_dataset(
-        name,
-        data_dir=data_dir or (base.data_dir if own else None),
-        device=device,
+    norm = meta.get("normalization")
+    options = LoaderOptions(
+        device=torch.device(device),
         batch_size=batch_size or base.batch_size,
         eval_batch_size=batch_size or base.eval_batch_size,
         seed=base.seed,  # the order of its images (and synthetic images themselves) follow the run's seed
@@ -421,8 +405,21 @@ def _load(name, config, own, norm, data_dir, device, batch_size, max_image_pixel
         decode=base.decode if own else "workers",
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize=base.normalize,
-        folder_transforms=test_view(base) if str(name).startswith("imagefolder:") else None,
     )
+    view = test_view(base) if str(name).startswith("imagefolder:") else None
+    try:
+        return load_dataset(
+            name, options, data_dir=data_dir or (base.data_dir if own else None), folder_transforms=view
+        )
+    except NormalizationMismatch as exc:  # other data than the run's, of another shape: say the run's
+        trained = meta.get("data") or {}
+        if "in_channels" not in trained or "image_size" not in trained:
+            raise
+        expected = (trained["in_channels"], *trained["image_size"])
+        raise ValueError(
+            f"checkpoint {path} was trained on {trained.get('name', 'images')} of shape {expected}, "
+            f"but {name} gives {exc.shape}"
+        ) from None
 
 
 def test_view(config: TrainConfig) -> FolderTransforms:
@@ -434,3 +431,6 @@ def test_view(config: TrainConfig) -> FolderTransforms:
         crop=config.crop,
         interpolation=config.interpolation,
     )
+
+
+test_view.__test__ = False  # type: ignore[attr-defined]  # a view for testing, not a test of pytest's

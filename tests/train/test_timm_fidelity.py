@@ -224,7 +224,7 @@ def test_a_timm_users_a3_command_line_is_accepted_as_written(capsys):
 
 
 def test_rsb_a3s_resnet50_starts_every_blocks_last_bn_at_zero_as_timms():
-    from resnets.train.finetune import build_model
+    from resnets.train.network import build_model
     from resnets.train.recipes import get_recipe
 
     net = build_model(get_recipe("rsb-a3", "resnet50"), 3, 1000, (160, 160))

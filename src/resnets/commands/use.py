@@ -14,7 +14,7 @@ from ..files import check_output_file, check_output_folder
 from ..inference import Predictor, analyse_checkpoint, evaluate_checkpoint, expand_paths
 from ..models.convert import SOURCES, convert_file
 from ..text import printable
-from ..train.checkpoint import model_from_checkpoint, trained_metadata
+from ..trained import model_from_checkpoint, trained_metadata
 from .arguments import ShownDefaults, Subparsers, add_device, add_pixel_limit, positive_int, print_json
 
 MAX_WORST = 1000  # images on one sheet of mistakes (a sheet of 1,000 thumbnails is already hard to read)

@@ -1,6 +1,7 @@
 """Training: the config and its recipes, the loop (engine), its step, eager or as a CUDA graph (step), its
-data (loaders), the network it trains (finetune), several processes under torchrun (distributed),
-evaluation, checkpoints, metrics, the run folder and how a run stops (stops).
+data (loaders), the network it trains (network: built, or started from other weights), several
+processes under torchrun (distributed), evaluation, checkpoints, metrics, the run folder and how a
+run stops (stops).
 
 The names below load on first use, so that `resnets.train.config` (the schema of a run, which
 `resnets.trained` reads) imports without the loop.

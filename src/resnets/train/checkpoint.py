@@ -187,6 +187,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-from ..trained import model_from_checkpoint, read_trained, trained_metadata  # noqa: E402, F401  TEMPORARY

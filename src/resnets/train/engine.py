@@ -50,9 +50,9 @@ from .distributed import (
 from .draws import DropPathDraws
 from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
-from .finetune import build_model, set_train_mode
 from .loaders import bad_images_fields, build_loaders, first_images, left_out_fields, unreadable_in_pass
 from .metrics import Discard, MetricsLog, Progress, bad_images_line, format_record
+from .network import build_model, set_train_mode
 from .optimizers import build_optimizer
 from .recipes import lr_note, warmup_lines
 from .rundir import check_out_folder, claimed, default_run_dir, remove_new_folder, write_start_files

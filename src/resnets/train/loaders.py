@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..data import load_dataset
-from ..data.base import BatchAugment, DataBundle, Loader
+from ..data.base import BatchAugment, DataBundle, Loader, LoaderOptions
 from ..data.transforms import FolderTransforms
 from .config import TrainConfig
 from .distributed import Distributed
@@ -49,9 +49,7 @@ def build_loaders(config: TrainConfig, device: torch.device, place: Distributed,
     """The loaders of `config`'s data on `device`: this process's share of each global batch (`place`),
     decoded by `workers` processes (image folders)."""
     c = config
-    return load_dataset(
-        c.data,
-        data_dir=c.data_dir,
+    options = LoaderOptions(
         device=device,
         batch_size=c.batch_size,
         eval_batch_size=c.eval_batch_size,
@@ -64,12 +62,13 @@ def build_loaders(config: TrainConfig, device: torch.device, place: Distributed,
         max_image_pixels=c.max_image_pixels,
         decode=c.decode,
         normalize=c.normalize,
-        folder_transforms=folder_transforms(c) if c.data.startswith("imagefolder:") else None,
         test_subset=c.test_subset,
         shard=(place.rank, place.world_size),
         extra=batch_augment(c),
         repeats=c.repeated_aug,
     )
+    transforms = folder_transforms(c) if c.data.startswith("imagefolder:") else None
+    return load_dataset(c.data, options, data_dir=c.data_dir, folder_transforms=transforms)
 
 
 def first_images(loader: Loader, n: int) -> torch.Tensor | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..models import create_model
-from .checkpoint import CheckpointError, read_trained
+from ..trained import CheckpointError, read_trained
 from .config import ADAPTIVE, TrainConfig, load_yaml
 
 PAPER_WARMUP_LR = 0.01
