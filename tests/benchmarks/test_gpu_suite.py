@@ -20,6 +20,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # 14 s on 2 cores; CI runs it with the other slow tests
 def test_the_gpu_suite_runs_on_the_cpu_at_toy_sizes(tmp_path):
     done = subprocess.run(
         [sys.executable, str(SUITE), "--small", "--device", "cpu", "--out", str(tmp_path)],

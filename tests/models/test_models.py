@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from sizes import by_size
 from torch import nn
 
 from resnets import create_model, list_models
@@ -20,7 +21,7 @@ def small_input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, side, side)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", by_size(list_models()))
 def test_every_model_runs_and_every_parameter_learns(name):
     model = create_model(name, num_classes=7)
     out = model(small_input(name))

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 from bn import randomise_bn
+from sizes import by_size
 
 from resnets import create_model
 from resnets.models.weights import load_state_dict, read_weights
@@ -24,7 +25,7 @@ SHARED = [
 ]
 
 
-@pytest.mark.parametrize("name", SHARED)
+@pytest.mark.parametrize("name", by_size(SHARED))
 def test_torchvision_state_dict_loads_strictly_and_gives_the_same_outputs(name):
     reference = getattr(torchvision.models, name)(weights=None).eval()
     randomise_bn(reference)
