@@ -26,7 +26,7 @@ from .files import atomic_write, check_output_file
 from .hardware import autocast, resolve_device
 from .models.fuse import fuse_bn
 from .train.evaluate import EvalResult, evaluate
-from .trained import model_from_checkpoint, run_config, trained_data
+from .trained import model_from_checkpoint, run_config, test_view, trained_data
 
 IMAGE_SUFFIXES = set(IMAGE_EXTENSIONS)
 
@@ -92,15 +92,19 @@ class Predictor:
         self.in_channels = self.mean.shape[0]
         spatial = tuple(self.mean.shape[-2:])  # a mean image (small datasets) has the training size
         size = tuple(data["image_size"]) if "image_size" in data else spatial if spatial != (1, 1) else None
-        if self.folder_style:
-            # The run's test view: recorded since runs may train and test at different sizes (RSB).
+        run = run_config(meta, checkpoint)
+        self.size: tuple[int, ...]
+        if self.folder_style and run is not None:  # the run's own test view (it may train at 160, test at 224)
+            self.view = test_view(run)
+            self.size = (self.view.tested, self.view.tested)
+        elif self.folder_style:  # weights without their run's config (converted): the recorded sizes, else ImageNet's
             side = int(data.get("test_size") or (size[0] if size else 224))
             resize = int(data.get("test_resize") or round(side * 256 / 224))
             resampling = str(data.get("interpolation", "bilinear"))
             self.view = FolderTransforms(
                 image_size=side, resize_range=(side, side), test_resize=resize, interpolation=resampling
             )
-            self.size: tuple[int, ...] = (side, side)
+            self.size = (side, side)
         elif size is None:
             raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
         else:

@@ -126,3 +126,44 @@ def test_missing_images_and_bad_checkpoint_are_one_line_errors(trained, tmp_path
     assert main(["predict", "--checkpoint", str(fake), str(paths[0])]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "fake.pt" in err
+
+
+def test_an_image_folder_run_predicts_through_its_own_test_view(tmp_path):
+    """Predictor takes an image-folder run's test view from its config (resnets.trained.test_view), as eval does:
+    a run trained at 16 and tested at 24 after resizing to 28 predicts on 28-then-24 views, not the defaults."""
+    from resnets.trained import model_from_checkpoint, run_config, test_view, trained_data
+
+    root = tmp_path / "folder"
+    for split, n in (("train", 6), ("val", 2)):
+        for k, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            for i in range(n):
+                path = root / split / f"c{k}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = np.zeros((36, 40 + 3 * i, 3), np.uint8) + np.array(colour, np.uint8)
+                pixels[:18, :13] = 255 - pixels[:18, :13]  # not symmetric: a crop or flip shows
+                Image.fromarray(pixels).save(path)
+    config = TrainConfig(
+        model="resnet8",
+        data=f"imagefolder:{root}",
+        image_size=16,
+        test_size=24,
+        test_resize=28,
+        interpolation="bicubic",
+        batch_size=4,
+        epochs=1,
+        num_workers=0,
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
+    train(config)
+    weights = tmp_path / "run" / "model.safetensors"
+    predictor = Predictor(weights, device="cpu")
+    _, meta = model_from_checkpoint(weights)
+    assert predictor.view == test_view(run_config(meta, weights)) and predictor.size == (24, 24)
+    assert (predictor.view.test_resize, predictor.view.tested, predictor.view.interpolation) == (28, 24, "bicubic")
+    # The same inputs as the run's own test loader: one val image through both.
+    images, _ = next(trained_data(meta, weights, batch_size=4).test.epoch(0))
+    first = sorted((root / "val" / "c0").iterdir())[0]
+    mine = predictor.preprocess(predictor.load(first))
+    assert mine.shape == images[0].shape == (3, 24, 24)
+    assert torch.allclose(mine, images[0], atol=1e-4)
