@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import experiments, models, train, use
+from .commands import data, experiments, models, train, use
 from .commands.experiments import ExperimentStopped
 from .data.imagefolder import UnreadableImage
 from .errors import MissingExtra, is_usage_error
@@ -44,6 +44,7 @@ COMMANDS = (
     use.add_embed,
     use.add_export,
     use.add_convert,
+    data.add_pack,
     experiments.add_demo,
 )
 

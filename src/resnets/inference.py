@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .analysis.mistakes import WORST, ErrorAnalysis, ErrorCounter
 from .data import VIEWS, DatasetInfo, normalize
-from .data.base import check_positive
+from .data.base import check_positive, of_image_files
 from .data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_max_pixels, read_image
 from .data.transforms import FolderTransforms, center_view
 from .errors import NonFiniteOutputs
@@ -88,7 +88,7 @@ class Predictor:
         norm = meta["normalization"]
         self.mean, self.std = (torch.as_tensor(norm[k], dtype=torch.float32).to(self.device) for k in ("mean", "std"))
         data, config = meta.get("data") or {}, meta.get("config") or {}
-        self.folder_style = str(data.get("name") or config.get("data", "")).startswith("imagefolder")
+        self.folder_style = of_image_files(data.get("name") or config.get("data", ""))
         self.in_channels = self.mean.shape[0]
         spatial = tuple(self.mean.shape[-2:])  # a mean image (small datasets) has the training size
         size = tuple(data["image_size"]) if "image_size" in data else spatial if spatial != (1, 1) else None

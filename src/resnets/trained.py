@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .data import DataBundle, DatasetInfo, FolderTransforms, LoaderOptions, load_dataset
+from .data.base import of_image_files
 from .data.images import DEFAULT_MAX_PIXELS
 from .errors import NormalizationMismatch, unpickling_reason
 from .models import create_model
@@ -338,7 +339,7 @@ def describe_run(config: TrainConfig, info: DatasetInfo, mean: torch.Tensor, std
     pixel units) and the data's description, with an image folder's test view (a run may train at
     one size and test at another, as RSB does)."""
     data = {"name": config.data, "image_size": list(info.image_size), "in_channels": info.in_channels}
-    if config.data.startswith("imagefolder:"):
+    if of_image_files(config.data):
         data.update(test_size=config.test_size, test_resize=config.test_resize, interpolation=config.interpolation)
     return {
         "class_names": list(info.class_names),
@@ -406,7 +407,7 @@ def trained_data(
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize=base.normalize,
     )
-    view = test_view(base) if str(name).startswith("imagefolder:") else None
+    view = test_view(base) if of_image_files(name) else None
     try:
         return load_dataset(
             name, options, data_dir=data_dir or (base.data_dir if own else None), folder_transforms=view

@@ -167,7 +167,8 @@ def test_split_sizes():
     [
         (
             {"name": "foo"},
-            "unknown dataset 'foo'; accepted: fashion-mnist, cifar10, cifar100, imagefolder:PATH, synthetic",
+            "unknown dataset 'foo'; accepted: fashion-mnist, cifar10, cifar100, imagefolder:PATH, shards:PATH_OR_URL, "
+            "synthetic",
         ),
         ({"name": "imagefolder:"}, "unknown dataset 'imagefolder:'"),
         ({"name": "synthetic:3,32"}, "synthetic:3,32 must be synthetic:C,H,W,K"),
@@ -184,7 +185,14 @@ def test_bad_arguments_are_named(kwargs, message):
 
 
 def test_datasets_lists_the_accepted_names():
-    assert DATASETS == ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic[:C,H,W,K]")
+    assert DATASETS == (
+        "fashion-mnist",
+        "cifar10",
+        "cifar100",
+        "imagefolder:PATH",
+        "shards:PATH_OR_URL",
+        "synthetic[:C,H,W,K]",
+    )
 
 
 def test_start_out_of_range_is_refused_at_the_call(bundle):

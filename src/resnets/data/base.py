@@ -116,6 +116,20 @@ def derive_seed(*keys: int | str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+# Datasets of image files, decoded and cropped one by one (the paper's ImageNet path): a folder, or
+# the shards packed from one (resnets pack). The others are arrays held whole on the device.
+IMAGE_FILE_KINDS = ("imagefolder:", "shards:")
+
+
+def of_image_files(data: str) -> bool:
+    """Whether the dataset named `data` is one of image files (an image folder, or shards of one).
+
+    >>> of_image_files("shards:/data/imagenet-shards"), of_image_files("cifar10")
+    (True, False)
+    """
+    return str(data).startswith(IMAGE_FILE_KINDS)
+
+
 def digest_of(*parts: object) -> str:
     """A short hex digest of `parts` (strings, bytes, tensors), stable across runs and platforms.
 

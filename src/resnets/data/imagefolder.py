@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -137,6 +137,7 @@ class ImageFiles(Dataset):
         config: FolderTransforms,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         decode: str = "workers",
+        reader: Callable[[str], bytes] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {', '.join(MODES)}")
@@ -145,6 +146,7 @@ class ImageFiles(Dataset):
         self.config = config
         self.max_pixels = max_pixels
         self.decode = decode
+        self.reader = reader  # a sample's bytes by its name (a packed dataset's); None: the file at its path
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -152,9 +154,10 @@ class ImageFiles(Dataset):
     def __getitem__(self, key: tuple[int, int | None]):
         index, seed = key
         path, label = self.samples[index]
+        data = None if self.reader is None else self.reader(path)  # a shard's fault is not the image's
         try:
             read = read_encoded if self.decode == "device" else read_image
-            image = read(path, 3, self.max_pixels)
+            image = read(path, 3, self.max_pixels, data)
         except (RuntimeError, OSError, ValueError) as exc:
             return Unreadable(path, first_line(exc))
         if isinstance(image, Encoded):
@@ -164,8 +167,9 @@ class ImageFiles(Dataset):
     def decoded(self, index: int, seed: int | None):
         """As `files[index, seed]`, decoded here on the CPU whatever `decode` says (a replacement image)."""
         path, label = self.samples[index]
+        data = None if self.reader is None else self.reader(path)
         try:
-            image = read_image(path, 3, self.max_pixels)
+            image = read_image(path, 3, self.max_pixels, data)
         except (RuntimeError, OSError, ValueError) as exc:
             return Unreadable(path, first_line(exc))
         return *self.view(image, seed), label
@@ -268,8 +272,9 @@ class FolderLoader:
         train: bool = False,
         batch_size: int | None = None,
         source: str = "the image folder",
+        reader: Callable[[str], bytes] | None = None,
     ) -> None:
-        self.dataset = ImageFiles(samples, mode, config, options.max_image_pixels, options.decode)
+        self.dataset = ImageFiles(samples, mode, config, options.max_image_pixels, options.decode, reader)
         self.source = source  # the folder the samples come from, for error messages
         self.options = options
         self.mean, self.std = normalization
@@ -425,36 +430,73 @@ def imagefolder_bundle(
     >>> bundle.info.num_classes, bundle.info.image_size
     (2, (224, 224))
     """
-    config = transforms or FolderTransforms()
     classes, train, test = scan(root)
-    n_train, n_val = split_sizes(len(train), options.subset, options.val_split)
-    device = options.device
-    stats = (
-        torch.tensor(IMAGENET_MEAN, device=device).reshape(3, 1, 1) * 255,
-        torch.tensor(IMAGENET_STD, device=device).reshape(3, 1, 1) * 255,
-    )
-    if options.normalization is not None:
-        mean, std = (t.to(device, torch.float32) for t in options.normalization)
-        if mean.shape != (3, 1, 1) or std.numel() != 3:
-            raise NormalizationMismatch(
-                f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
-                f"the RGB images of {root}: it needs one mean and one std per channel",
-                (3, config.tested, config.tested),
-            )
-        stats = (mean, std.reshape(3, 1, 1))
     root = Path(root).expanduser()
-    test_source, train_source = str(root / "val"), str(root / "train")
+    digest = digest_of("\n".join(f"{path[len(str(root)) + 1 :]}:{label}" for path, label in train + test))
+    return files_bundle(
+        f"imagefolder:{root}",
+        classes,
+        train,
+        test,
+        options,
+        transforms,
+        (str(root / "train"), str(root / "val")),
+        digest,
+    )
+
+
+def _normalization(name: str, options: LoaderOptions, config: FolderTransforms) -> tuple[Tensor, Tensor]:
+    """(mean, std) in pixels on the device: ImageNet's channel statistics, or the given ones (a trained model's)."""
+    device = options.device
+    if options.normalization is None:
+        return (
+            torch.tensor(IMAGENET_MEAN, device=device).reshape(3, 1, 1) * 255,
+            torch.tensor(IMAGENET_STD, device=device).reshape(3, 1, 1) * 255,
+        )
+    mean, std = (t.to(device, torch.float32) for t in options.normalization)
+    if mean.shape != (3, 1, 1) or std.numel() != 3:
+        raise NormalizationMismatch(
+            f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
+            f"the RGB images of {name}: it needs one mean and one std per channel",
+            (3, config.tested, config.tested),
+        )
+    return mean, std.reshape(3, 1, 1)
+
+
+def files_bundle(
+    name: str,
+    classes: list[str],
+    train: list[Sample],
+    test: list[Sample],
+    options: LoaderOptions,
+    transforms: FolderTransforms | None,
+    sources: tuple[str, str],
+    digest: str,
+    readers: tuple[Callable[[str], bytes], Callable[[str], bytes]] | None = None,
+) -> DataBundle:
+    """The loaders of image files, `train` for training (and `val_split`) and `test` for testing,
+    whether they lie in a folder or in shards (`readers`: each split's bytes by sample name).
+    `sources` name where each split's files come from, for messages."""
+    config = transforms or FolderTransforms()
+    n_train, n_val = split_sizes(len(train), options.subset, options.val_split)
+    stats = _normalization(name, options, config)
+    train_source, test_source = sources
+    train_reader, test_reader = readers or (None, None)
     test = test[: options.test_images(len(test))]
     val = train[n_train : n_train + n_val]
     # Each process evaluates a contiguous part of an evaluation split (all of it in one process).
-    test_loader = FolderLoader(test[options.share(len(test))], "center", config, options, stats, source=test_source)
+    test_loader = FolderLoader(
+        test[options.share(len(test))], "center", config, options, stats, source=test_source, reader=test_reader
+    )
 
     view_loaders: list[FolderLoader] = []
 
     def views(view: str) -> Iterator[ViewBatch]:
         # Views of different sizes cannot share a batch: multi-scale goes one image at a time.
         batch_size = 1 if view == "multi_scale" else None
-        loader = FolderLoader(test, view, config, options, stats, batch_size=batch_size, source=test_source)
+        loader = FolderLoader(
+            test, view, config, options, stats, batch_size=batch_size, source=test_source, reader=test_reader
+        )
         view_loaders.append(loader)
         return loader.view_batches()
 
@@ -464,7 +506,7 @@ def imagefolder_bundle(
 
     return DataBundle(
         info=DatasetInfo(
-            name=f"imagefolder:{root}",
+            name=name,
             num_classes=len(classes),
             in_channels=3,
             image_size=(config.image_size, config.image_size),
@@ -472,11 +514,15 @@ def imagefolder_bundle(
             n_train=n_train,
             n_val=n_val,
             n_test=len(test),
-            digest=digest_of("\n".join(f"{path[len(str(root)) + 1 :]}:{label}" for path, label in train + test)),
+            digest=digest,
         ),
-        train=FolderLoader(train[:n_train], "train", config, options, stats, train=True, source=train_source),
+        train=FolderLoader(
+            train[:n_train], "train", config, options, stats, train=True, source=train_source, reader=train_reader
+        ),
         val=(
-            FolderLoader(val[options.share(len(val))], "center", config, options, stats, source=train_source)
+            FolderLoader(
+                val[options.share(len(val))], "center", config, options, stats, source=train_source, reader=train_reader
+            )
             if n_val
             else None
         ),

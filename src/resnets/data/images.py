@@ -57,11 +57,14 @@ def check_max_pixels(value: object) -> int | None:
     return value
 
 
-def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
+def read_image(
+    path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None
+) -> Tensor:
     """An image file as uint8 (channels, H, W), channels 1 (greyscale) or 3 (RGB).
 
     ImageError names the file when it cannot be read or its header declares more than
-    `max_pixels` pixels (None: no limit); nothing is decoded then.
+    `max_pixels` pixels (None: no limit); nothing is decoded then. `data`, where given, is the
+    file's bytes (a sample of a shard), read by the same decoders: `path` then only names it.
 
     >>> read_image("photo.jpg").shape
     torch.Size([3, 375, 500])
@@ -69,10 +72,11 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
     if channels not in (1, 3):
         raise ValueError(f"channels={channels!r}: images are read as 1 (greyscale) or 3 (RGB) channels")
     path = str(path)
+    source = path if data is None else io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as image:  # lazy: reads the header, decodes nothing yet
+            with Image.open(source) as image:  # lazy: reads the header, decodes nothing yet
                 _check_size(path, image.size, max_pixels)
                 if image.format != "JPEG":
                     return to_channels(_pillow_pixels(image), channels)
@@ -81,12 +85,12 @@ def read_image(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MA
         if max_pixels is not None or not found:
             pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
             raise ImageError(f"{path}: {pixels}, above the limit of {max_pixels or 0:,}{_ADVICE}") from None
-        return _read_unlimited(path, channels)  # no limit asked for
+        return _read_unlimited(path, channels, data)  # no limit asked for
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"cannot read image {path}: {first_line(exc)}") from exc
-    return _decode_jpeg_or_fail(path, channels)
+    return _decode_jpeg_or_fail(path, channels, data)
 
 
 class Encoded(NamedTuple):
@@ -96,7 +100,9 @@ class Encoded(NamedTuple):
     data: bytearray  # the file (writable, so that a tensor can share it)
 
 
-def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Encoded | Tensor:
+def read_encoded(
+    path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None
+) -> Encoded | Tensor:
     """The bytes of a JPEG file that nvJPEG takes (RGB or greyscale, within `max_pixels`), else the
     file's pixels (or error) exactly as `read_image` gives them.
 
@@ -110,17 +116,17 @@ def read_encoded(path: str, channels: int = 3, max_pixels: int | None = DEFAULT_
     """
     path = str(path)
     try:
-        data = Path(path).read_bytes()
+        raw = Path(path).read_bytes() if data is None else data
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:  # the header alone
+            with Image.open(io.BytesIO(raw)) as image:  # the header alone
                 _check_size(path, image.size, max_pixels)
                 plain = image.format == "JPEG" and image.mode in ("RGB", "L")
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         plain = False
     if not plain:
-        return read_image(path, channels, max_pixels)
-    return Encoded(path, bytearray(data))
+        return read_image(path, channels, max_pixels, data)
+    return Encoded(path, bytearray(raw))
 
 
 def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> list[Tensor | ImageError]:
@@ -175,16 +181,16 @@ def decode_batch(files: list[Encoded], channels: int, device: torch.device) -> l
 _ADVICE = " (a decompression bomb?); raise it with --max-image-pixels if the image is genuine"
 
 
-def _read_unlimited(path: str, channels: int) -> Tensor:
+def _read_unlimited(path: str, channels: int, data: bytes | None = None) -> Tensor:
     """A file larger than Pillow opens, read because no limit was asked for: a JPEG by torchvision's
     decoder, anything else by Pillow with its own limit lifted for the call (a PNG must never reach the
     JPEG decoder: a truncated one declaring 20000x20000 pixels crashed it)."""
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # Pillow's limit is a module global: lifted for this file alone
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             if image.format == "JPEG":
-                return _decode_jpeg_or_fail(path, channels)
+                return _decode_jpeg_or_fail(path, channels, data)
             return to_channels(_pillow_pixels(image), channels)
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageError(f"cannot read image {path}: {first_line(exc)}") from exc
@@ -200,14 +206,15 @@ def _check_size(path: str, size: tuple[int, int], max_pixels: int | None) -> Non
         )
 
 
-def _decode_jpeg_or_fail(path: str, channels: int) -> Tensor:
+def _decode_jpeg_or_fail(path: str, channels: int, data: bytes | None = None) -> Tensor:
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     try:
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which this project
             # does not depend on yet; they still work, and warning once per image would drown the log.
             warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_image(path, mode=mode)
+            source = path if data is None else torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            image = decode_image(source, mode=mode)
     except RuntimeError as exc:
         raise ImageError(f"cannot read image {path}: {first_line(exc)}") from exc
     return to_channels(to_uint8(image), channels)

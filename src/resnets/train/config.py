@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..data.augment import RandAugmentPolicy
-from ..data.base import BAD_IMAGES, NORMALIZATIONS
+from ..data.base import BAD_IMAGES, NORMALIZATIONS, of_image_files
 from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 from ..data.transforms import CROPS, INTERPOLATIONS
 from ..models.resnet import INITS
@@ -44,7 +44,7 @@ def legacy_values(saved: dict) -> dict:
     A config from such a run (config.yaml, a checkpoint) takes these, so that resuming it goes on as
     it began: small images normalised with the std, image folders with brightness/contrast jitter.
     """
-    folders = str(saved.get("data", "")).startswith("imagefolder:")
+    folders = of_image_files(saved.get("data", ""))
     legacy: dict = {
         "normalize": "pixel-mean-std",
         "color_jitter": 0.4 if folders else 0.0,
@@ -260,10 +260,10 @@ class TrainConfig:
             raise ValueError(
                 f"color_jitter={self.color_jitter!r} must be in [0, 1) (0: the paper's colour augmentation)"
             )
-        if self.color_jitter and not self.data.startswith("imagefolder:"):
+        if self.color_jitter and not of_image_files(self.data):
             raise ValueError(f"color_jitter applies to image folders, not to {self.data}")
         for name, default in FOLDER_DEFAULTS.items():
-            if getattr(self, name) != default and not self.data.startswith("imagefolder:"):
+            if getattr(self, name) != default and not of_image_files(self.data):
                 raise ValueError(f"{name} applies to image folders, not to {self.data}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
@@ -336,7 +336,7 @@ class TrainConfig:
             raise ValueError(f"drop_path={self.drop_path!r} must be a probability in [0, 1)")
         if self.repeated_aug < 1:
             raise ValueError(f"repeated_aug={self.repeated_aug!r} must be a positive integer (1: off)")
-        if self.repeated_aug > 1 and not self.data.startswith("imagefolder:"):
+        if self.repeated_aug > 1 and not of_image_files(self.data):
             raise ValueError(f"repeated_aug applies to image folders, not to {self.data}")
         if self.repeated_aug > self.batch_size:
             raise ValueError(f"repeated_aug={self.repeated_aug} exceeds the batch of {self.batch_size} images")

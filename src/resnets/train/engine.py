@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.base import share
+from ..data.base import of_image_files, share
 from ..errors import NonFiniteOutputs
 from ..export import export_model, rebuild_options
 from ..files import remove_stale_temporaries
@@ -200,7 +200,7 @@ class Trainer:
     @property
     def _folder(self) -> bool:
         """Whether the run trains on an image folder (which may meet unreadable files)."""
-        return self.config.data.startswith("imagefolder:")
+        return of_image_files(self.config.data)
 
     @property
     def _sync_device(self) -> torch.device:
@@ -237,7 +237,7 @@ class Trainer:
             + (f", lr {c.lr:.3g} ({note})" if (note := lr_note(c)) else "")
         )
         if self.place.active:
-            workers = self.data_workers if c.data.startswith("imagefolder:") else None
+            workers = self.data_workers if of_image_files(c.data) else None
             self.log(group_line(self.place, c.batch_size, c.accumulate, c.sync_bn, workers))
         for line in warmup_lines(c, self.schedule.warming_up):
             self.log(line)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..data import load_dataset
-from ..data.base import BatchAugment, DataBundle, Loader, LoaderOptions
+from ..data.base import BatchAugment, DataBundle, Loader, LoaderOptions, of_image_files
 from ..data.transforms import FolderTransforms
 from .config import TrainConfig
 from .distributed import Distributed
@@ -36,7 +36,7 @@ def batch_augment(config: TrainConfig) -> BatchAugment:
     """The augmentations beyond the paper's that device-resident data do a batch at a time (image
     folders do theirs per image in the workers: `folder_transforms`)."""
     c = config
-    if c.data.startswith("imagefolder:"):
+    if of_image_files(c.data):
         return BatchAugment()
     return BatchAugment(
         randaugment=c.randaugment_policy,
@@ -67,7 +67,7 @@ def build_loaders(config: TrainConfig, device: torch.device, place: Distributed,
         extra=batch_augment(c),
         repeats=c.repeated_aug,
     )
-    transforms = folder_transforms(c) if c.data.startswith("imagefolder:") else None
+    transforms = folder_transforms(c) if of_image_files(c.data) else None
     return load_dataset(c.data, options, data_dir=c.data_dir, folder_transforms=transforms)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.base import of_image_files
 from ..errors import first_line
 from ..hardware import autocast
 from ..models.registry import model_entry
@@ -94,7 +95,7 @@ def graphs_for(config: TrainConfig, device: torch.device, *, distributed: bool) 
         distributed=distributed,
         accumulate=c.accumulate,
         compiled=c.compile,
-        folder=c.data.startswith("imagefolder:"),
+        folder=of_image_files(c.data),
         uncaptured=beyond_paper_step(c),
     )
 

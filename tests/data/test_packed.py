@@ -1,0 +1,205 @@
+"""Packed datasets (resnets.data.shards): WebDataset-format shards read by sample index, from a folder or
+over HTTP, giving the batches of the image folder they were packed from, bitwise; broken shards refused by name."""
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from resnets.cli import main
+from resnets.data import load_dataset
+from resnets.data import shards as shards_module
+from resnets.data.shards import INDEX, ShardError, ShardSet, ShardUnavailable, iter_shard, pack_dataset
+from resnets.train import TrainConfig, train
+
+
+def make_folder(root: Path) -> Path:
+    """A two-class image folder of JPEGs and PNGs of several sizes (10 training and 4 test images a class)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("val", 4)):
+        for k, name in enumerate(("cat", "dog")):
+            for i in range(n):
+                pixels = rng.integers(0, 255, (20 + i, 24 + 2 * k, 3), dtype=np.uint8)
+                pixels[..., k] = 255  # a colour per class, something to learn
+                path = root / split / name / f"{i}.{'jpg' if i % 2 else 'png'}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """(folder, its shards): small shards, so that each split spans several."""
+    root = make_folder(tmp_path_factory.mktemp("folder") / "pets")
+    out = tmp_path_factory.mktemp("packed") / "pets-shards"
+    pack_dataset(f"imagefolder:{root}", out, shard_bytes=4096, stream=open("/dev/null", "w"))  # noqa: SIM115
+    return root, out
+
+
+class Server:
+    """A loopback HTTP server of one folder; `fail` answers that many requests with 503 first."""
+
+    def __init__(self, folder: Path) -> None:
+        self.fail = 0
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(self.path)
+                if outer.fail:
+                    outer.fail -= 1
+                    self.send_error(503)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=folder))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(packed, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(shards_module.time, "sleep", lambda s: None)  # the back-off, without the wait
+    server = Server(packed[1])
+    yield server
+    server.close()
+
+
+def test_a_pack_holds_every_file_as_it_is_in_the_folder_s_order(packed):
+    root, out = packed
+    index = json.loads((out / INDEX).read_text())
+    assert index["classes"] == ["cat", "dog"] and index["skipped"] == []
+    train, val = index["splits"]["train"], index["splits"]["val"]
+    assert len(train["samples"]) == 20 and len(val["samples"]) == 8 and len(train["shards"]) > 2
+    from resnets.data.imagefolder import scan
+
+    _, folder_train, folder_test = scan(root)
+    for split, folder in ((train, folder_train), (val, folder_test)):
+        members = dict(m for shard in split["shards"] for m in iter_shard(out / shard["name"]))
+        for (name, _, _, _, label), (path, folder_label) in zip(split["samples"], folder, strict=True):
+            assert label == folder_label
+            assert members[name] == Path(path).read_bytes()  # the file's bytes, not re-encoded
+            assert members[name.rsplit(".", 1)[0] + ".cls"] == str(label).encode()  # WebDataset's label member
+        for shard in split["shards"]:
+            data = (out / shard["name"]).read_bytes()
+            assert len(data) == shard["size"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
+
+
+def test_shards_give_the_folder_s_batches_locally_and_over_http(packed, served):
+    root, out = packed
+    options = {"batch_size": 4, "seed": 5, "num_workers": 0}
+    bundles = [
+        load_dataset(f"imagefolder:{root}", **options),
+        load_dataset(f"shards:{out}", **options),
+        load_dataset(f"shards:{served.url}", **options),
+    ]
+    for epoch in (0, 1):
+        batches = [list(b.train.epoch(epoch)) for b in bundles]
+        for other in batches[1:]:
+            assert all(
+                torch.equal(x, y) and torch.equal(a, b) for (x, a), (y, b) in zip(batches[0], other, strict=True)
+            )
+    tests = [list(b.test.epoch(0)) for b in bundles]
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(tests[0], tests[2], strict=True))
+    assert served.requests.count(f"/{INDEX}") == 1
+    load_dataset(f"shards:{served.url}", **options)  # a second run: the shards come from the cache
+    assert served.requests.count(f"/{INDEX}") == 2
+    assert len([r for r in served.requests if r.endswith(".tar")]) == len(list(out.glob("*.tar")))
+
+
+def test_a_run_on_shards_is_the_run_on_the_folder(packed, served, tmp_path):
+    root, out = packed
+
+    def run(data: str, name: str) -> tuple[list, dict]:
+        config = TrainConfig(
+            model="resnet8", data=data, image_size=16, test_size=16, test_resize=18, batch_size=4, epochs=2,
+            num_workers=0, device="cpu", out=str(tmp_path / name), seed=3, log_every=1,
+        )  # fmt: skip
+        result = train(config)
+        records = [{k: r[k] for k in ("train_loss", "test_err", "train_err")} for r in result.history]
+        return records, load_file(tmp_path / name / "model.safetensors")
+
+    folder = run(f"imagefolder:{root}", "folder")
+    for data, name in ((f"shards:{out}", "local"), (f"shards:{served.url}", "http")):
+        records, weights = run(data, name)
+        assert records == folder[0]
+        assert weights.keys() == folder[1].keys()
+        assert all(torch.equal(weights[k], folder[1][k]) for k in weights)
+
+
+def test_a_truncated_or_missing_shard_is_refused_by_name(packed, tmp_path):
+    _, out = packed
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    shard = copy / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:-700])
+    with pytest.raises(ShardError, match=r"shard .*train-000001\.tar holds .* bytes, not the .* of its index"):
+        load_dataset(f"shards:{copy}", batch_size=4)
+    shard.unlink()
+    with pytest.raises(ShardError, match=r"shard .*train-000001\.tar is missing"):
+        load_dataset(f"shards:{copy}", batch_size=4)
+    (copy / INDEX).write_text("{}")
+    with pytest.raises(ShardError, match="is not a resnets shard index"):
+        ShardSet(copy)
+    with pytest.raises(FileNotFoundError, match=r"holds no index\.json: not a packed dataset"):
+        ShardSet(tmp_path)
+
+
+def test_over_http_a_failing_server_is_retried_then_named_and_a_corrupt_shard_refused(packed, served, tmp_path):
+    _, out = packed
+    served.fail = 2  # two 503s, then the index: retried with back-off
+    assert ShardSet(served.url).classes == ["cat", "dog"]
+    served.fail = 100
+    with pytest.raises(ShardUnavailable, match=rf"cannot fetch {served.url}index.json after 4 tries: .*Unavailable"):
+        ShardSet(served.url)
+    served.fail = 0
+    broken = tmp_path / "served"
+    broken.mkdir()
+    for f in out.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    data = bytearray((broken / "val-000000.tar").read_bytes())
+    data[600] ^= 0xFF  # one bit of an image flipped: the size is right, the checksum is not
+    (broken / "val-000000.tar").write_bytes(bytes(data))
+    other = Server(broken)
+    try:
+        with pytest.raises(ShardError, match=r"shard http://.*/val-000000\.tar is corrupt"):
+            load_dataset(f"shards:{other.url}", batch_size=4)
+    finally:
+        other.close()
+
+
+def test_pack_from_the_command_line_and_its_errors(packed, tmp_path, capsys):
+    root, out = packed
+    target = tmp_path / "again"
+    assert main(["pack", f"imagefolder:{root}", "--out", str(target), "--shard-size", "1"]) == 0
+    assert "train from it with: resnets train --data shards:" in capsys.readouterr().out
+    mine, theirs = (json.loads((folder / INDEX).read_text())["splits"] for folder in (target, out))
+    for split in mine:
+        pairs = zip(mine[split]["samples"], theirs[split]["samples"], strict=True)
+        assert all([s[0], s[4]] == [o[0], o[4]] for s, o in pairs)  # the same samples, in other shards
+    assert main(["pack", f"imagefolder:{root}", "--out", str(target)]) == 2
+    assert "already holds a packed dataset" in capsys.readouterr().err
+    assert main(["pack", "mnist", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "resnets: error: cannot pack 'mnist': one of imagefolder:PATH, fashion-mnist, cifar10, cifar100"
+    assert not (tmp_path / "x").exists()
