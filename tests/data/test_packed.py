@@ -130,7 +130,7 @@ def test_a_run_on_shards_is_the_run_on_the_folder(packed, served, tmp_path):
 
     def run(data: str, name: str) -> tuple[list, dict]:
         config = TrainConfig(
-            model="resnet8", data=data, image_size=16, test_size=16, test_resize=18, batch_size=4, epochs=2,
+            model="resnet8", data=data, image_size=16, test_size=16, test_resize=18, batch_size=4, epochs=1,
             num_workers=0, device="cpu", out=str(tmp_path / name), seed=3, log_every=1,
         )  # fmt: skip
         result = train(config)
@@ -203,3 +203,23 @@ def test_pack_from_the_command_line_and_its_errors(packed, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "resnets: error: cannot pack 'mnist': one of imagefolder:PATH, fashion-mnist, cifar10, cifar100"
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow  # two torchrun groups: 24 s on 2 cores (CI runs it with make test-slow)
+def test_two_processes_on_shards_over_http_are_the_two_processes_on_the_folder(packed, served, tmp_path):
+    """Under torchrun (gloo, 2 processes), each process reading its rows of every global batch: the run
+    from the shards served over HTTP is the run from the folder, bitwise (metrics and weights)."""
+    from group import records, train_ok
+
+    root, _ = packed
+    common = [
+        "--model", "resnet8", "--image-size", "16", "--test-size", "16", "--test-resize", "18", "-b", "4",
+        "--epochs", "1", "--num-workers", "0", "--device", "cpu", "--seed", "3", "--log-every", "1",
+    ]  # fmt: skip
+    runs = {}
+    for name, data in (("folder", f"imagefolder:{root}"), ("http", f"shards:{served.url}")):
+        train_ok(2, [*common, "--data", data, "--out", str(tmp_path / name)])
+        runs[name] = (records(tmp_path / name), load_file(tmp_path / name / "model.safetensors"))
+    keys = ("train_loss", "train_err", "test_err", "test_top5_err")
+    assert [{k: r[k] for k in keys} for r in runs["http"][0]] == [{k: r[k] for k in keys} for r in runs["folder"][0]]
+    assert all(torch.equal(runs["http"][1][k], v) for k, v in runs["folder"][1].items())
