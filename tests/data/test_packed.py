@@ -4,7 +4,9 @@ over HTTP, giving the batches of the image folder they were packed from, bitwise
 import functools
 import hashlib
 import http.server
+import io
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -223,3 +225,77 @@ def test_two_processes_on_shards_over_http_are_the_two_processes_on_the_folder(p
     keys = ("train_loss", "train_err", "test_err", "test_top5_err")
     assert [{k: r[k] for k in keys} for r in runs["http"][0]] == [{k: r[k] for k in keys} for r in runs["folder"][0]]
     assert all(torch.equal(runs["http"][1][k], v) for k, v in runs["folder"][1].items())
+
+
+def test_shards_on_an_object_store_read_through_fsspec(packed, tmp_path, monkeypatch):
+    """s3://, gs://, ... go through fsspec: its in-memory store stands in for one here."""
+    fsspec = pytest.importorskip("fsspec")
+    root, out = packed
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    store = fsspec.filesystem("memory")
+    for f in out.iterdir():
+        store.pipe(f"/bucket/pets/{f.name}", f.read_bytes())
+    try:
+        options = {"batch_size": 4, "seed": 2, "num_workers": 0}
+        remote = list(load_dataset("shards:memory://bucket/pets/", **options).train.epoch(0))
+        folder = list(load_dataset(f"imagefolder:{root}", **options).train.epoch(0))
+        assert all(torch.equal(x, y) for (x, _), (y, _) in zip(remote, folder, strict=True))
+        monkeypatch.setattr(shards_module.time, "sleep", lambda s: None)
+        with pytest.raises(ShardUnavailable, match=r"cannot fetch memory://bucket/none/index\.json after 1 tries"):
+            ShardSet("memory://bucket/none/")
+    finally:
+        store.rm("/bucket", recursive=True)
+
+
+def test_without_fsspec_an_object_store_is_one_line_naming_the_extra(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_fsspec(name, *args, **kwargs):
+        if name == "fsspec":
+            raise ImportError("No module named 'fsspec'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fsspec)
+    with pytest.raises(ImportError, match=r"needs fsspec, of the 'remote' extra: pip install 'resnets\[remote\]' to"):
+        ShardSet("s3://bucket/imagenet-shards/")
+
+
+def test_the_cache_keeps_under_its_cap_evicting_the_least_recently_used(packed, served, tmp_path, monkeypatch):
+    _, out = packed
+    total = sum(p.stat().st_size for p in out.glob("*.tar"))
+    old = tmp_path / "cache" / "shards-0000000000000000"
+    old.mkdir(parents=True)
+    (old / "train-000000.tar").write_bytes(b"x" * total)  # another dataset's shard, used long ago
+    os.utime(old / "train-000000.tar", (0, 0))
+    monkeypatch.setenv("RESNETS_SHARD_CACHE_GB", str(1.5 * total / 1024**3))
+    load_dataset(f"shards:{served.url}", batch_size=4)
+    assert not (old / "train-000000.tar").exists()  # evicted to make room
+    cached = [p for p in (tmp_path / "cache").glob("shards-*/*.tar")]
+    assert sum(p.stat().st_size for p in cached) == total
+    monkeypatch.setenv("RESNETS_SHARD_CACHE_GB", str(0.5 * total / 1024**3))
+    with pytest.raises(ValueError, match=r"the dataset's shards take .* GB, more than RESNETS_SHARD_CACHE_GB allows"):
+        load_dataset(f"shards:{served.url}", batch_size=4)
+    monkeypatch.setenv("RESNETS_SHARD_CACHE_GB", "lots")
+    with pytest.raises(ValueError, match=r"RESNETS_SHARD_CACHE_GB='lots' must be a positive number of gigabytes"):
+        load_dataset(f"shards:{served.url}", batch_size=4)
+
+
+def test_a_source_file_that_cannot_be_read_is_left_out_and_listed(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "pets")
+    gone = root / "train" / "dog" / "3.jpg"
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self == gone:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    stream = io.StringIO()
+    pack_dataset(f"imagefolder:{root}", tmp_path / "out", stream=stream)
+    index = json.loads((tmp_path / "out" / INDEX).read_text())
+    assert index["skipped"] == [{"file": "train/dog/3.jpg", "error": "Permission denied"}]
+    assert len(index["splits"]["train"]["samples"]) == 19
+    assert "warning: 1 unreadable files left out (first: train/dog/3.jpg: Permission denied)" in stream.getvalue()

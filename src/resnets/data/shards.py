@@ -41,6 +41,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
+from ..errors import MissingExtra, first_line
 from ..files import atomic_path, atomic_write, fsync_dir
 from .base import DataBundle, LoaderOptions, digest_of
 from .cifar import load_arrays as cifar_arrays
@@ -109,6 +110,14 @@ def pack_dataset(
     index: dict[str, Any] = {"format": FORMAT, "source": source, "classes": classes, "splits": {}, "skipped": skipped}
     for split, items in splits.items():
         index["splits"][split] = _write_split(out, split, items, shard_bytes, stream)
+        index["skipped"] += index["splits"][split].pop("skipped")
+    if index["skipped"]:
+        first = index["skipped"][0]
+        print(
+            f"warning: {len(index['skipped'])} unreadable files left out (first: {first['file']}: {first['error']}), "
+            f"listed in {out / INDEX} under 'skipped'",
+            file=stream,
+        )
     atomic_write(out / INDEX, (json.dumps(index, indent=1) + "\n").encode())
     fsync_dir(out)
     counts = ", ".join(f"{len(v['samples'])} {k}" for k, v in index["splits"].items())
@@ -239,7 +248,7 @@ class ShardSet:
 
     def __init__(self, where: str | Path, cache: str | Path | None = None) -> None:
         text = str(where)
-        self.remote = text.startswith(("http://", "https://"))
+        self.remote = "://" in text  # http(s) by urllib; s3://, gs://, ... by fsspec (the remote extra)
         base = text[: -len(INDEX)] if text.endswith(INDEX) else text.rstrip("/") + "/"
         self.base = base if self.remote else str(Path(base).expanduser())
         self.where = text
@@ -260,7 +269,10 @@ class ShardSet:
         """Every shard of `split` as a local file, checked against the index: downloaded (once; a
         cached shard is reused) for a remote set. {shard name: local path}."""
         local = {}
-        for entry in self.index["splits"][split]["shards"]:
+        entries = self.index["splits"][split]["shards"]
+        if self.remote:  # room for every split's shards: a run reads them all, none may be evicted by another
+            make_room(self.cache, [e for s in SPLITS for e in self.index["splits"][s]["shards"]])
+        for entry in entries:
             if self.remote:
                 local[entry["name"]] = self._cached(entry)
             else:
@@ -278,6 +290,7 @@ class ShardSet:
     def _cached(self, entry: dict) -> Path:
         path = self.cache / entry["name"]
         if path.is_file() and path.stat().st_size == entry["size"]:
+            os.utime(path)  # used now: the last to be evicted
             return path
         url = self.base + entry["name"]
         data = _fetch(url)
@@ -292,6 +305,48 @@ class ShardSet:
     def reader(self, split: str) -> SplitReader:
         """A picklable reader of `split`'s samples by name (for DataLoader workers)."""
         return SplitReader(self.prepare(split), self.samples(split), self.shard_names(split))
+
+
+def cache_cap() -> int | None:
+    """The bytes that fetched shards may take in the cache, all datasets together: $RESNETS_SHARD_CACHE_GB
+    (none set: no cap).
+
+    >>> os.environ["RESNETS_SHARD_CACHE_GB"] = "1.5"; cache_cap(); del os.environ["RESNETS_SHARD_CACHE_GB"]
+    1610612736
+    """
+    text = os.environ.get("RESNETS_SHARD_CACHE_GB", "").strip()
+    if not text:
+        return None
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = -1.0
+    if not cap > 0:
+        raise ValueError(f"RESNETS_SHARD_CACHE_GB={text!r} must be a positive number of gigabytes")
+    return int(cap * 1024**3)
+
+
+def make_room(cache: Path, entries: list[dict]) -> None:
+    """Evict the least recently used shards of the cache (of any dataset) until `entries`, the shards
+    a run needs now, fit under `cache_cap()`; refuse a dataset larger than the cap itself."""
+    cap = cache_cap()
+    if cap is None:
+        return
+    needed = sum(e["size"] for e in entries)
+    if needed > cap:
+        raise ValueError(
+            f"the dataset's shards take {needed / 1024**3:.2f} GB, more than RESNETS_SHARD_CACHE_GB allows "
+            f"({cap / 1024**3:.2f}): raise it, or train from a local copy of the shards"
+        )
+    mine = {cache / e["name"] for e in entries}
+    held = [p for p in cache.parent.glob("shards-*/*.tar") if p.is_file()]
+    missing = sum(e["size"] for e in entries if not (cache / e["name"]).is_file())
+    total = sum(p.stat().st_size for p in held) + missing
+    for path in sorted((p for p in held if p not in mine), key=lambda p: p.stat().st_mtime):
+        if total <= cap:
+            break
+        total -= path.stat().st_size
+        path.unlink(missing_ok=True)
 
 
 class SplitReader:
@@ -341,22 +396,47 @@ def _parse_index(raw: bytes, where: str) -> dict:
 
 
 def _fetch(url: str, retries: int = RETRIES, timeout: float = 60.0) -> bytes:
-    """The bytes at `url`, tried `retries` times with back-off (1, 2, 4 s) before ShardUnavailable."""
+    """The bytes at `url`, tried `retries` times with back-off (1, 2, 4 s) before ShardUnavailable.
+
+    http(s):// by the standard library; any other scheme (s3://, gs://, az://, memory://) by fsspec.
+    """
+    read = _http_read if url.startswith(("http://", "https://")) else _fsspec_read
     error: Exception | None = None
     for attempt in range(retries):
         if attempt:
             time.sleep(2 ** (attempt - 1))
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                return response.read()
+            return read(url, timeout)
         except urllib.error.HTTPError as exc:
             error = exc
             if exc.code == 404:
                 break  # not there: asking again will not make it so
+        except FileNotFoundError as exc:  # fsspec's "not there"
+            error = exc
+            break
         except (urllib.error.URLError, OSError) as exc:
             error = exc
     reason = getattr(error, "reason", None) or error
     raise ShardUnavailable(f"cannot fetch {url} after {attempt + 1} tries: {reason}")
+
+
+def _http_read(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def _fsspec_read(url: str, timeout: float) -> bytes:
+    try:
+        import fsspec  # optional: the remote extra
+    except ImportError:
+        raise MissingExtra("fsspec", "remote", f" to read {url.split('://')[0]}:// URLs") from None
+    try:
+        with fsspec.open(url, "rb") as f:
+            return f.read()
+    except ImportError as exc:  # the scheme's own package (s3fs, gcsfs, ...) is missing
+        raise MissingExtra(first_line(exc), "remote", f" for {url}") from None
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise ValueError(f"cannot read {url}: {first_line(exc)}") from None
 
 
 def iter_shard(path: str | Path) -> Iterator[tuple[str, bytes]]:
