@@ -168,6 +168,7 @@ def test_split_sizes():
         (
             {"name": "foo"},
             "unknown dataset 'foo'; accepted: fashion-mnist, cifar10, cifar100, imagefolder:PATH, shards:PATH_OR_URL, "
+            "hf:PATH_OR_NAME, "
             "synthetic",
         ),
         ({"name": "imagefolder:"}, "unknown dataset 'imagefolder:'"),
@@ -191,6 +192,7 @@ def test_datasets_lists_the_accepted_names():
         "cifar100",
         "imagefolder:PATH",
         "shards:PATH_OR_URL",
+        "hf:PATH_OR_NAME",
         "synthetic[:C,H,W,K]",
     )
 

@@ -116,9 +116,10 @@ def derive_seed(*keys: int | str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-# Datasets of image files, decoded and cropped one by one (the paper's ImageNet path): a folder, or
-# the shards packed from one (resnets pack). The others are arrays held whole on the device.
-IMAGE_FILE_KINDS = ("imagefolder:", "shards:")
+# Datasets of image files, decoded and cropped one by one (the paper's ImageNet path): a folder, the
+# shards packed from one (resnets pack), a Hugging Face dataset of encoded images. The others are
+# arrays held whole on the device.
+IMAGE_FILE_KINDS = ("imagefolder:", "shards:", "hf:")
 
 
 def of_image_files(data: str) -> bool:

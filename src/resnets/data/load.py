@@ -8,12 +8,16 @@ from typing import Any
 from .base import DataBundle, LoaderOptions
 from .cifar import RELEASES, cifar_bundle
 from .fashion_mnist import fashion_mnist_bundle
+from .hf import hf_bundle
 from .imagefolder import imagefolder_bundle
 from .shards import shards_bundle
 from .synthetic import parse_shape, synthetic_bundle
 from .transforms import FolderTransforms
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "shards:PATH_OR_URL", "synthetic[:C,H,W,K]")
+DATASETS = (
+    "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "shards:PATH_OR_URL", "hf:PATH_OR_NAME",
+    "synthetic[:C,H,W,K]",
+)  # fmt: skip
 
 
 def load_dataset(
@@ -27,10 +31,10 @@ def load_dataset(
 ) -> DataBundle:
     """The dataset `name` as train, val and test loaders: one `LoaderOptions` says how.
 
-    name: fashion-mnist, cifar10, cifar100, imagefolder:PATH, shards:PATH_OR_URL (see `resnets pack`)
-    or synthetic[:C,H,W,K]; `data_dir` where its files are (else $RESNETS_DATA, the system folders,
-    the cache, and a download unless `download` is false); `folder_transforms` (image files) override
-    the paper's crop sizes.
+    name: fashion-mnist, cifar10, cifar100, imagefolder:PATH, shards:PATH_OR_URL (see `resnets pack`),
+    hf:PATH_OR_NAME (a Hugging Face dataset) or synthetic[:C,H,W,K]; `data_dir` where its files are
+    (else $RESNETS_DATA, the system folders, the cache, and a download unless `download` is false);
+    `folder_transforms` (image files) override the paper's crop sizes.
     `options` holds everything else (the device, batch sizes, seed, subsets, augmentation, a trained
     model's own normalisation, this process's shard: see `LoaderOptions`); without it, its fields
     may be given by name as `settings`, for a quick call.
@@ -55,6 +59,8 @@ def load_dataset(
         return imagefolder_bundle(arg, options, folder_transforms)
     if kind == "shards" and arg:
         return shards_bundle(arg, options, folder_transforms)
+    if kind == "hf" and arg:
+        return hf_bundle(arg, options, folder_transforms)
     if name == "synthetic":
         return synthetic_bundle(options)
     if kind == "synthetic":
