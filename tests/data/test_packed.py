@@ -299,3 +299,28 @@ def test_a_source_file_that_cannot_be_read_is_left_out_and_listed(tmp_path, monk
     assert index["skipped"] == [{"file": "train/dog/3.jpg", "error": "Permission denied"}]
     assert len(index["splits"]["train"]["samples"]) == 19
     assert "warning: 1 unreadable files left out (first: train/dog/3.jpg: Permission denied)" in stream.getvalue()
+
+
+def test_a_stopped_pack_leaves_no_index_and_a_new_pack_replaces_it(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "pets")
+    real = shards_module._ShardWriter.add
+    calls = []
+
+    def stop_at_the_seventh(self, *args):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(shards_module._ShardWriter, "add", stop_at_the_seventh)
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(f"imagefolder:{root}", tmp_path / "out", shard_bytes=4096, stream=io.StringIO())
+    assert not (tmp_path / "out" / INDEX).exists()  # not a packed dataset: nothing can train from it
+    with pytest.raises(FileNotFoundError, match=r"holds no index\.json"):
+        ShardSet(tmp_path / "out")
+    monkeypatch.setattr(shards_module._ShardWriter, "add", real)
+    pack_dataset(f"imagefolder:{root}", tmp_path / "out", shard_bytes=4096, stream=io.StringIO())
+    index = json.loads((tmp_path / "out" / INDEX).read_text())
+    listed = {s["name"] for split in index["splits"].values() for s in split["shards"]}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == listed | {INDEX}  # no temporary left
+    assert len(ShardSet(tmp_path / "out").samples("train")) == 20

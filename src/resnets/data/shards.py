@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import MissingExtra, first_line
-from ..files import atomic_path, atomic_write, fsync_dir
+from ..files import atomic_path, atomic_write, fsync_dir, remove_stale_temporaries
 from .base import DataBundle, LoaderOptions, digest_of
 from .cifar import load_arrays as cifar_arrays
 from .download import cache_dir
@@ -106,6 +106,7 @@ def pack_dataset(
         raise ValueError(f"--out {out} holds other files: give a new or empty folder")
     classes, splits, skipped = _source_samples(source, data_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # a pack that was stopped: its shards are replaced, its temporaries removed
     stream = stream or sys.stderr
     index: dict[str, Any] = {"format": FORMAT, "source": source, "classes": classes, "splits": {}, "skipped": skipped}
     for split, items in splits.items():
