@@ -81,6 +81,11 @@ def test_a_dataset_without_its_columns_or_splits_is_one_line(folder, tmp_path):
         load_dataset(f"hf:{renamed}", batch_size=4)
 
 
+def test_a_missing_folder_is_not_taken_for_a_hub_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"hf:/.*/nowhere: no such folder"):
+        load_dataset(f"hf:{tmp_path / 'nowhere'}", batch_size=4)
+
+
 def test_a_hub_name_without_the_datasets_package_names_the_extra(monkeypatch):
     import builtins
 

@@ -100,6 +100,8 @@ def _class_names(table: Any, label: str, n: int) -> list[str]:
 def hf_bundle(spec: str, options: LoaderOptions, transforms: FolderTransforms | None = None) -> DataBundle:
     """The Hugging Face dataset `spec` (a local path, or NAME[:CONFIG] of the hub) as image-file loaders."""
     root = Path(spec).expanduser()
+    if not root.exists() and spec.startswith(("/", "./", "../", "~")):  # a path, not a hub name
+        raise FileNotFoundError(f"hf:{spec}: no such folder (a saved dataset, or Parquet files)")
     splits = split_files(root) if root.exists() else _hub_splits(spec)
     tables = {s: _load_table(kind, files) for s, (kind, files) in splits.items() if files}
     test_split = next((s for s in TEST_SPLITS if s in tables), None)
