@@ -324,3 +324,18 @@ def test_a_stopped_pack_leaves_no_index_and_a_new_pack_replaces_it(tmp_path, mon
     listed = {s["name"] for split in index["splits"].values() for s in split["shards"]}
     assert {p.name for p in (tmp_path / "out").iterdir()} == listed | {INDEX}  # no temporary left
     assert len(ShardSet(tmp_path / "out").samples("train")) == 20
+
+
+def test_processes_sharing_a_cache_fetch_each_shard_once(packed, served):
+    """The processes of a machine (threads here, each its own ShardSet) fetch at once into one cache:
+    a lock per shard lets one download it while the others wait and read it from the cache."""
+    _, out = packed
+    sets = [ShardSet(served.url) for _ in range(3)]
+    threads = [threading.Thread(target=s.prepare, args=("train",)) for s in sets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    fetched = [r for r in served.requests if r.endswith(".tar")]
+    assert sorted(fetched) == sorted(f"/{p.name}" for p in out.glob("train-*.tar"))  # each once
+    assert sets[0].prepare("train") == sets[2].prepare("train")

@@ -24,6 +24,7 @@ packed 8 train, 4 val samples into 2 shards in pets-shards
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -34,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +58,7 @@ INDEX = "index.json"
 SPLITS = ("train", "val")  # an image folder's names: val/ is the test set (CIFAR's and Fashion-MNIST's test split)
 DEFAULT_SHARD_BYTES = 256 * 1024**2  # about 256 MB a shard, WebDataset's usual size
 RETRIES = 4  # a shard's download is tried this many times, waiting 1, 2, 4 s between tries
+FETCHERS = 8  # shards downloaded at once by one process
 Reader = Callable[[str], bytes]
 
 
@@ -269,37 +272,48 @@ class ShardSet:
     def prepare(self, split: str) -> dict[str, Path]:
         """Every shard of `split` as a local file, checked against the index: downloaded (once; a
         cached shard is reused) for a remote set. {shard name: local path}."""
-        local = {}
         entries = self.index["splits"][split]["shards"]
         if self.remote:  # room for every split's shards: a run reads them all, none may be evicted by another
             make_room(self.cache, [e for s in SPLITS for e in self.index["splits"][s]["shards"]])
+            # Several at once; the processes of a machine start at different shards and share the cache,
+            # each shard fetched by one of them (a lock per shard) while the others wait for it.
+            start = (
+                int(os.environ.get("LOCAL_RANK", "0")) * len(entries) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            )
+            order = entries[start:] + entries[:start]
+            with ThreadPoolExecutor(FETCHERS) as pool:
+                paths = list(pool.map(self._cached, order))
+            return {entry["name"]: path for entry, path in zip(order, paths, strict=True)}
+        local = {}
         for entry in entries:
-            if self.remote:
-                local[entry["name"]] = self._cached(entry)
-            else:
-                path = Path(self.base) / entry["name"]
-                if not path.is_file():
-                    raise ShardError(f"shard {path} is missing (listed in {self.where}'s {INDEX})")
-                if path.stat().st_size != entry["size"]:
-                    raise ShardError(
-                        f"shard {path} holds {path.stat().st_size:,} bytes, not the {entry['size']:,} of its index: "
-                        "truncated or replaced; pack the dataset again"
-                    )
-                local[entry["name"]] = path
+            path = Path(self.base) / entry["name"]
+            if not path.is_file():
+                raise ShardError(f"shard {path} is missing (listed in {self.where}'s {INDEX})")
+            if path.stat().st_size != entry["size"]:
+                raise ShardError(
+                    f"shard {path} holds {path.stat().st_size:,} bytes, not the {entry['size']:,} of its index: "
+                    "truncated or replaced; pack the dataset again"
+                )
+            local[entry["name"]] = path
         return local
 
     def _cached(self, entry: dict) -> Path:
         path = self.cache / entry["name"]
-        if path.is_file() and path.stat().st_size == entry["size"]:
-            os.utime(path)  # used now: the last to be evicted
-            return path
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with open(self.cache / f".{entry['name']}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process fetching it: wait, then find it here
+            if path.is_file() and path.stat().st_size == entry["size"]:
+                os.utime(path)  # used now: the last to be evicted
+                return path
+            return self._fetched(entry, path)
+
+    def _fetched(self, entry: dict, path: Path) -> Path:
         url = self.base + entry["name"]
         data = _fetch(url)
         if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise ShardError(
                 f"shard {url} is corrupt: {len(data):,} bytes whose SHA-256 is not its index's; pack it again"
             )
-        self.cache.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
         return path
 
