@@ -159,3 +159,19 @@ def test_train_help_groups_every_flag_as_timm_does(capsys, monkeypatch):
         action = next(a for a in train_parser._actions if a.dest == name)
         assert tuple(action.choices)[: len(accepted)] == accepted, name
         assert f"one of {', '.join(accepted)}" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--drop", "0.2"], "unrecognized arguments: --drop 0.2"),  # timm's dropout, not --drop-path
+        (["train", "--epoch", "3"], "unrecognized arguments: --epoch 3"),
+        (["eval", "--check", "x.pt"], "the following arguments are required: --checkpoint"),
+        (["experiment", "degradation", "--depth", "20"], "unrecognized arguments: --depth 20"),
+    ],
+)
+def test_no_flag_is_taken_from_its_first_letters(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

@@ -16,6 +16,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .commands import data, experiments, models, train, use
@@ -50,7 +51,12 @@ COMMANDS = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ("resnets: error: ...") rather than usage + error."""
+    """argparse, but a usage error is one line ("resnets: error: ...") rather than usage + error, and no
+    flag is taken from its first letters: timm's `--drop` (classifier dropout) must not become `--drop-path`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
