@@ -149,3 +149,22 @@ def test_bad_sources_and_paths_are_refused(tmp_path):
         convert_file(tmp_path / "a.pth", "torchvision", tmp_path / "out.pth")
     with pytest.raises(FileNotFoundError, match=r"a\.pth"):
         convert_file(tmp_path / "a.pth", "torchvision", tmp_path / "out.safetensors")
+
+
+def test_converted_weights_load_into_the_layout_they_were_built_with(tmp_path):
+    """A converted torchvision ResNet-50 strides in its 3x3 convs: create_model and --init-from build that
+    layout from the file, with no option given; an option that contradicts the file is refused."""
+    from resnets.train import TrainConfig
+    from resnets.train.network import build_model
+
+    reference = randomise_bn(torchvision.models.resnet50(num_classes=10))
+    torch.save(reference.state_dict(), tmp_path / "tv.pth")
+    out = tmp_path / "resnet50.safetensors"
+    convert_file(tmp_path / "tv.pth", "torchvision", out, verify=False)
+    model = create_model("resnet50", weights=str(out), num_classes=10)
+    assert model.config.stride_at == "3x3"
+    assert max_diff(model, reference) <= 1e-5  # the default 1x1 net loads too, strictly, and differs by ~1
+    with pytest.raises(ValueError, match=r"built with stride_at='3x3', and stride_at='1x1' is asked for"):
+        create_model("resnet50", weights=str(out), num_classes=10, stride_at="1x1")
+    config = TrainConfig(model="resnet50", init_from=str(out), data="synthetic:3,64,64,10", device="cpu")
+    assert build_model(config, 3, 10, (64, 64)).config.stride_at == "3x3"

@@ -6,7 +6,7 @@ from torch import nn
 
 from .hub import torchvision_model
 from .registry import build
-from .weights import load_state_dict, read_weights
+from .weights import load_state_dict, read_weights, with_layout
 
 
 def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
@@ -28,6 +28,8 @@ def create_model(name: str, weights: str | None = None, **options) -> nn.Module:
         options["in_channels"] = options.pop("in_chans")
     if weights == "torchvision":
         return torchvision_model(name, **options)
+    if weights is not None:  # the layout the file was built with (a converted torchvision ResNet-50: 3x3)
+        options = with_layout(weights, options)
     model = build(name, **options)
     if weights is not None:
         load_state_dict(model, read_weights(weights))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -65,6 +66,53 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], st
         state_dict = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(state_dict, strict=strict)
     return model
+
+
+# The options that shape a network without changing its weights' shapes: a file built with another value
+# loads strictly and computes something else (torchvision's ResNet-50 strides in its 3x3 conv, not the 1x1).
+LAYOUT_OPTIONS = ("stride_at", "shortcut", "stem", "block", "groups", "width_per_group")
+
+
+def layout_of(path: str | Path) -> dict:
+    """The layout options a `.safetensors` file records (resnets convert, export and training write them);
+    {} for a file that records none.
+
+    >>> layout_of("runs/r20/model.safetensors")
+    {}
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            recorded = (f.metadata() or {}).get("options")
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        options = json.loads(recorded) if recorded else {}
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: its metadata field 'options' is not JSON") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: its metadata field 'options' is not a JSON object")
+    return {k: v for k, v in options.items() if k in LAYOUT_OPTIONS}
+
+
+def with_layout(path: str | Path, options: dict) -> dict:
+    """`options` completed with the layout `path` records; an option given that contradicts it is refused.
+
+    >>> with_layout("runs/r20/model.safetensors", {"num_classes": 10})
+    {'num_classes': 10}
+    """
+    recorded = layout_of(path)
+    for key, value in recorded.items():
+        if key in options and options[key] != value:
+            raise ValueError(
+                f"{path} holds a network built with {key}={value!r}, and {key}={options[key]!r} is asked for: "
+                "its weights would load and compute something else; leave the option out"
+            )
+    return {**recorded, **options}
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..models import create_model
 from ..models.registry import interface
-from ..models.weights import clean_state_dict, read_weights
+from ..models.weights import clean_state_dict, read_weights, with_layout
 from .config import TrainConfig
 
 
@@ -15,6 +15,8 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_s
     options = {"init": config.init, **config.model_options}
     if config.drop_path:
         options["drop_path"] = config.drop_path
+    if config.init_from:  # the layout the weights were built with (a converted torchvision ResNet-50: 3x3)
+        options = with_layout(config.init_from, options)
     model = create_model(config.model, in_channels=in_channels, num_classes=num_classes, **options)
     smallest = interface(model).min_input_size
     if min(image_size) < smallest:
