@@ -175,3 +175,18 @@ def test_no_flag_is_taken_from_its_first_letters(argv, message, capsys):
         main(argv)
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_mistyped_name_gets_the_nearest_and_case_does_not_matter(capsys):
+    assert main(["train", "--model", "resnt20", "--epochs", "1"]) == 2
+    assert "unknown model 'resnt20' (did you mean resnet20?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["trian"])
+    assert "invalid choice: 'trian'" in (err := capsys.readouterr().err) and err.rstrip().endswith(
+        "did you mean 'train'?"
+    )
+    assert main(["flops", "ResNet50", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "resnet50"
+    assert main(["models", "vgg1*", "--json"]) == 0 and len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["models", "nothing*"]) == 2
+    assert "no model matches 'nothing*'" in capsys.readouterr().err

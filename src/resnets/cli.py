@@ -10,7 +10,9 @@ non-finite loss or weights) as one line and exit status 3; Ctrl-C or SIGTERM as 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
 import threading
@@ -59,7 +61,21 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {with_suggestion(message)}\n")
+
+
+def with_suggestion(message: str) -> str:
+    """argparse's "invalid choice" with the nearest choice, as git and timm suggest.
+
+    >>> with_suggestion("argument command: invalid choice: 'trian' (choose from 'models', 'train', 'eval')")
+    "argument command: invalid choice: 'trian' (choose from 'models', 'train', 'eval'); did you mean 'train'?"
+    """
+    found = re.fullmatch(r"(.*invalid choice: '([^']*)' \(choose from (.*)\))", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(3))
+    near = difflib.get_close_matches(found.group(2), choices, n=1, cutoff=0.6)
+    return f"{message}; did you mean {near[0]!r}?" if near else message
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,8 +83,9 @@ def complexity(model: nn.Module | str, input_size: tuple[int, int, int] | None =
     net: Any  # a network of the registry's: it names its stages()
     size: tuple[int, ...]
     if isinstance(model, str):
-        size = tuple(input_size or model_entry(model).input_size)
-        name = model
+        entry = model_entry(model)
+        size = tuple(input_size or entry.input_size)
+        name = entry.name  # as registered: ResNet50 is resnet50
         if "in_channels" not in options and size[0] != 3:
             options = {**options, "in_channels": size[0]}
         with torch.device("meta"):
@@ -94,8 +95,8 @@ def complexity(model: nn.Module | str, input_size: tuple[int, int, int] | None =
         if input_size is not None:
             size = tuple(input_size)
         else:
-            entry = model_entry(name) if registered_name(model) else None
-            size = tuple(entry.input_size) if entry else (3, 224, 224)
+            known = model_entry(name) if registered_name(model) else None
+            size = tuple(known.input_size) if known else (3, 224, 224)
         net = copy.deepcopy(model).to("meta")
     size = tuple(int(v) for v in size)
     if len(size) != 3 or min(size) < 1:

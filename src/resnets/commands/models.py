@@ -29,7 +29,10 @@ def add_models(sub: Subparsers) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern.lower())
+    if not names:  # an empty table would look like an empty registry
+        raise ValueError(f"no model matches {args.pattern!r} (a shell-style pattern: 'resnet*', 'wrn*', '*50')")
+    for name in names:
         entry = model_entry(name)
         cost = complexity(name)
         paper = paper_figures(name)

@@ -7,6 +7,7 @@ registry is a leaf: weight loading (`create_model`) lives above it, in `factory.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Callable
@@ -118,14 +119,25 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def model_entry(name: str) -> ModelEntry:
-    """The registry entry of `name`; also resolves family patterns such as `resnet38`."""
-    if name in _MODELS:
-        return _MODELS[name]
+    """The registry entry of `name` (in any case: ResNet50 is resnet50); also resolves family patterns
+    such as `resnet38`. An unknown name is refused with the nearest registered ones.
+
+    >>> model_entry("ResNet50").name
+    'resnet50'
+    >>> model_entry("resnt50")
+    Traceback (most recent call last):
+    ValueError: unknown model 'resnt50' (did you mean resnet50?); accepted: ...
+    """
+    key = name.lower()
+    if key in _MODELS:
+        return _MODELS[key]
     for regex, family, builder in _PATTERNS:
-        match = regex.fullmatch(name)
+        match = regex.fullmatch(key)
         if match:
-            return ModelEntry(name, lambda _m=match, _b=builder, **options: _b(_m, **options), family)
-    raise ValueError(f"unknown model {name!r}; accepted: {', '.join(_MODELS)} (see `resnets models`)")
+            return ModelEntry(key, lambda _m=match, _b=builder, **options: _b(_m, **options), family)
+    near = difflib.get_close_matches(key, list(_MODELS), n=1, cutoff=0.75)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise ValueError(f"unknown model {name!r}{hint}; accepted: {', '.join(_MODELS)} (see `resnets models`)")
 
 
 def registered_name(model: nn.Module) -> str | None:
