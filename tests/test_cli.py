@@ -190,3 +190,13 @@ def test_a_mistyped_name_gets_the_nearest_and_case_does_not_matter(capsys):
     assert main(["models", "vgg1*", "--json"]) == 0 and len(json.loads(capsys.readouterr().out)) == 2
     assert main(["models", "nothing*"]) == 2
     assert "no model matches 'nothing*'" in capsys.readouterr().err
+
+
+def test_a_pipe_closed_by_the_reader_ends_quietly_with_status_0():
+    """`resnets models | head -1`: the reader took what it wanted; no traceback, no error status."""
+    closed_pipe = (
+        "import os, sys; from resnets.cli import main; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+        "sys.exit(main(['flops', 'resnet20']))"
+    )
+    done = subprocess.run([sys.executable, "-c", closed_pipe], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
