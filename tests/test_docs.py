@@ -152,8 +152,9 @@ def test_every_relative_link_points_at_a_file():
     assert not broken, "links to nothing:\n" + "\n".join(broken)
 
 
-# Options of other programs that the prose names: torchrun's restarts and sbatch's warning before the time limit.
-FOREIGN_OPTIONS = {"--max-restarts", "--signal"}
+# Options of other programs that the prose names: torchrun's restarts, sbatch's warning before the time limit,
+# pip's editable install and package index.
+FOREIGN_OPTIONS = {"--max-restarts", "--signal", "-e", "--index-url"}
 OPTION = re.compile(r"(?<![\w-])(--?[a-z][\w-]*)")
 
 
