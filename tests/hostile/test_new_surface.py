@@ -400,7 +400,7 @@ def test_18_class_names_from_a_file_are_escaped_on_the_terminal(grey_run, tmp_pa
     bad = forged(out / "model.safetensors", tmp_path / "f.safetensors", class_names=json.dumps(names))
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
-    assert main(["predict", "--checkpoint", str(bad), str(image), "--top", "4"]) == 0
+    assert main(["predict", "--checkpoint", str(bad), str(image), "--topk", "4"]) == 0
     shown = capsys.readouterr().out
     assert "\x1b" not in shown and "\\x1b[31mred" in shown and "two\\nlines" in shown and shown.count("\n") == 1
 
