@@ -79,8 +79,9 @@ def export_model(
         raise ValueError(f"unknown export format {fmt!r}; accepted: {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_onnx_extra()
-    out = check_output_file(out, f"{fmt} file")
+    out = check_output_file(out, f"{fmt} file", make_folder=True)
     input_size = _check_input_size(model, input_size or default_input_size(model))
+    out.parent.mkdir(parents=True, exist_ok=True)  # as torch.save and timm's exporters do: runs/x/export/
     model = _on_cpu(model)
     meta = export_metadata(model, metadata)
     start = time.perf_counter()

@@ -116,11 +116,11 @@ def _running(pid: int) -> bool:
 # Where a command writes (its --out), checked before any work is done, so that a bad one costs nothing.
 
 
-def check_output_file(path: str | Path, kind: str, *, make_folder: bool = False) -> Path:
+def check_output_file(path: str | Path, kind: str, *, make_folder: bool = False, flag: str = "--out") -> Path:
     """`path` as a Path, refused before any work when it is a folder or its folder does not exist
     (unless `make_folder`: the writer makes it).
 
-    `kind` names the file expected (".npy"), for the message.
+    `kind` names the file expected (".npy"), and `flag` the option that gave it, for the message.
 
     >>> check_output_file("/", ".npy")
     Traceback (most recent call last):
@@ -128,9 +128,9 @@ def check_output_file(path: str | Path, kind: str, *, make_folder: bool = False)
     """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"--out {path} is a folder; give the {kind} file to write")
+        raise ValueError(f"{flag} {path} is a folder; give the {kind} file to write")
     if not make_folder and not path.parent.is_dir():
-        raise FileNotFoundError(f"--out {path}: the folder {path.parent} does not exist")
+        raise FileNotFoundError(f"{flag} {path}: the folder {path.parent} does not exist")
     return path
 
 

@@ -20,13 +20,13 @@ from .analysis.mistakes import WORST, ErrorAnalysis, ErrorCounter
 from .data import VIEWS, DatasetInfo, normalize
 from .data.base import check_positive, of_image_files
 from .data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_max_pixels, read_image
-from .data.transforms import FolderTransforms, center_view
+from .data.transforms import center_view
 from .errors import NonFiniteOutputs
 from .files import atomic_write, check_output_file
 from .hardware import autocast, resolve_device
 from .models.fuse import fuse_bn
 from .train.evaluate import EvalResult, evaluate
-from .trained import model_from_checkpoint, run_config, test_view, trained_data
+from .trained import model_from_checkpoint, recorded_view, run_config, trained_data
 
 IMAGE_SUFFIXES = set(IMAGE_EXTENSIONS)
 
@@ -52,11 +52,38 @@ class Prediction:
     path: str
     top: list[tuple[str, float]] = field(default_factory=list)  # (class name, probability), best first
     error: str | None = None
+    indices: list[int] = field(default_factory=list)  # the class index of each of `top`
 
     def to_dict(self) -> dict:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "top": [{"class": c, "probability": p} for c, p in self.top]}
+        top = [{"class": c, "index": i, "probability": p} for (c, p), i in zip(self.top, self.indices, strict=True)]
+        return {"path": self.path, "top": top}
+
+
+def predictions_csv(predictions: Sequence[Prediction], topk: int) -> str:
+    """The predictions as CSV: the path, then the class, index and probability of each of the top k, then
+    the error of an unreadable image (as timm's inference.py writes its top-k, one row an image).
+
+    >>> print(predictions_csv([Prediction("a.png", [("cat", 0.75)], indices=[3])], 1), end="")
+    path,class_1,index_1,probability_1,error
+    a.png,cat,3,0.750000,
+    """
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["path", *(f"{what}_{k}" for k in range(1, topk + 1) for what in ("class", "index", "probability")), "error"]
+    )
+    for r in predictions:
+        cells: list[object] = []
+        for (name, prob), index in zip(r.top, r.indices, strict=True):
+            cells += [name, index, f"{prob:.6f}"]
+        cells += [""] * (3 * topk - len(cells))
+        writer.writerow([r.path, *cells, r.error or ""])
+    return out.getvalue()
 
 
 class Predictor:
@@ -72,7 +99,13 @@ class Predictor:
     """
 
     def __init__(
-        self, checkpoint: str | Path, device: str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        *,
+        test_size: int | None = None,
+        test_resize: int | None = None,
     ) -> None:
         self.max_pixels = check_max_pixels(max_pixels)
         self.device = resolve_device(device)
@@ -83,7 +116,8 @@ class Predictor:
         self.class_names = list(meta.get("class_names") or [str(i) for i in range(n)])
         if "normalization" not in meta:
             raise ValueError(
-                f"{checkpoint} holds no input normalisation: use a resnets checkpoint or model.safetensors"
+                f"{checkpoint} holds no input normalisation: convert it again with --mean and --std, "
+                "or use a resnets checkpoint or model.safetensors"
             )
         norm = meta["normalization"]
         self.mean, self.std = (torch.as_tensor(norm[k], dtype=torch.float32).to(self.device) for k in ("mean", "std"))
@@ -92,19 +126,11 @@ class Predictor:
         self.in_channels = self.mean.shape[0]
         spatial = tuple(self.mean.shape[-2:])  # a mean image (small datasets) has the training size
         size = tuple(data["image_size"]) if "image_size" in data else spatial if spatial != (1, 1) else None
-        run = run_config(meta, checkpoint)
+        self.folder_style = self.folder_style or "test_resize" in data  # converted weights record their view
         self.size: tuple[int, ...]
-        if self.folder_style and run is not None:  # the run's own test view (it may train at 160, test at 224)
-            self.view = test_view(run)
+        if self.folder_style:  # the run's own test view (it may train at 160, test at 224), or the file's
+            self.view = recorded_view(meta, checkpoint, test_size, test_resize)
             self.size = (self.view.tested, self.view.tested)
-        elif self.folder_style:  # weights without their run's config (converted): the recorded sizes, else ImageNet's
-            side = int(data.get("test_size") or (size[0] if size else 224))
-            resize = int(data.get("test_resize") or round(side * 256 / 224))
-            resampling = str(data.get("interpolation", "bilinear"))
-            self.view = FolderTransforms(
-                image_size=side, resize_range=(side, side), test_resize=resize, interpolation=resampling
-            )
-            self.size = (side, side)
         elif size is None:
             raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
         else:
@@ -151,7 +177,8 @@ class Predictor:
             probs = F.softmax(finite_outputs(self.model(batch).float(), chunk), dim=1)
             values, indices = probs.topk(k, dim=1)
             for path, v, idx in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-                results[path] = Prediction(str(path), [(self.class_names[j], p) for j, p in zip(idx, v, strict=True)])
+                top = [(self.class_names[j], p) for j, p in zip(idx, v, strict=True)]
+                results[path] = Prediction(str(path), top, indices=idx)
         return [results[p] for p in ordered]
 
     @torch.no_grad()
@@ -210,6 +237,8 @@ def evaluate_checkpoint(
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     flip: bool = False,
     bad_images: str = "skip",
+    test_size: int | None = None,
+    test_resize: int | None = None,
 ) -> EvalResult:
     """Top-1/top-5 test error of a trained checkpoint, on its own dataset unless `data` names another.
 
@@ -219,14 +248,13 @@ def evaluate_checkpoint(
     `ten_crop`, or `multi_scale` (fully convolutional, shorter side in {224, 256, 384, 480, 640};
     image folders only). `flip` adds each view's mirror image (as does the run's own `tta_flip`).
     An unreadable test image is left out and named in the result's `unreadable` (`bad_images="fail"`:
-    an error naming it).
+    an error naming it). `test_size` and `test_resize` replace the recorded test view's sides (image files).
 
     >>> evaluate_checkpoint("runs/r20/model.safetensors", view="ten_crop").top1_err
     0...
     """
-    test = _test_set(
-        path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images
-    )
+    where = (path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images)
+    test = _test_set(*where, test_size=test_size, test_resize=test_resize)
     result = evaluate(test.model, test.batches, tta_flip=test.flip)
     result.unreadable = test.unreadable()
     return result
@@ -245,6 +273,8 @@ def analyse_checkpoint(
     flip: bool = False,
     worst: int = WORST,
     bad_images: str = "skip",
+    test_size: int | None = None,
+    test_resize: int | None = None,
 ) -> ErrorAnalysis:
     """Where a trained checkpoint fails on its test set: `evaluate_checkpoint`'s errors (the same
     numbers, in the same single pass) with accuracy per class, the confusion matrix, the expected
@@ -258,9 +288,8 @@ def analyse_checkpoint(
     >>> analysis.ece, analysis.worst_classes(1)[0]["class"]
     (0..., 'class ...')
     """
-    test = _test_set(
-        path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images
-    )
+    where = (path, data, data_dir, view, device, batch_size, allow_other_classes, max_image_pixels, flip, bad_images)
+    test = _test_set(*where, test_size=test_size, test_resize=test_resize)
     model, target = test.model, test.device
     names = test.meta.get("class_names") or test.info.class_names
     counter = ErrorCounter(list(names), target, worst=worst)
@@ -333,6 +362,9 @@ def _test_set(
     max_image_pixels: int | None,
     flip: bool,
     bad_images: str = "skip",
+    *,
+    test_size: int | None = None,
+    test_resize: int | None = None,
 ) -> _TestSet:
     """The checkpoint's model on the device and the test batches of `view`, checked against each other."""
     if view not in VIEWS:
@@ -352,6 +384,8 @@ def _test_set(
         batch_size=batch_size,
         max_image_pixels=max_image_pixels,
         bad_images=bad_images,
+        test_size=test_size,
+        test_resize=test_resize,
     )
     if bundle.info.num_classes != model.num_classes:
         raise ValueError(

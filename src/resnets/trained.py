@@ -18,6 +18,7 @@ own test view.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -31,7 +32,7 @@ from .data.base import of_image_files
 from .data.images import DEFAULT_MAX_PIXELS
 from .errors import NormalizationMismatch, unpickling_reason
 from .models import create_model
-from .models.weights import load_state_dict
+from .models.weights import CHECKPOINT_FORMAT, load_state_dict
 from .train.config import MAX_SIDE, TrainConfig
 
 # The run folder's files, named once.
@@ -93,7 +94,7 @@ class RunFolder:
         return self.path / CHECKPOINTS / BEST
 
 
-FORMAT = "resnets-checkpoint"
+FORMAT = CHECKPOINT_FORMAT  # the marker of a resnets training checkpoint
 # Bounds on what a file's metadata may ask to build, checked before anything is allocated: sides of
 # images as the training config's (MAX_SIDE), classes (ImageNet-21k has 21,841; a million is ample).
 MAX_CLASSES = 1_000_000
@@ -267,7 +268,7 @@ def read_trained(path: str | Path) -> tuple[dict, dict]:
     `data` (name, image_size, in_channels), each checked (`check_metadata`).
     """
 
-    path = Path(path)
+    path = weights_file(path)
     if path.suffix != ".safetensors":
         state = load_checkpoint(path)
         keys = ("model_name", "model_options", *TRAINED_FIELDS)
@@ -296,6 +297,25 @@ def read_trained(path: str | Path) -> tuple[dict, dict]:
                 raise _field_error(path, stored, f"is not valid JSON ({exc})") from None
     meta.setdefault("model_options", {})
     return weights, check_metadata(meta, path)
+
+
+def weights_file(path: str | Path) -> Path:
+    """`path`, or for a run folder its final weights (`model.safetensors`), as timm takes a run's folder.
+
+    >>> weights_file("runs/r20")
+    PosixPath('runs/r20/model.safetensors')
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    run = RunFolder(path)
+    if run.weights.is_file():
+        return run.weights
+    if run.config.is_file():
+        raise CheckpointError(
+            f"run folder {path} holds no {WEIGHTS} (not finished?): give --checkpoint {run.last} or {run.best}"
+        )
+    raise CheckpointError(f"{path} is a folder but not a run folder (no {CONFIG}, no {WEIGHTS})")
 
 
 def model_from_checkpoint(path: str | Path):
@@ -371,13 +391,15 @@ def trained_data(
     batch_size: int | None = None,
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     bad_images: str = "skip",
+    test_size: int | None = None,
+    test_resize: int | None = None,
 ) -> DataBundle:
     """The data as the trained network `meta` (from `model_from_checkpoint(path)`) saw them, unaugmented.
 
     Its own dataset unless `data` names another, with the run's subset and validation split (so that
     its test and validation images are the run's own); always the run's normalisation: its recorded
     statistics (never ones recomputed on other data) and its mode (padding of the ten crops), and an
-    image folder's test view. `batch_size` defaults to the run's (training split) and its
+    image folder's test view (`recorded_view`). `batch_size` defaults to the run's (training split) and its
     evaluation batch (the others); the seed is the run's; `max_image_pixels=None` reads images of any size.
 
     >>> model, meta = model_from_checkpoint("runs/r20/model.safetensors")
@@ -407,7 +429,7 @@ def trained_data(
         normalization=(norm["mean"], norm["std"]) if norm is not None else None,
         normalize=base.normalize,
     )
-    view = test_view(base) if of_image_files(name) else None
+    view = recorded_view(meta, path, test_size, test_resize) if of_image_files(name) else None
     try:
         return load_dataset(
             name, options, data_dir=data_dir or (base.data_dir if own else None), folder_transforms=view
@@ -435,3 +457,38 @@ def test_view(config: TrainConfig) -> FolderTransforms:
 
 
 test_view.__test__ = False  # type: ignore[attr-defined]  # a view for testing, not a test of pytest's
+
+
+def recorded_view(
+    meta: dict, path: str | Path, test_size: int | None = None, test_resize: int | None = None
+) -> FolderTransforms:
+    """The test view that the trained network `meta` records (its run's, or a converted file's `data`),
+    with `test_size` and `test_resize` in place of the recorded sides where given. Weights that record
+    none (a bare state dict saved with metadata of one's own) are refused: testing them at another
+    size than they were trained at gives a wrong error in silence.
+
+    >>> recorded_view({"data": {"test_size": 32, "test_resize": 36}}, "w.safetensors").test_resize
+    36
+    """
+    config = run_config(meta, path)
+    data = meta.get("data") or {}
+    if config is not None:  # the run's own view (it may train at 160 and test at 224)
+        view = test_view(config)
+        recorded: tuple[int | None, int | None] = (view.tested, view.test_resize)
+    else:  # a converted file's
+        recorded = (data.get("test_size"), data.get("test_resize"))
+        view = None
+    side = test_size or recorded[0]
+    if side is None:
+        raise ValueError(
+            f"{path} records no test view (the crop it is tested at): give --test-size and --test-resize "
+            "(ImageNet's: 224 and 256)"
+        )
+    # A test crop given alone is resized in the paper's ratio (256 for 224), not to the recorded side.
+    resize = test_resize or (recorded[1] if not test_size else None) or round(side * 256 / 224)
+    if resize < side:
+        raise ValueError(f"--test-resize {resize} must be at least the test crop's {side}")
+    if view is not None:
+        return dataclasses.replace(view, test_size=side, test_resize=resize)
+    resampling = str(data.get("interpolation", "bilinear"))
+    return FolderTransforms(image_size=side, resize_range=(side, side), test_resize=resize, interpolation=resampling)

@@ -168,3 +168,80 @@ def test_converted_weights_load_into_the_layout_they_were_built_with(tmp_path):
         create_model("resnet50", weights=str(out), num_classes=10, stride_at="1x1")
     config = TrainConfig(model="resnet50", init_from=str(out), data="synthetic:3,64,64,10", device="cpu")
     assert build_model(config, 3, 10, (64, 64)).config.stride_at == "3x3"
+
+
+def test_a_bare_torchvision_or_timm_file_loads_in_their_layout(tmp_path):
+    """A raw `.pth` of torchvision's or timm's ResNet-50 records no options: it is read as theirs (3x3 stride)
+    and gives their outputs; an explicit stride_at still wins (a resnets net saved with torch.save)."""
+    from resnets.train import TrainConfig
+    from resnets.train.network import build_model
+
+    reference = randomise_bn(torchvision.models.resnet50(num_classes=10))
+    torch.save(reference.state_dict(), tmp_path / "resnet50-0676ba61.pth")
+    raw = str(tmp_path / "resnet50-0676ba61.pth")
+    model = create_model("resnet50", weights=raw, num_classes=10)
+    assert model.config.stride_at == "3x3"
+    assert max_diff(model, reference) <= 1e-5
+    assert create_model("resnet50", weights=raw, num_classes=10, stride_at="1x1").config.stride_at == "1x1"
+    config = TrainConfig(model="resnet50", init_from=raw, data="synthetic:3,64,64,10", device="cpu")
+    assert build_model(config, 3, 10, (64, 64)).config.stride_at == "3x3"
+    # A basic-block file has no 1x1 conv to stride: nothing is added.
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    assert create_model("resnet18", weights=str(tmp_path / "r18.pth")).config.stride_at == "1x1"
+
+
+def test_a_resnets_checkpoint_records_its_layout(tmp_path):
+    """--init-from a training checkpoint of a 3x3-stride net builds that net, and refuses a contradiction."""
+    from resnets.models.weights import layout_of, with_layout
+
+    net = create_model("resnet50", stride_at="3x3", num_classes=4)
+    state = {"format": "resnets-checkpoint", "model": net.state_dict(), "model_options": {"stride_at": "3x3"}}
+    torch.save(state, tmp_path / "last.pt")
+    assert layout_of(tmp_path / "last.pt") == {"stride_at": "3x3"}
+    assert with_layout(tmp_path / "last.pt", {"num_classes": 4}) == {"stride_at": "3x3", "num_classes": 4}
+    with pytest.raises(ValueError, match=r"built with stride_at='3x3', and stride_at='1x1' is asked for"):
+        with_layout(tmp_path / "last.pt", {"stride_at": "1x1"})
+
+
+def test_timm_and_torchvision_training_checkpoints_give_their_weights_safely(tmp_path, capsys):
+    """timm's train.py saves {epoch, arch, state_dict, optimizer, version, args: Namespace, state_dict_ema}:
+    its weights are read without unpickling anything but the Namespace, and the entry taken is named."""
+    import argparse
+
+    from resnets.cli import main
+    from resnets.models.weights import read_weights_entry
+
+    model = torchvision.models.resnet18(num_classes=5)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    args = argparse.Namespace(model="resnet18", lr=0.1, epochs=3)
+    ckpt = {"epoch": 2, "arch": "resnet18", "state_dict": model.state_dict(), "args": args, "state_dict_ema": ema}
+    torch.save(ckpt, tmp_path / "checkpoint-2.pth.tar")
+    weights, entry = read_weights_entry(tmp_path / "checkpoint-2.pth.tar")
+    assert entry == "state_dict" and all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    torch.save({"epoch": 2, "state_dict_ema": ema, "args": args}, tmp_path / "ema.pth.tar")
+    assert read_weights_entry(tmp_path / "ema.pth.tar")[1] == "state_dict_ema"
+    torch.save({"epoch": 2, "args": args}, tmp_path / "none.pth.tar")
+    with pytest.raises(ValueError, match=r"none\.pth\.tar: a checkpoint with no weights entry .* it holds epoch, args"):
+        read_weights_entry(tmp_path / "none.pth.tar")
+    out = tmp_path / "r18.safetensors"
+    assert main(["convert", str(tmp_path / "checkpoint-2.pth.tar"), "--from", "timm", "--to", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "weights taken from its entry 'state_dict'" in printed
+    assert max_diff(create_model("resnet18", weights=str(out)), model.eval()) <= 1e-5
+
+
+def test_a_pickle_that_runs_code_is_refused_in_one_line_without_escape_codes(tmp_path, capsys):
+    from resnets.cli import main
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": {}, "hook": Evil()}, tmp_path / "evil.pth")
+    assert (
+        main(["convert", str(tmp_path / "evil.pth"), "--from", "torchvision", "--to", str(tmp_path / "o.safetensors")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "pwned" not in err and "\x1b" not in err and len(err.strip().splitlines()) == 1
+    assert "refused: it cannot be loaded safely" in err

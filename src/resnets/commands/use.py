@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ..analysis.mistakes import CALIBRATION_BINS, WORST, write_error_analysis
 from ..analysis.mistakes import FILES as ERROR_FILES
 from ..data.base import BAD_IMAGES
 from ..export import FORMATS, export_model
-from ..files import check_output_file, check_output_folder
-from ..inference import Predictor, analyse_checkpoint, evaluate_checkpoint, expand_paths
-from ..models.convert import SOURCES, convert_file
+from ..files import atomic_write, check_output_file, check_output_folder
+from ..inference import Predictor, analyse_checkpoint, evaluate_checkpoint, expand_paths, predictions_csv
+from ..models.convert import SOURCES, Inputs, convert_file
 from ..text import printable
 from ..trained import model_from_checkpoint, trained_metadata
 from .arguments import ShownDefaults, Subparsers, add_device, add_pixel_limit, positive_int, print_json
 
 MAX_WORST = 1000  # images on one sheet of mistakes (a sheet of 1,000 thumbnails is already hard to read)
-CHECKPOINT_HELP = "a checkpoint .pt or a run's model.safetensors"
+CHECKPOINT_HELP = "a run folder (its model.safetensors), a checkpoint .pt, or a .safetensors file"
 IMAGES_HELP = "image files, or folders searched for them"
 
 
@@ -34,6 +35,7 @@ def add_eval(sub: Subparsers) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average 10 crops (corners, centre, flips)")
     p.add_argument("--multi-scale", action="store_true", help="fully convolutional, 5 scales (image folders)")
     p.add_argument("--flip", action="store_true", help="also average each view's mirror image (not in the paper)")
+    add_test_view(p)
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the run's eval batch)")
     add_device(p, "auto")
     p.add_argument(
@@ -79,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out, ERROR_FILES) if args.out is not None else None  # before the work, not after it
     where = (args.checkpoint, args.data, args.data_dir, view, args.device, args.batch_size)
     options = {"allow_other_classes": args.allow_other_classes, "max_image_pixels": args.max_image_pixels}
-    options["bad_images"] = args.bad_images
+    options.update(bad_images=args.bad_images, test_size=args.test_size, test_resize=args.test_resize)
     if out is None and not args.json:
         result = evaluate_checkpoint(*where, **options, flip=args.flip)
         print(_eval_line(args.checkpoint, result, view))
@@ -100,6 +102,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("least accurate classes: " + ", ".join(worst_classes))
     print(f"written to {out}: {', '.join(ERROR_FILES)} ({len(analysis.worst)} mistakes on the sheet)")
     return 0
+
+
+def add_test_view(p: argparse.ArgumentParser) -> None:
+    """--test-size and --test-resize: the test view of image files, in place of the one the weights record."""
+    p.add_argument("--test-size", type=positive_int, help="side of the test crop (default: the one the weights record)")
+    p.add_argument(
+        "--test-resize",
+        type=positive_int,
+        help="shorter side before the crop (default: the recorded one; with --test-size, 256/224 of it)",
+    )
 
 
 def _eval_line(checkpoint: str, result, view: str) -> str:
@@ -133,14 +145,22 @@ def add_predict(sub: Subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     add_device(p, "auto")
     add_pixel_limit(p)
-    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    add_test_view(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout (classes and indices)")
+    p.add_argument("--csv", metavar="FILE", help="also write the top-k classes, indices and probabilities as CSV")
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    out = (
+        check_output_file(args.csv, ".csv", flag="--csv") if args.csv is not None else None
+    )  # before the work, not after it
     paths = expand_paths(args.images)
-    predictor = Predictor(args.checkpoint, args.device, args.max_image_pixels)
+    view = {"test_size": args.test_size, "test_resize": args.test_resize}
+    predictor = Predictor(args.checkpoint, args.device, args.max_image_pixels, **view)
     results = predictor.predict(paths, args.topk, args.batch_size)
+    if out is not None:
+        atomic_write(out, predictions_csv(results, min(args.topk, len(predictor.class_names))).encode())
     for r in results:
         if args.json:
             print(json.dumps(r.to_dict()))
@@ -149,6 +169,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if r.error is not None:
             print(f"resnets: {printable(r.error)}", file=sys.stderr)
     failed = sum(r.error is not None for r in results)
+    if out is not None:
+        print(f"{len(results)} predictions written to {out}", file=sys.stderr)
     if failed:
         print(f"resnets: {failed} of {len(results)} images could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -166,13 +188,15 @@ def add_embed(sub: Subparsers) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     add_device(p, "auto")
     add_pixel_limit(p)
+    add_test_view(p)
     p.set_defaults(func=cmd_embed)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, ".npy")  # before the work, not after it
     paths = expand_paths(args.images)
-    result = Predictor(args.checkpoint, args.device, args.max_image_pixels).embed(paths, args.batch_size)
+    view = {"test_size": args.test_size, "test_resize": args.test_resize}
+    result = Predictor(args.checkpoint, args.device, args.max_image_pixels, **view).embed(paths, args.batch_size)
     npy, index = result.save(out)
     for f in result.failures:
         print(f"resnets: {printable(str(f.error))}", file=sys.stderr)
@@ -218,7 +242,7 @@ def add_convert(sub: Subparsers) -> None:
         help="a torchvision or timm ResNet state dict to resnets safetensors",
         formatter_class=ShownDefaults,
     )
-    p.add_argument("file", help="the .pth/.pt/.safetensors state dict")
+    p.add_argument("file", help="the .pth/.pt/.safetensors state dict, or a timm/torchvision training checkpoint")
     p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="the library the file comes from")
     p.add_argument("--to", required=True, help="OUT.safetensors")
     p.add_argument(
@@ -227,11 +251,36 @@ def add_convert(sub: Subparsers) -> None:
         default=True,
         help="compare outputs with the source library's model (when installed)",
     )
+    shown = p.add_argument_group(
+        "what the network is shown (stored in the file, used by eval and predict)",
+        "ImageNet's by default: 224 crops of images resized to 256, ImageNet's mean and std and class names",
+    )
+    shown.add_argument("--input-size", type=positive_int, default=224, help="side of the test crop, in pixels")
+    shown.add_argument("--test-resize", type=positive_int, help="shorter side before the crop (default: 256/224 of it)")
+    shown.add_argument("--mean", type=float, nargs="+", metavar="M", help="per channel, in [0, 1] (timm's units)")
+    shown.add_argument("--std", type=float, nargs="+", metavar="S", help="per channel, in [0, 1] units")
+    shown.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear", help="of the resize")
+    shown.add_argument("--class-names", metavar="FILE", help="a text file of class names, one a line, in class order")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    result = convert_file(args.file, args.source, args.to, verify=args.verify)
+    names = None
+    if args.class_names is not None:
+        try:
+            text = Path(args.class_names).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--class-names {args.class_names}: cannot read it ({exc})") from None
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    inputs = Inputs(
+        input_size=args.input_size,
+        test_resize=args.test_resize,
+        mean=tuple(args.mean) if args.mean else None,
+        std=tuple(args.std) if args.std else None,
+        interpolation=args.interpolation,
+        class_names=names,
+    )
+    result = convert_file(args.file, args.source, args.to, verify=args.verify, inputs=inputs)
     verified = (
         f"outputs equal {args.source}'s within {result.max_abs_diff:.1e}"
         if result.max_abs_diff is not None
@@ -240,6 +289,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
         else "not verified"
     )
     options = ", ".join(f"{k}={v!r}" for k, v in result.options.items())
-    print(f"{result.path}: {result.model_name} ({options}); {verified}")
-    print(f"load with: resnets.create_model({result.model_name!r}, weights={str(result.path)!r}, {options})")
+    taken = f" (weights taken from its entry {result.entry!r})" if result.entry else ""
+    print(f"{result.path}: {result.model_name} ({options}); {verified}{taken}")
+    print(f"stored for eval and predict: {_shown(result.path)}")
+    print(f"load with: resnets.create_model({result.model_name!r}, weights={str(result.path)!r})")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """What a converted file tells eval and predict, in words."""
+    _, meta = model_from_checkpoint(path)
+    data = meta["data"]
+    parts = [f"{data['test_size']} crops of images resized to {data['test_resize']} ({data['interpolation']})"]
+    norm = meta.get("normalization")
+    if norm is not None:
+        mean = ", ".join(f"{v / 255:.3f}" for v in norm["mean"].flatten().tolist())
+        std = ", ".join(f"{v / 255:.3f}" for v in norm["std"].flatten().tolist())
+        parts.append(f"mean ({mean}), std ({std})")
+    else:
+        parts.append("no normalisation (give --mean and --std)")
+    names = meta.get("class_names")
+    parts.append(f"{len(names)} class names" if names else "no class names (give --class-names)")
+    return "; ".join(parts)

@@ -87,7 +87,8 @@ def scan_split(folder: Path) -> tuple[list[str], list[list[Path]]]:
 
 
 def scan(root: str | Path) -> tuple[list[str], list[Sample], list[Sample]]:
-    """(class names, training samples, test samples) of an image folder.
+    """(class names, training samples, test samples) of an image folder: ROOT/train/ and ROOT/val/, or
+    for evaluation alone, ROOT/val/ or ROOT/ itself holding the class folders (no training samples).
 
     Training samples come in a fixed pseudo-random order (by a hash of each file's path inside
     train/), so that "the first N images" of `subset` and the last ones of `val_split` mix the
@@ -96,6 +97,9 @@ def scan(root: str | Path) -> tuple[list[str], list[Sample], list[Sample]]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} not found")
+    if not (root / "train").is_dir():  # a folder to evaluate on, as timm's validate.py takes: ROOT/val/ or ROOT/
+        classes, test_files = scan_split(root / "val" if (root / "val").is_dir() else root)
+        return classes, [], [(str(p), label) for label, paths in enumerate(test_files) for p in paths]
     classes, train_files = scan_split(root / "train")
     val_classes, test_files = scan_split(root / "val")
     if val_classes != classes:
@@ -478,7 +482,7 @@ def files_bundle(
     whether they lie in a folder or in shards (`readers`: each split's bytes by sample name).
     `sources` name where each split's files come from, for messages."""
     config = transforms or FolderTransforms()
-    n_train, n_val = split_sizes(len(train), options.subset, options.val_split)
+    n_train, n_val = split_sizes(len(train), options.subset, options.val_split) if train else (0, 0)
     stats = _normalization(name, options, config)
     train_source, test_source = sources
     train_reader, test_reader = readers or (None, None)

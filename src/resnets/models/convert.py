@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import write_error
 from .registry import build, list_models, model_entry
 from .resnet import ResNetConfig
-from .weights import clean_state_dict, load_state_dict, mismatches, read_weights
+from .weights import clean_state_dict, load_state_dict, mismatches, read_weights_entry
 
 SOURCES = ("torchvision", "timm")
 # Both libraries put the bottleneck's stride on the 3x3 conv ("ResNet v1.5", see blocks.Bottleneck);
@@ -40,6 +40,73 @@ class ConvertResult:
     source: str
     path: Path
     max_abs_diff: float | None  # None when not verified (verify=False, or the source library is not installed)
+    entry: str | None = None  # the training checkpoint's entry the weights came from (None: a bare state dict)
+    inputs: Inputs | None = None  # what the network is shown, as stored in the file
+
+
+IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a converted network expects of its images, stored beside its weights so that `resnets eval`
+    and `predict` show it images as its source library did: the test view (a centre crop of
+    `input_size` after resizing the shorter side to `test_resize`), the normalisation (mean and std of
+    each channel, in [0, 1] units as timm and torchvision write them), and the class names.
+
+    Both libraries' ImageNet ResNets are trained on 224 crops with ImageNet's statistics; torchvision's
+    first weights and the paper test 224 crops of images resized to 256 (later weights use 232 to 236:
+    give theirs with `test_resize`)."""
+
+    input_size: int = 224
+    test_resize: int | None = None  # None: input_size * 256 / 224, the paper's ratio
+    mean: tuple[float, ...] | None = None  # None: ImageNet's, for RGB networks
+    std: tuple[float, ...] | None = None
+    interpolation: str = "bilinear"
+    class_names: tuple[str, ...] | None = None  # None: ImageNet's for 1,000 classes
+
+    def metadata(self, num_classes: int, in_channels: int) -> dict[str, str]:
+        """The trained-network fields of a resnets safetensors file (see `resnets.trained`)."""
+        from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+
+        if not 1 <= self.input_size <= 4096 or (self.test_resize is not None and self.test_resize < self.input_size):
+            raise ValueError(
+                f"input_size={self.input_size} and test_resize={self.test_resize}: a side of 1 to 4096 pixels "
+                "and a resize at least as large"
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+        resize = self.test_resize or round(self.input_size * 256 / 224)
+        data = {"name": "imagenet", "image_size": [self.input_size] * 2, "in_channels": in_channels}
+        data.update(test_size=self.input_size, test_resize=resize, interpolation=self.interpolation)
+        fields = {"data": json.dumps(data)}
+        mean, std = self.mean, self.std
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std (one number per input channel), or neither")
+        if mean is None and in_channels == 3:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        if mean is not None and std is not None:
+            if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
+                raise ValueError(
+                    f"mean {list(mean)} and std {list(std)}: one number per input channel ({in_channels}), std positive"
+                )
+            pixels = {"mean": [255 * v for v in mean], "std": [255 * v for v in std]}
+            fields["normalization"] = json.dumps(pixels)
+        names = list(self.class_names) if self.class_names is not None else imagenet_classes(num_classes)
+        if names is not None:
+            if len(names) != num_classes:
+                raise ValueError(f"{len(names)} class names for a network of {num_classes} classes")
+            fields["class_names"] = json.dumps(names)
+        return fields
+
+
+def imagenet_classes(num_classes: int) -> list[str] | None:
+    """ImageNet's 1,000 class names (torchvision's list, installed with it) for a 1,000-class network, else None."""
+    if num_classes != IMAGENET_CLASSES or importlib.util.find_spec("torchvision") is None:
+        return None
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def convert_state_dict(
@@ -71,12 +138,16 @@ def convert_state_dict(
     return name, options, state_dict
 
 
-def convert_file(src_path: str | Path, source: str, out_path: str | Path, verify: bool = True) -> ConvertResult:
+def convert_file(
+    src_path: str | Path, source: str, out_path: str | Path, verify: bool = True, inputs: Inputs | None = None
+) -> ConvertResult:
     """Convert a torchvision or timm ResNet weights file into a resnets `.safetensors` file.
 
     With `verify` (and the source library installed), the source model with the original weights
     and the resnets model with the converted ones must agree within 1e-5 on a random batch.
-    The file's metadata holds the model name, the options (JSON) and the source.
+    The file's metadata holds the model name, the options (JSON), the source and `inputs` (the test
+    view, normalisation and class names: ImageNet's by default), so that it evaluates and predicts
+    as a trained run's weights do. A timm or torchvision training checkpoint gives its weights entry.
 
     >>> result = convert_file("resnet50-11ad3fa6.pth", "torchvision",
     ...                       "resnet50.safetensors")  # torchvision's 100 MB file  # doctest: +SKIP
@@ -87,14 +158,17 @@ def convert_file(src_path: str | Path, source: str, out_path: str | Path, verify
         raise ValueError(f"out_path {str(out_path)!r} must end in .safetensors")
     if not out_path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(out_path.parent)!r} does not exist")
-    original = clean_state_dict(read_weights(src_path))
+    original, entry = read_weights_entry(src_path)
+    original = clean_state_dict(original)
     name, options, converted = convert_state_dict(original, source)
+    inputs = inputs or Inputs()
+    trained = inputs.metadata(options["num_classes"], options.get("in_channels", 3))  # checked before the work
     diff = None
     if verify and importlib.util.find_spec(source) is not None:
         diff = verify_conversion(name, options, original, converted, source)
-    metadata = {"format": "pt", "model_name": name, "options": json.dumps(options), "source": source}
+    metadata = {"format": "pt", "model_name": name, "options": json.dumps(options), "source": source, **trained}
     _save_safetensors(converted, out_path, metadata)
-    return ConvertResult(name, options, source, out_path, diff)
+    return ConvertResult(name, options, source, out_path, diff, entry, inputs)
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor]) -> dict:

@@ -71,43 +71,65 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], st
 # The options that shape a network without changing its weights' shapes: a file built with another value
 # loads strictly and computes something else (torchvision's ResNet-50 strides in its 3x3 conv, not the 1x1).
 LAYOUT_OPTIONS = ("stride_at", "shortcut", "stem", "block", "groups", "width_per_group")
+# Options that change the weights' shapes: taken from the file as defaults (another value fails to load, by name).
+SHAPE_OPTIONS = ("num_classes", "in_channels")
+# The layout of every bottleneck ResNet that torchvision and timm publish ("ResNet v1.5"): a bare state dict
+# with their parameter names is read as theirs.
+FOREIGN_LAYOUT = {"stride_at": "3x3"}
 
 
-def layout_of(path: str | Path) -> dict:
-    """The layout options a `.safetensors` file records (resnets convert, export and training write them);
-    {} for a file that records none.
+def layout_of(path: str | Path) -> dict | None:
+    """The layout options a weights file records: a resnets `.safetensors` file (convert, export and training
+    write them) or training checkpoint; None for a bare state dict, which records nothing.
 
     >>> layout_of("runs/r20/model.safetensors")
     {}
     """
     path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return {}
-    from safetensors import SafetensorError, safe_open
+    if not path.is_file():
+        return None
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
 
-    try:
-        with safe_open(str(path), "pt") as f:
-            recorded = (f.metadata() or {}).get("options")
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
-    try:
-        options = json.loads(recorded) if recorded else {}
-    except json.JSONDecodeError:
-        raise ValueError(f"{path}: its metadata field 'options' is not JSON") from None
+        try:
+            with safe_open(str(path), "pt") as f:
+                metadata = f.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+        if "model_name" not in metadata:
+            return None
+        recorded = metadata.get("options")
+        try:
+            options = json.loads(recorded) if recorded else {}
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: its metadata field 'options' is not JSON") from None
+    else:
+        obj = _load_pickle(path, mmap=True)
+        if not (isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT):
+            return None
+        options = obj.get("model_options") or {}
     if not isinstance(options, dict):
         raise ValueError(f"{path}: its metadata field 'options' is not a JSON object")
-    return {k: v for k, v in options.items() if k in LAYOUT_OPTIONS}
+    return {k: v for k, v in options.items() if k in LAYOUT_OPTIONS + SHAPE_OPTIONS}
 
 
-def with_layout(path: str | Path, options: dict) -> dict:
+def with_layout(path: str | Path, options: dict, name: str | None = None) -> dict:
     """`options` completed with the layout `path` records; an option given that contradicts it is refused.
+
+    A bare state dict records nothing: one of a bottleneck ResNet (torchvision's or timm's `.pth`) is
+    read in their layout, `stride_at="3x3"`, unless `stride_at` is given (a resnets network saved with
+    `torch.save(model.state_dict())` loads with its own `stride_at="1x1"`).
 
     >>> with_layout("runs/r20/model.safetensors", {"num_classes": 10})
     {'num_classes': 10}
     """
     recorded = layout_of(path)
+    if recorded is None:
+        if "stride_at" in options or not _bottleneck_keys(path):
+            return dict(options)
+        return {**options, **FOREIGN_LAYOUT}
     for key, value in recorded.items():
-        if key in options and options[key] != value:
+        if key in LAYOUT_OPTIONS and key in options and options[key] != value:
             raise ValueError(
                 f"{path} holds a network built with {key}={value!r}, and {key}={options[key]!r} is asked for: "
                 "its weights would load and compute something else; leave the option out"
@@ -115,12 +137,31 @@ def with_layout(path: str | Path, options: dict) -> dict:
     return {**recorded, **options}
 
 
+def _bottleneck_keys(path: Path | str) -> bool:
+    """Whether the state dict in `path` has a bottleneck ResNet's first block (a 1x1-3x3-1x1 `conv3`)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())
+    else:
+        keys = list(_state_dict_in(_load_pickle(path, mmap=True), path)[0])
+    return "layer1.0.conv3.weight" in clean_state_dict(dict.fromkeys(keys))  # type: ignore[arg-type]
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a `.safetensors` file or a `.pt`/`.pth` file, never unpickling code.
 
     `.pt` files are read with `torch.load(weights_only=True)`; a resnets training checkpoint
-    (a dict with a "model" entry) gives its model weights.
+    gives its model weights, and a timm or torchvision training checkpoint (`.pth.tar`, with its
+    arguments as an `argparse.Namespace`) its `state_dict` (see `weights_entry`).
     """
+    return read_weights_entry(path)[0]
+
+
+def read_weights_entry(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """`read_weights`, and the checkpoint entry the weights were taken from (None for a bare state dict)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
@@ -129,20 +170,50 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            return load_file(str(path)), None
         except (SafetensorError, OSError) as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return _state_dict_in(_load_pickle(path), path)
+
+
+# The entries of a training checkpoint that hold weights, in the order taken: resnets' own ("model"),
+# then timm's train.py and torchvision's references ("state_dict", "model"), then timm's averaged
+# weights alone (as timm's clean_checkpoint.py falls back to them).
+WEIGHT_ENTRIES = ("model", "state_dict", "state_dict_ema", "model_ema")
+CHECKPOINT_FORMAT = "resnets-checkpoint"
+
+
+def _load_pickle(path: Path, mmap: bool = False) -> object:
+    """`torch.load(weights_only=True)`, also allowing `argparse.Namespace` (the arguments that timm's and
+    torchvision's training scripts store beside the weights: plain values, no code)."""
+    import argparse
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as exc:  # a file of the legacy (pre-1.6) format cannot be mapped
+                if not mmap or "mmap" not in str(exc):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many kinds
         raise ValueError(
             f"{path}: refused: it cannot be loaded safely, as plain weights (torch.load with weights_only=True: "
             f"{unpickling_reason(exc)})"
         ) from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
+
+
+def _state_dict_in(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict that `obj` (a loaded `.pt`/`.pth` file) is or holds, and the entry it was taken from."""
+    entry = None
+    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        entry = next((k for k in WEIGHT_ENTRIES if isinstance(obj.get(k), Mapping)), None)
+        if entry is None:
+            found = ", ".join(map(str, list(obj)[:6]))
+            raise ValueError(
+                f"{path}: a checkpoint with no weights entry ({', '.join(WEIGHT_ENTRIES)}); it holds {found}"
+            )
+        obj = obj[entry]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
-    return dict(obj)
+    return dict(obj), entry

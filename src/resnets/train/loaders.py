@@ -68,7 +68,13 @@ def build_loaders(config: TrainConfig, device: torch.device, place: Distributed,
         repeats=c.repeated_aug,
     )
     transforms = folder_transforms(c) if of_image_files(c.data) else None
-    return load_dataset(c.data, options, data_dir=c.data_dir, folder_transforms=transforms)
+    bundle = load_dataset(c.data, options, data_dir=c.data_dir, folder_transforms=transforms)
+    if not bundle.info.n_train:  # a folder of class folders alone: for evaluation
+        raise ValueError(
+            f"{c.data} has no train/ folder: training needs ROOT/train/<class>/ and ROOT/val/<class>/ "
+            "(a folder of class folders alone is for resnets eval and predict)"
+        )
+    return bundle
 
 
 def first_images(loader: Loader, n: int) -> torch.Tensor | None:

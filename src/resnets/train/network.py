@@ -17,7 +17,8 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int, image_s
         options["drop_path"] = config.drop_path
     if config.init_from:  # the layout the weights were built with (a converted torchvision ResNet-50: 3x3)
         options = with_layout(config.init_from, options)
-    model = create_model(config.model, in_channels=in_channels, num_classes=num_classes, **options)
+    options.update(in_channels=in_channels, num_classes=num_classes)  # the data's, whatever the file's were
+    model = create_model(config.model, **options)
     smallest = interface(model).min_input_size
     if min(image_size) < smallest:
         raise ValueError(
