@@ -4,9 +4,9 @@ unchanged; a change that is meant to alter training regenerates them on purpose:
 
     RESNETS_GOLDEN=write python -m pytest tests/train/test_golden.py
 
-The losses are compared to 1e-5 (relative) on any machine. The weights' digest is compared exactly
-where the stored one was made (same torch version and CPU capability), their sums to 1e-5 elsewhere,
-since another CPU's kernels may round differently.
+Values are stored for each machine they were made on (NAME.json, NAME-AVX512.json). Where the losses
+are one stored set's to the bit (a machine of the same kernels), the weights' digest must be its own;
+elsewhere the kernels round differently and 20 steps amplify it, so the comparison is loose (DRIFT).
 """
 
 import hashlib
@@ -98,13 +98,23 @@ def test_golden_run(name, tmp_path, monkeypatch):
         "weights": _weights(tmp_path / name / "model.safetensors"),
         "made_on": _where(),
     }
-    stored = GOLDEN / f"{name}.json"
     if os.environ.get("RESNETS_GOLDEN") == "write":
-        stored.write_text(json.dumps(got, indent=1) + "\n")
-    want = json.loads(stored.read_text())
-    assert got["losses"] == pytest.approx(want["losses"], rel=1e-5, abs=1e-7)
-    assert got["test_err"] == pytest.approx(want["test_err"], abs=1 / 640)
+        (GOLDEN / f"{name}-{_where()['cpu']}.json").write_text(json.dumps(got, indent=1) + "\n")
+    stored = [json.loads(f.read_text()) for f in sorted(GOLDEN.glob(f"{name}*.json"))]
+    same = [want for want in stored if want["losses"] == got["losses"]]
+    if same:  # the kernels of a machine the values were made on: the same run, to the bit
+        assert got["weights"]["sha256"] == same[0]["weights"]["sha256"]
+        assert got["test_err"] == same[0]["test_err"]
+        return
+    # Another machine's kernels (another CPU, or another dispatch of the same one) round differently, and
+    # 20 steps amplify it (measured with torch 2.14.1 between an AVX2 and an AVX512 CPU: 2e-7 at step 2,
+    # 1.3e-2 relative by step 19): the first steps still agree closely, the rest to within DRIFT.
+    want = stored[0]
+    assert got["losses"][:2] == pytest.approx(want["losses"][:2], rel=1e-5)
+    assert got["losses"] == pytest.approx(want["losses"], rel=DRIFT)
+    assert got["test_err"] == pytest.approx(want["test_err"], abs=3 / 64)
     for key in ("sum", "sum_of_squares"):
-        assert got["weights"][key] == pytest.approx(want["weights"][key], rel=1e-5)
-    if want["made_on"] == _where():
-        assert got["weights"]["sha256"] == want["weights"]["sha256"]
+        assert got["weights"][key] == pytest.approx(want["weights"][key], rel=DRIFT)
+
+
+DRIFT = 3e-2

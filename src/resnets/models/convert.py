@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from ..errors import write_error
 from .registry import build, list_models, model_entry
 from .resnet import ResNetConfig
@@ -67,8 +68,6 @@ class Inputs:
 
     def metadata(self, num_classes: int, in_channels: int) -> dict[str, str]:
         """The trained-network fields of a resnets safetensors file (see `resnets.trained`)."""
-        from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
-
         if not 1 <= self.input_size <= 4096 or (self.test_resize is not None and self.test_resize < self.input_size):
             raise ValueError(
                 f"input_size={self.input_size} and test_resize={self.test_resize}: a side of 1 to 4096 pixels "

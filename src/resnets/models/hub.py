@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .convert import SOURCE_STRIDE_AT, convert_state_dict
+from .convert import IMAGENET_CLASSES, SOURCE_STRIDE_AT, convert_state_dict
 from .registry import build
 from .weights import clean_state_dict, load_state_dict
 
@@ -32,7 +32,6 @@ SHARED_RESNETS = (
     "wide_resnet101_2",
 )
 SHARED = (*SHARED_RESNETS, "vgg16", "vgg19")
-IMAGENET_CLASSES = 1000
 
 
 def published_weights(name: str) -> WeightsEnum:
