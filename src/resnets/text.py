@@ -41,3 +41,27 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """A count and its noun, singular for 1: `many` names an irregular plural (else -es after s, x, ch, sh; -s).
+
+    >>> plural(1, "step"), plural(2, "step"), plural(64_000, "image"), plural(3, "class"), plural(0, "run")
+    ('1 step', '2 steps', '64,000 images', '3 classes', '0 runs')
+    """
+    if n == 1:
+        return f"1 {word}"
+    return f"{n:,} {many or word + ('es' if word.endswith(('s', 'x', 'ch', 'sh')) else 's')}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them.
+
+    >>> duration(31.0), duration(189), duration(7500)
+    ('31.0 s', '3 min 09 s', '2 h 05 min')
+    """
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"

@@ -40,6 +40,9 @@ def test_finished_runs_are_reused(experiment):
     log = io.StringIO()
     again = run_degradation("synthetic:1,16,16,4", [8, 14], seeds=2, overrides=TINY, out=out, stream=log)
     assert log.getvalue().count("(finished: reused)") == 8 and "epoch 1 step" not in log.getvalue()
+    heads = [line.split(": ")[0:2] for line in log.getvalue().splitlines() if line.startswith("== run ")]
+    names = [f"{m}, seed {s}" for d in (8, 14) for m in (f"plain{d}", f"resnet{d}") for s in (0, 1)]
+    assert heads == [[f"== run {k} of 8", name] for k, name in enumerate(names, 1)]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*") if p.is_file()} == stamps  # no run touched
     assert {k: v["train_err_mean"] for k, v in again.items()} == {k: v["train_err_mean"] for k, v in summary.items()}
     assert again["resnet14"]["params"] == summary["resnet14"]["params"]

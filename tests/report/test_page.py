@@ -168,7 +168,7 @@ def test_experiment_report_holds_every_model_of_summary_json(experiment, experim
     assert names == ["fig6.png", "extra_figure.png", "gradflow.png", "curves"]
     assert all(img["src"].startswith("data:image/png;base64,") for img in page.images)
     assert '<section class="extra" data-file="gradflow.json"><h3>Gradient flow</h3>' in text
-    assert "<figcaption>extra_figure.png</figcaption>" in text
+    assert "<figcaption>extra_figure.png: a figure of the folder, shown as it was found there.</figcaption>" in text
     # Notes: a subset of the data, on a CPU; the total time is the sum of the runs' times.
     assert "first 64 training images" in text and "first 64 test images" in text
     assert "Trained on a CPU" in text
@@ -394,3 +394,115 @@ def test_eval_section_renders_in_chromium(chromium, tmp_path):
     assert "per-class" in {t["cls"] for t in checks["tables"]}
     assert not checks["overflow"]
     assert list(dom.tables["per-class"][0]) == ["bird", "dog", "cat"]
+
+
+# ---- the wording: recipe and overrides, claims, captions, counts ----------------------------------------------
+
+
+def dd(text: str, term: str) -> list[str]:
+    """The values of `term` in the page's definition lists (shared settings, facts of an eval folder)."""
+    return [html.unescape(v) for v in re.findall(rf"<dt>{re.escape(term)}</dt><dd>([^<]*)</dd>", text)]
+
+
+def test_a_run_names_its_recipe_with_what_it_overrode(tmp_path):
+    from resnets.experiments.demo import demo_overrides
+    from resnets.train.recipes import get_recipe, with_overrides
+
+    # The CPU demo: paper-cifar made short (8 epochs of batch 64, one-cycle, no augmentation) on a subset.
+    values = {**demo_overrides("cpu"), "model": "resnet20", "data": "fashion-mnist", "out": str(tmp_path / "r")}
+    demo = with_overrides(get_recipe("paper-cifar", "resnet20"), values).to_dict()
+    paper = get_recipe("paper-cifar", "resnet20").to_dict()  # the recipe as it is: nothing overridden
+    write_run(tmp_path / "runs" / "demo", **demo)
+    write_run(tmp_path / "runs" / "paper", **{**paper, "seed": 1})
+    text = build_report([tmp_path / "runs"], tmp_path / "r.html").read_text()
+    configs = Page(text).tables["configs"][0]
+    assert configs["demo"]["recipe"] == "paper-cifar, overridden: epochs 8, batch 64, one-cycle, no augmentation"
+    assert configs["paper"]["recipe"] == "paper-cifar"
+    facts = re.search(r'<p class="path">[^<]*</p>', text).group(0)
+    assert "recipe paper-cifar; paper-cifar, overridden: epochs 8, batch 64, one-cycle, no augmentation" in facts
+    assert "2 runs" in facts
+
+
+def test_overrides_leave_out_what_the_recipe_derives_and_where_the_run_ran():
+    from resnets.report.recipe import describe_recipe
+    from resnets.train.recipes import get_recipe, with_overrides
+
+    rsb = with_overrides(get_recipe("rsb-a3", "resnet50"), {"batch_size": 256, "device": "cpu", "seed": 3})
+    assert rsb.lr != get_recipe("rsb-a3", "resnet50").lr  # scaled with the batch: the recipe's rule, not an override
+    assert describe_recipe(rsb.to_dict()) == "rsb-a3, overridden: batch 256"
+    own = with_overrides(get_recipe("fast", "resnet20"), {"lr": 0.05, "label_smoothing": 0.0, "tta_flip": False})
+    assert describe_recipe(own.to_dict()) == "fast, overridden: lr 0.05, label smoothing 0, no tta flip"
+    paper = get_recipe("paper-cifar", "resnet20").replace(iterations=1000, milestones=[0.3, 0.6])
+    assert describe_recipe(paper.to_dict()) == "paper-cifar, overridden: iterations 1,000, milestones 0.3, 0.6"
+    # A recipe or model this version does not know: its name alone.
+    assert describe_recipe({"recipe": "paper-cifar", "model": "<i>net</i>", "lr": 9.0}) == "paper-cifar"
+    assert describe_recipe({"recipe": "old-recipe", "model": "resnet20", "lr": 9.0}) == "old-recipe"
+    assert describe_recipe({"model": "resnet20"}) == "?"
+
+
+def test_synthetic_data_is_never_called_a_reproduction(experiment, experiment_report, tmp_path):
+    text = experiment_report.read_text()
+    assert "reproduced" not in text.lower()
+    lede = html.unescape(re.search(r'<p class="lede">([^<]*)</p>', text).group(1))
+    assert lede.startswith(
+        "Deep residual learning (He, Zhang, Ren, Sun, CVPR 2016) run on synthetic data, random images that test "
+        "the code, not the paper's results: 5 training runs in 2 folders,"
+    )
+    # Depths that differ on synthetic data: the verdict says they show nothing of the paper.
+    errors = {"plain20": 0.1, "plain56": 0.2, "resnet20": 0.1, "resnet56": 0.05}
+    synthetic = build_report([write_experiment(tmp_path / "s", errors, "synthetic:3,8,8,4")], tmp_path / "s.html")
+    page = synthetic.read_text()
+    assert 'data-degradation="synthetic"' in page and "The degradation problem shows" not in page
+    assert "show nothing of the degradation problem" in html.unescape(page)
+    assert "reproduced" not in page.lower()
+    real = build_report([write_experiment(tmp_path / "r", errors)], tmp_path / "r.html").read_text()
+    assert "CVPR 2016) reproduced: 4 training runs in 1 folder" in real
+    assert 'data-degradation="shows"' in real
+    both = build_report([tmp_path / "r", tmp_path / "s"], tmp_path / "b.html").read_text()
+    assert "reproduced" not in both.lower() and "8 training runs in 2 folders" in both
+
+
+def test_every_figure_has_a_caption_saying_what_it_shows(experiment, experiment_report, tmp_path):
+    run = write_run(tmp_path / "run")
+    write_eval(run)
+    for text in (experiment_report.read_text(), build_report([run], tmp_path / "r.html").read_text()):
+        figures = re.findall(r'<figure data-file="([^"]+)">.*?<figcaption>([^<]*)</figcaption></figure>', text, re.S)
+        assert len(figures) == text.count("<figure ") > 0
+        for name, caption in figures:
+            assert len(caption) > len(name) + 20, (name, caption)  # a sentence, not the file's name
+    captions = dict(re.findall(r'<figure data-file="([^"]+)">.*?<figcaption>([^<]*)</figcaption>', text, re.S))
+    assert captions["eval/worst.png"].startswith("The misclassified test images of highest confidence")
+    experiment_captions = dict(
+        re.findall(r'<figure data-file="([^"]+)">.*?<figcaption>([^<]*)</figcaption>', experiment_report.read_text())
+    )
+    assert html.unescape(experiment_captions["gradflow.png"]).startswith("Gradient flow at one batch: the RMS")
+
+
+def test_counts_are_singular_for_one(tmp_path):
+    history = [{"epoch": 1, "step": 390, "train_err": 0.5, "test_err": 0.45, "elapsed": 10.0}]
+    write_run(tmp_path / "run", history=history, epochs=1, subset=1, test_subset=1)
+    text = build_report([tmp_path / "run"], tmp_path / "r.html").read_text()
+    assert "1 training run in 1 folder," in text and " · 1 run · " in text
+    assert dd(text, "length") == ["1 epoch"]
+    assert "the first 1 training image (config subset)" in text and "the first 1 test image only" in text
+    assert "1 runs" not in text and "1 folders" not in text
+
+
+def write_eval_of(run: Path, names: list[str]) -> None:
+    """An eval/ folder of `names`, every test image right, one image a class (top-5 error 0 in every case)."""
+    counter = ErrorCounter(names, worst=2)
+    k = len(names)
+    counter.update(torch.eye(k) * 0.9 + 0.1 / k, torch.arange(k), torch.rand(k, 3, 8, 8))
+    analysis = counter.result(torch.full((3, 1, 1), 128.0), torch.full((3, 1, 1), 64.0))
+    analysis.context = {"checkpoint": str(run / "model.safetensors"), "data": "x", "view": "center"}
+    write_error_analysis(analysis, run / "eval")
+
+
+@pytest.mark.parametrize(("classes", "top5"), [(3, False), (5, False), (6, True), (10, True)])
+def test_top5_error_is_left_out_for_five_classes_or_fewer(tmp_path, classes, top5):
+    run = write_run(tmp_path / "run")
+    write_eval_of(run, [f"c{i}" for i in range(classes)])
+    text = build_report([run], tmp_path / "r.html").read_text()
+    assert dd(text, "top-1 error") == ["0.00%"]
+    assert dd(text, "top-5 error") == (["0.00%"] if top5 else [])
+    assert f"of {classes} classes" in text or "Least accurate first." in text

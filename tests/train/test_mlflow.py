@@ -39,14 +39,14 @@ def test_a_run_and_its_resumption_log_every_epoch_into_one_mlflow_run(tiny_confi
     memo = json.loads((run_dir / "mlflow.json").read_text())
     client = MlflowClient(tracking_uri=memo["tracking_uri"])
     assert client.get_run(memo["run_id"]).info.status == "KILLED"
-    assert len(client.get_metric_history(memo["run_id"], "test_err")) == 1
+    assert len(client.get_metric_history(memo["run_id"], "test/err")) == 1
     monkeypatch.undo()
     again = train(config)  # the same folder: resumes after epoch 1
     assert again.history[-1]["epoch"] == 3
     run = client.get_run(memo["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
     assert run.data.params["lr"] == "0.05" and run.data.params["model"] == "resnet8"
-    logged = client.get_metric_history(memo["run_id"], "test_err")
+    logged = client.get_metric_history(memo["run_id"], "test/err")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(m.step, m.value) for m in logged] == [(r["step"], r["test_err"]) for r in lines]
     assert len(client.search_runs([run.info.experiment_id])) == 1
@@ -96,7 +96,7 @@ def test_the_logger_gives_mlflow_the_config_once_and_each_epoch_at_its_step(tiny
     (run,) = FakeClient.runs.values()
     assert run["name"] == "run" and run["status"] == "FINISHED"
     assert run["params"]["lr"] == "0.05" and run["params"]["mlflow"] == str(tmp_path / "store")
-    test_err = [(step, value) for key, value, step in run["metrics"] if key == "test_err"]
+    test_err = [(step, value) for key, value, step in run["metrics"] if key == "test/err"]
     assert test_err == [(r["step"], r["test_err"]) for r in result.history]
     memo = json.loads((result.run_dir / "mlflow.json").read_text())
     assert memo == {"tracking_uri": (tmp_path / "store").resolve().as_uri(), "run_id": "run0"}

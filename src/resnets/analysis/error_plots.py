@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
 
+from ..text import plural
 from .plots import _save
 
 NAMED_TICKS = 30  # up to this many classes the axes name them; beyond, the names would overlap
@@ -52,7 +53,7 @@ def plot_confusion(
                     ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=colour)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or f"confusion matrix ({sum(totals):,} test images)")
+    ax.set_title(title or f"confusion matrix ({plural(sum(totals), 'test image')})")
     _save(fig, Path(path))
     return Path(path)
 
@@ -93,7 +94,7 @@ def plot_reliability(bins: Sequence[dict], ece: float, path: str | Path, title: 
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
     top.legend(loc="upper left", fontsize=8)
-    top.set_title(title or f"reliability: ECE {100 * ece:.2f}% ({n:,} images, {len(bins)} bins)")
+    top.set_title(title or f"reliability: ECE {100 * ece:.2f}% ({plural(n, 'image')}, {plural(len(bins), 'bin')})")
     top.grid(alpha=0.3)
     bottom.bar(
         [b["lower"] for b in bins], [b["n"] / max(n, 1) for b in bins], [1 / len(bins)] * len(bins), align="edge"
@@ -126,7 +127,11 @@ def plot_worst(
     k = len(labels)
     columns = min(SHEET_COLUMNS, k)
     rows = math.ceil(k / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.05 * rows + 0.4), squeeze=False)
+    # Constrained layout keeps each image's three caption lines clear of the row below it (tight_layout let
+    # them run into the next row's images once the sheet has two rows).
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.7 * columns, 2.05 * rows + 0.4), squeeze=False, layout="constrained"
+    )
     for i, ax in enumerate(axes.flat):
         if i >= k:
             ax.axis("off")
@@ -139,7 +144,6 @@ def plot_worst(
         ax.set_yticks([])
         true, predicted, confidence = labels[i]
         ax.set_xlabel(f"true: {_short(true)}\npred: {_short(predicted)}\n{100 * confidence:.1f}%", fontsize=7)
-    fig.suptitle(title or f"the {k} most confident mistakes", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(title or ("the most confident mistake" if k == 1 else f"the {k} most confident mistakes"), fontsize=10)
     _save(fig, Path(path))
     return Path(path)

@@ -90,13 +90,17 @@ def plot_training_curves(
                 ys = [100 * r[key] for r in records]
                 top = max(top, *ys)
                 line_label = f"{label}-{_depth(name)}" if key == "test_err" else None
-                ax.plot(xs, ys, style, color=colour, linewidth=width, label=line_label)
+                marker = "o" if len(xs) == 1 else None  # a line of one point draws nothing
+                ax.plot(xs, ys, style, color=colour, linewidth=width, label=line_label, marker=marker)
                 if all(r.get(f"{key}_std") is not None for r in records):  # a mean over seeds: +- one std
                     std = [100 * r[f"{key}_std"] for r in records]
                     low = [y - s for y, s in zip(ys, std, strict=True)]
                     high = [y + s for y, s in zip(ys, std, strict=True)]
                     ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
         ax.set_xlabel("iterations" if axis == "iterations" else "epoch")
+        # Iterations and epochs are whole numbers: a short run must not get ticks at 2.5 iterations (nor, with
+        # one point, at 1.975: one whole tick is enough).
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title("plain nets" if label == "plain" else "residual nets")
         ax.grid(alpha=0.3)
         ax.legend(title="dashed: training, bold: test", fontsize=8, title_fontsize=8)
@@ -133,6 +137,7 @@ def plot_run_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Path | 
                     ax.plot(epochs, ys, style, marker=".", color=colours(i % 10), label=label if style == "-" else None)
     for ax, ylabel, _, _ in panels:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     if len(curves) > 1:
@@ -174,7 +179,8 @@ def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> 
     """
     dicts = [_as_dict(r) for r in results]
     colours = _depth_colours([d["depth"] for d in dicts])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    # Constrained layout makes room beside the axes for the legend, which would otherwise cover the curves.
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
     for d in dicts:
         style = _style(d, colours)
         layers = [layer for layer in d["layers"] if layer["depth"] is not None]
@@ -194,7 +200,15 @@ def plot_gradient_flow(results: Sequence, path: str | Path, title: str = "") -> 
     right.set_title("gradient gain through each block")
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(title="dashed: plain, solid: residual", fontsize=8, title_fontsize=8)
+    # One legend for both panels (the same nets, drawn alike), outside them on the right.
+    right.legend(
+        title="dashed: plain, solid: residual",
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+    )
     if title:
         fig.suptitle(title)
     return _save(fig, Path(path))

@@ -13,6 +13,7 @@ import json
 import math
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,7 @@ from ..analysis.plots import plot_training_curves
 from ..files import atomic_write
 from ..models.cifar import cifar_name, cifar_resnet
 from ..paper import TABLE6_BEST_OF, TABLE6_MEAN_STD, TABLE6_TEST_ERR
-from ..text import table
+from ..text import duration, plural, table
 from ..train import TrainConfig, get_recipe, train
 from ..train.config import check_resumable
 from ..train.distributed import rank_of_this_process
@@ -31,6 +32,9 @@ from ..train.rundir import holds_run
 from ..trained import CheckpointError, RunFolder, model_from_checkpoint
 
 FAMILIES = ("plain", "resnet")
+SYNTHETIC_VERDICT = (
+    "Synthetic data: random images test the code, not the paper; they show nothing of the degradation problem."
+)
 
 
 def check_depths(depths: list[int]) -> None:
@@ -75,44 +79,110 @@ def run_degradation(
         raise ValueError(f"first_seed={first_seed!r} must be a non-negative integer")
     out = Path(out)
     check_experiment_folder(out)
-    overrides = dict(overrides or {})
-    summary: dict[str, dict] = {}
+    plan = plan_runs(data, depths, range(first_seed, first_seed + seeds), recipe, dict(overrides or {}), out)
+    pace = Pace()
+    finished: dict[str, list[tuple[list[dict], nn.Module]]] = {}
+    for k, run in enumerate(plan, 1):
+        if main:
+            print(run_line(k, plan, pace), file=stream, flush=True)
+        done = run.done
+        if done is None:
+            result = train(run.config, stream=stream)
+            done = (result.history, result.model)
+        pace.add(done[0], run.depth)
+        finished.setdefault(run.name, []).append(done)
+    summary = {name: model_entry(plan, name, runs) for name, runs in finished.items()}
+    if main:  # under torchrun, rank 0 writes the experiment's files
+        write_outputs(summary, out, data, axis)
+    return summary
+
+
+@dataclass
+class PlannedRun:
+    """One run of the experiment: a model at a depth and a seed, its config, and its results where a run of
+    that config finished in its folder already (`finished_run`)."""
+
+    name: str
+    family: str
+    depth: int
+    seed: int
+    config: TrainConfig
+    done: tuple[list[dict], nn.Module] | None
+
+
+def plan_runs(data: str, depths: list[int], seeds: range, recipe: str, overrides: dict, out: Path) -> list[PlannedRun]:
+    """Every run of the experiment in order (depth, then plain before residual, then seed), with those that
+    finished found before any training: a finished run of other settings is refused before an hour is spent."""
+    plan = []
     for depth in depths:
         for family in FAMILIES:
             # The CIFAR family at every depth: resnet50 or plain152 would name the ImageNet nets.
             name = cifar_name(family, depth)
-            finals, histories, seconds = [], [], 0.0
-            for seed in range(first_seed, first_seed + seeds):
+            for seed in seeds:
                 config = with_overrides(
                     get_recipe(recipe, name),
                     {**overrides, "model": name, "data": data, "seed": seed, "out": str(out / f"{name}-seed{seed}")},
                 )
-                done = finished_run(config)
-                if main:
-                    print(
-                        f"== {name}, seed {seed}: {config.out}" + (" (finished: reused)" if done else ""),
-                        file=stream,
-                        flush=True,
-                    )
-                if done is None:
-                    result = train(config, stream=stream)
-                    done = (result.history, result.model)
-                history, model = done
-                finals.append(history[-1])
-                seconds += history[-1].get("elapsed", 0.0)
-                histories.append(history)
-            summary[name] = {
-                "family": family,
-                "depth": depth,
-                **final_errors(finals),
-                "params": sum(p.numel() for p in model.parameters()),
-                "seeds": seeds,
-                "seconds": seconds,
-                "curves": mean_curve(histories),
-            }
-    if main:  # under torchrun, rank 0 writes the experiment's files
-        write_outputs(summary, out, data, axis)
-    return summary
+                plan.append(PlannedRun(name, family, depth, seed, config, finished_run(config)))
+    return plan
+
+
+class Pace:
+    """The time the experiment has left, at the pace of its runs finished so far: their seconds per step and
+    layer (a CIFAR net's step costs in proportion to its depth: each of its three stages has the same FLOPs,
+    section 4.2), times the steps of the runs still to train (all of an experiment's runs are equally long).
+
+    >>> pace = Pace()
+    >>> pace.add([{"step": 10, "epoch_time": 1.5}, {"step": 20, "epoch_time": 2.5}], depth=20)
+    >>> round(pace.left([20, 56]), 6)  # 4 s for 20 steps of 20 layers: 0.01 s a step and layer
+    15.2
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.step_layers = 0
+        self.steps = 0
+
+    def add(self, history: list[dict], depth: int) -> None:
+        """A finished run: its records (metrics.jsonl), whose epoch times add up to its training time."""
+        self.steps = int(history[-1].get("step") or 0)
+        self.seconds += sum(r.get("epoch_time") or 0.0 for r in history)
+        self.step_layers += self.steps * depth
+
+    def left(self, depths: list[int]) -> float | None:
+        """Seconds to train nets of `depths`; None before a run with a recorded time has finished."""
+        if not self.seconds or not self.step_layers:
+            return None
+        return self.seconds / self.step_layers * self.steps * sum(depths)
+
+
+def run_line(k: int, plan: list[PlannedRun], pace: Pace) -> str:
+    """What the experiment says as it comes to its `k`th run: which of how many, and the time left for those
+    still to train (k included), at the pace of the runs finished so far."""
+    run = plan[k - 1]
+    line = f"== run {k} of {len(plan)}: {run.name}, seed {run.seed}: {run.config.out}"
+    if run.done is not None:
+        return line + " (finished: reused)"
+    to_train = [r.depth for r in plan[k - 1 :] if r.done is None]
+    seconds = pace.left(to_train)
+    if seconds is None:
+        return line + " (the experiment's time left is estimated once a run has finished)"
+    return line + f" (about {duration(seconds)} left for the experiment: {plural(len(to_train), 'run')} to train)"
+
+
+def model_entry(plan: list[PlannedRun], name: str, runs: list[tuple[list[dict], nn.Module]]) -> dict:
+    """summary.json's entry for one model: its final errors over seeds, parameters, seeds, time and curves."""
+    first = next(r for r in plan if r.name == name)
+    histories = [history for history, _ in runs]
+    return {
+        "family": first.family,
+        "depth": first.depth,
+        **final_errors([h[-1] for h in histories]),
+        "params": sum(p.numel() for p in runs[-1][1].parameters()),
+        "seeds": len(runs),
+        "seconds": sum(h[-1].get("elapsed", 0.0) for h in histories),
+        "curves": mean_curve(histories),
+    }
 
 
 def finished_run(config: TrainConfig) -> tuple[list[dict], nn.Module] | None:
@@ -300,9 +370,22 @@ def summary_table(summary: dict, data: str) -> str:
     return table(headers, rows)
 
 
+def headline(summary: dict, synthetic: bool) -> tuple[str, str]:
+    """(state, headline) of `assess`; on `synthetic` data, whose random images hold no finding of the paper,
+    ("synthetic", a line that says so) in their place."""
+    state, text = assess(summary)
+    if state and synthetic:
+        return "synthetic", SYNTHETIC_VERDICT
+    return state, text
+
+
 def summary_text(summary: dict, data: str) -> str:
     """The table of final errors, then the verdict on each depth and the headline: what the experiment found."""
-    return summary_table(summary, data) + "\n\n" + "\n".join([*verdict(summary), assess(summary)[1]])
+    return (
+        summary_table(summary, data)
+        + "\n\n"
+        + "\n".join([*verdict(summary), headline(summary, data.startswith("synthetic"))[1]])
+    )
 
 
 def write_outputs(summary: dict, out: Path, data: str, axis: str = "iterations") -> None:
@@ -313,7 +396,7 @@ def write_outputs(summary: dict, out: Path, data: str, axis: str = "iterations")
     text = summary_text(summary, data) + "\n"
     atomic_write(out / "table.txt", text.encode())
     seeds = max((v["seeds"] for v in summary.values()), default=1)
-    band = f"; mean of {seeds} seeds, band +- 1 std" if seeds > 1 else ""
+    band = f"; mean of {plural(seeds, 'seed')}, band +- 1 std" if seeds > 1 else ""
     plot_training_curves(
         {k: v["curves"] for k, v in summary.items()},
         out / "fig6.png",

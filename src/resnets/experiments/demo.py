@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..hardware import resolve_device
+from ..text import duration, plural
 from .degradation import run_degradation, summary_text
 
 DEPTHS = [20, 56]
@@ -33,10 +34,12 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", stream=None) -
     scope = (
         "the whole dataset"
         if "subset" not in o
-        else f"the first {o['subset']} training and {o['test_subset']} test images (a CPU run; a GPU uses all)"
+        else f"the first {plural(o['subset'], 'training image')} and {plural(o['test_subset'], 'test image')} "
+        "(a CPU run; a GPU uses all)"
     )
     print(
-        f"demo: plain and residual nets of 20 and 56 layers on Fashion-MNIST, {o['epochs']} epochs on {scope}; "
+        f"demo: plain and residual nets of 20 and 56 layers on Fashion-MNIST, {plural(o['epochs'], 'epoch')} "
+        f"on {scope}; "
         f"SGD with momentum 0.9, weight decay 1e-4, He init, batch {o['batch_size']}, one-cycle lr peaking at "
         f"{o['lr']}, no augmentation; device {target}",
         file=stream,
@@ -51,7 +54,7 @@ def run_demo(out: str | Path = "runs/demo", device: str = "auto", stream=None) -
     print()
     print(findings)
     print(
-        f"\nfinished in {time.perf_counter() - started:.0f} s; outputs: {out / 'fig6.png'} (the paper's Fig. 6), "
+        f"\nfinished in {duration(time.perf_counter() - started)}; outputs: {out / 'fig6.png'} (the paper's Fig. 6), "
         f"{out / 'table.txt'}, {out / 'summary.json'}, and one run folder per model under {out}/"
     )
     return summary

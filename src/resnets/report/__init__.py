@@ -4,6 +4,7 @@ experiment and run folders.
 - load.py: reading the folders (runs, summaries, curves, a run's eval/ from `resnets eval --out`), every
   damaged file or line left out and named;
 - page.py: what each section shows, as plain values, and the page written atomically;
+- recipe.py: a run's recipe named with what the run overrode ("paper-cifar, overridden: epochs 8, batch 64");
 - templates/: report.html.j2 (Jinja2, autoescaped) and report.css, inlined into the page.
 """
 

@@ -22,14 +22,24 @@ import yaml
 from .. import __version__
 from ..analysis.mistakes import DATA_FILE
 from ..analysis.plots import plot_run_curves
-from ..experiments.degradation import assess, paper_test_err, verdict
+from ..experiments.degradation import headline, paper_test_err, verdict
 from ..files import atomic_write, check_output_file
 from ..hardware import summary as hardware_summary
 from ..paper import TABLE6_TEST_ERR
-from ..text import human_count
+from ..text import duration, human_count, plural
+from ..train.metrics import shows_top5
 from .load import Evaluation, Source, is_number, load_source, natural, read_json, this_machine
+from .recipe import describe_recipe
 
 TITLES = {"gradflow": "Gradient flow", "responses": "Layer responses"}
+# What the figures that `resnets grad-flow` and `resnets responses` leave in a folder show.
+EXTRA_CAPTIONS = {
+    "gradflow.png": "Gradient flow at one batch: the RMS of the gradient reaching each layer's input, by depth "
+    "(left, log scale), and each block's gain, RMS(dL/dx) / RMS(dL/dy) (right); plain nets dashed, residual "
+    "nets solid.",
+    "responses.png": "Layer responses (Fig. 7): the standard deviation of each 3x3 layer's response, by layer "
+    "(top) and sorted by magnitude (bottom); plain nets dashed, residual nets solid.",
+}
 CLASS_ROWS = 50  # the per-class table of a run's eval/ shows at most this many, the least accurate
 EVAL_CAPTIONS = {
     "confusion.png": "Confusion matrix: row i holds the test images of true class i, each cell the share of them "
@@ -127,15 +137,6 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
-def duration(s: float) -> str:
-    """Seconds as a person reads them: 31.0 s, 3 min 09 s, 2 h 05 min."""
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
 def _headers(names: list[str], text_cols: int = 99) -> list[tuple[str, bool]]:
     """Columns from `text_cols` on hold numbers (right-aligned)."""
     return [(h, i >= text_cols) for i, h in enumerate(names)]
@@ -162,16 +163,27 @@ def run_curves_png(curves: dict[str, list[dict]]) -> bytes:
 # ---- sections ------------------------------------------------------------------------------------------------
 
 
+def _counts(values: list, noun: str) -> str:
+    """'1 test image', '64 test images', '64, 128 test images' (several runs' values)."""
+    if len(values) == 1 and isinstance(values[0], int):
+        return plural(values[0], noun)
+    return f"{', '.join(map(str, values))} {noun}s"
+
+
+def _synthetic(src: Source) -> bool:
+    return any(str(d).startswith("synthetic") for d in src.values("data"))
+
+
 def _notes(src: Source) -> list[str]:
     notes = []
     subsets, tests = sorted(src.values("subset")), sorted(src.values("test_subset"))
     if subsets:
         notes.append(
-            f"Trained on a subset: the first {', '.join(map(str, subsets))} training images (config subset), "
+            f"Trained on a subset: the first {_counts(subsets, 'training image')} (config subset), "
             "not the whole training set."
         )
     if tests:
-        notes.append(f"Test error measured on the first {', '.join(map(str, tests))} test images only.")
+        notes.append(f"Test error measured on the first {_counts(tests, 'test image')} only.")
     cpu = any(
         str(r.config.get("device", "")).startswith("cpu") or str((r.hardware or {}).get("device", "")).startswith("cpu")
         for r in src.runs
@@ -184,12 +196,13 @@ def _notes(src: Source) -> list[str]:
     return notes
 
 
-def _verdict(summary: dict[str, dict]) -> tuple[str, str, list[str]] | None:
-    """Whether the degradation problem shows: deeper plain nets train to a higher error, residual nets do not."""
-    nets = {k: v for k, v in summary.items() if v.get("family") in ("plain", "resnet") and v.get("depth")}
+def _verdict(src: Source) -> tuple[str, str, list[str]] | None:
+    """Whether the degradation problem shows: deeper plain nets train to a higher error, residual nets do not;
+    on synthetic data, that random images show nothing of it (`degradation.headline`)."""
+    nets = {k: v for k, v in src.summary.items() if v.get("family") in ("plain", "resnet") and v.get("depth")}
     if any(v.get("train_err_mean") is None for v in nets.values()):
         return None
-    state, text = assess(nets)
+    state, text = headline(nets, _synthetic(src))
     return (state, text, verdict(nets)) if state else None
 
 
@@ -249,13 +262,20 @@ def _runs_table(src: Source) -> Table:
     return Table("runs", "metrics.jsonl", _headers(headers, text_cols=2), rows)
 
 
+def _length(c: dict) -> str:
+    """'64,000 iterations', '1 epoch', '8 epochs'; a hand-edited value as it is."""
+    key = "iterations" if c.get("iterations") else "epochs"
+    value = c.get(key, "?")
+    return plural(value, key[:-1]) if isinstance(value, int) and not isinstance(value, bool) else f"{value} {key}"
+
+
 def _settings(c: dict) -> list[tuple[str, str]]:
     """The settings shown for a run; a value of the wrong type (a hand-edited config) is shown as it is."""
 
     def number(value: object, spec: str) -> str:
         return format(value, spec) if is_number(value) and value is not None else str(value)
 
-    length = f"{number(c['iterations'], ',')} iterations" if c.get("iterations") else f"{c.get('epochs', '?')} epochs"
+    length = _length(c)
     schedule = str(c.get("schedule", "?"))
     milestones = c.get("milestones")
     if schedule == "step" and isinstance(milestones, list) and all(is_number(m) and m for m in milestones):
@@ -267,7 +287,7 @@ def _settings(c: dict) -> list[tuple[str, str]]:
     return [
         ("model", str(c.get("model", "?"))),
         ("data", str(c.get("data", "?"))),
-        ("recipe", str(c.get("recipe", "?"))),
+        ("recipe", describe_recipe(c)),
         ("length", length),
         ("batch", str(c.get("batch_size", "?"))),
         ("lr", f"{c['lr']:g}" if isinstance(c.get("lr"), int | float) else "?"),
@@ -321,7 +341,8 @@ def _extras(src: Source) -> list[Extra]:
     for png in sorted(src.path.glob("*.png"), key=lambda p: natural(p.name)):
         if png.name == "fig6.png":
             continue
-        figure = _figure(png.read_bytes(), png.name, png.name)
+        caption = EXTRA_CAPTIONS.get(png.name, f"{png.name}: a figure of the folder, shown as it was found there.")
+        figure = _figure(png.read_bytes(), caption, png.name)
         data = png.with_suffix(".json")
         value = read_json(data, src.problems, object) if data.is_file() else None
         if value is None:
@@ -346,18 +367,18 @@ def _failures(src: Source) -> list[Failures]:
         if values is None:  # eval.json unreadable (named among the problems): the figures alone
             shown.append(Failures(run.label, [], None, "", figures))
             continue
+        n = len(values["per_class"])
         facts = [
             ("checkpoint", str(values.get("checkpoint", "?"))),
             ("test view", str(values.get("view", "?")).replace("_", "-")),
             ("test images", f"{values['n']:,}"),
             ("top-1 error", f"{_pct(values['top1_err'])}%"),
-            ("top-5 error", f"{_pct(values['top5_err'])}%"),
+            *([("top-5 error", f"{_pct(values['top5_err'])}%")] if shows_top5(n or None) else []),
             ("expected calibration error", f"{_pct(values['ece'])}%"),
         ]
         table = _class_table(values["per_class"], f"{evaluation.path.name}/{DATA_FILE}")
-        n = len(values["per_class"])
         note = (
-            f"The {len(table.rows)} least accurate of {n} classes; all of them in {DATA_FILE}."
+            f"The {len(table.rows)} least accurate of {plural(n, 'class')}; all of them in {DATA_FILE}."
             if len(table.rows) < n
             else "Least accurate first."
         )
@@ -401,9 +422,9 @@ def _class_table(classes: list[dict], source: str) -> Table:
 
 def _section(i: int, src: Source) -> Section:
     datas = ", ".join(sorted(map(str, src.values("data")))) or "data not recorded"
-    recipes = ", ".join(sorted(map(str, src.values("recipe"))))
+    recipes = "; ".join(sorted({describe_recipe(r.config) for r in src.runs if r.config.get("recipe") is not None}))
     kind = "experiment" if src.summary_file == "summary.json" else ("run" if len(src.runs) == 1 else "runs")
-    facts = [datas, f"{recipes} recipe" if recipes else "", f"{len(src.runs)} runs", duration(src.seconds)]
+    facts = [datas, f"recipe {recipes}" if recipes else "", plural(len(src.runs), "run"), duration(src.seconds)]
     section = Section(
         index=i,
         kind=kind,
@@ -412,7 +433,7 @@ def _section(i: int, src: Source) -> Section:
         facts=" · ".join(f for f in facts if f),
         notes=_notes(src),
         problems=src.problems,
-        verdict=_verdict(src.summary),
+        verdict=_verdict(src),
         summary=_summary_table(src),
         figures=_figures(src),
         runs=_runs_table(src) if src.runs else None,
@@ -442,13 +463,29 @@ def render(sources: list[Source], title: str | None = None, note: str | None = N
     total = sum(s.seconds for s in sources)
     built = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lede = (
-        f"{n_runs} training runs in {len(sources)} folder{'s' * (len(sources) > 1)}, "
+        f"{plural(n_runs, 'training run')} in {plural(len(sources), 'folder')}, "
         f"{duration(total)} of training in all. Built {built} with resnets {__version__}."
     )
     sections = [_section(i, s) for i, s in enumerate(sources, 1)]
     return ENVIRONMENT.get_template("report.html.j2").render(
-        title=title, lede=lede, note=note, hardware=_hardware(sources, this_machine()), sections=sections
+        title=title,
+        claim=_claim(sources),
+        lede=lede,
+        note=note,
+        hardware=_hardware(sources, this_machine()),
+        sections=sections,
     )
+
+
+def _claim(sources: list[Source]) -> str:
+    """What the page says of the paper: reproduced on real data; never for runs on synthetic data, whose random
+    images test the code and nothing of the paper."""
+    synthetic = [_synthetic(s) for s in sources]
+    if all(synthetic):
+        return "run on synthetic data, random images that test the code, not the paper's results"
+    if any(synthetic):
+        return "on real data, beside runs on synthetic data that test the code only"
+    return "reproduced"
 
 
 def build_report(

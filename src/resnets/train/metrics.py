@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..errors import MissingExtra, first_line
 from ..files import atomic_write
+from ..text import plural
 from ..trained import METRICS, METRICS_CSV
 
 # Columns of metrics.csv, in order; a record may lack the optional ones (val_*).
@@ -43,6 +44,49 @@ EMA_COLUMNS = ("ema_val_err", "ema_test_err", "ema_test_top5_err")
 TIMING_FIELDS = ("images_per_s", "epoch_time", "elapsed", "data_wait", "rank_images_per_s", "rank_data_wait")
 
 
+SPLITS = ("train", "val", "test")
+# More classes than this, and a top-5 error says something: with 5 or fewer every label is among the top 5.
+TOP5_FROM = 6
+
+
+def shows_top5(classes: int | None) -> bool:
+    """Whether a top-5 error is worth showing for a network of `classes` outputs (None: not known, shown).
+
+    >>> shows_top5(10), shows_top5(5), shows_top5(None)
+    (True, False, True)
+    """
+    return classes is None or classes >= TOP5_FROM
+
+
+def scalar_tag(key: str) -> str:
+    """The TensorBoard and MLflow name of an epoch record's field, grouped by split as timm users find them:
+    train/loss, train/err, val/err, test/err, test/top5_err, test/ema_err; the timings under time/; lr as it is.
+
+    >>> [scalar_tag(k) for k in ("train_loss", "test_top5_err", "ema_test_err", "images_per_s", "lr")]
+    ['train/loss', 'test/top5_err', 'test/ema_err', 'time/images_per_s', 'lr']
+    """
+    if key in TIMING_FIELDS:
+        return f"time/{key}"
+    ema = key.startswith("ema_")
+    split, _, rest = key.removeprefix("ema_").partition("_")
+    if split in SPLITS and rest:
+        return f"{split}/{'ema_' * ema}{rest}"
+    return key
+
+
+def scalars(record: dict, classes: int | None = None) -> dict[str, float]:
+    """An epoch record's numbers under their grouped names (`scalar_tag`), without epoch and step (the x axis)
+    and without the top-5 errors where they are always 0 (`shows_top5`)."""
+    return {
+        scalar_tag(k): float(v)
+        for k, v in record.items()
+        if k not in ("epoch", "step")
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and (shows_top5(classes) or "top5" not in k)
+    }
+
+
 def _clean(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -60,6 +104,7 @@ class MetricsLog:
         write: bool = True,
         mlflow: str | None = None,
         params: dict | None = None,
+        classes: int | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.history: list[dict] = list(history or [])
@@ -72,6 +117,7 @@ class MetricsLog:
                 raise MissingExtra("tensorboard", "tensorboard", " (or leave --tensorboard out)") from None
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
         self.mlflow = MlflowLog(run_dir, mlflow, params or {}) if mlflow and write else None
+        self.classes = classes
         self._rewrite()
 
     def add(self, record: dict) -> None:
@@ -86,13 +132,12 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
         self._write_csv()
         if self.writer is not None:
-            for key, value in record.items():
-                if key not in ("epoch", "step") and isinstance(value, int | float):
-                    self.writer.add_scalar(key, value, record["step"])
+            for tag, value in scalars(record, self.classes).items():
+                self.writer.add_scalar(tag, value, record["step"])
             self.writer.flush()
         if self.mlflow is not None:
             try:
-                self.mlflow.log(record)
+                self.mlflow.log(record, self.classes)
             except Exception as exc:  # a tracking server that went away must not stop the training
                 print(
                     f"warning: MLflow logging stopped ({type(exc).__name__}: {exc}); metrics.jsonl has every epoch",
@@ -202,16 +247,12 @@ class MlflowLog:
         atomic_write(memo, (json.dumps({"tracking_uri": where, "run_id": self.run_id}) + "\n").encode())
         self.client.update_run(self.run_id, status="RUNNING")
 
-    def log(self, record: dict) -> None:
+    def log(self, record: dict, classes: int | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         step = int(record["step"])
-        metrics = [
-            Metric(k, float(v), now, step)
-            for k, v in record.items()
-            if k not in ("epoch", "step") and isinstance(v, int | float) and not isinstance(v, bool)
-        ]
+        metrics = [Metric(tag, value, now, step) for tag, value in scalars(record, classes).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self, finished: bool) -> None:
@@ -231,6 +272,28 @@ class Discard:
         return False
 
 
+FALLBACK_COLUMNS = 80  # the width of a terminal that reports none (0 columns: serial consoles, some containers)
+
+
+def screen_shape(stream) -> tuple[int, int | None]:
+    """(columns, rows) for a tqdm bar on `stream`'s terminal: $COLUMNS where it is a positive number, else
+    what the terminal reports, else `FALLBACK_COLUMNS`; one column less, as tqdm keeps clear of a wrap.
+
+    >>> import io
+    >>> screen_shape(io.StringIO())  # no terminal behind it
+    (79, None)
+    """
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        columns, rows = size.columns, size.lines
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        columns = rows = 0
+    environ = os.environ.get("COLUMNS", "")
+    if environ.isdigit() and int(environ) > 0:
+        columns = int(environ)
+    return (columns if columns > 0 else FALLBACK_COLUMNS) - 1, (rows - 1 if rows > 0 else None)
+
+
 class Progress:
     """A tqdm bar on an interactive terminal, plain log lines otherwise.
 
@@ -245,7 +308,13 @@ class Progress:
         self.bar = None
         self.started = time.perf_counter()
         if self.stream.isatty():
-            self.bar = tqdm(total=total_steps, initial=start_step, file=self.stream, unit="step", dynamic_ncols=True)
+            columns, rows = screen_shape(self.stream)
+            self.bar = tqdm(
+                total=total_steps, initial=start_step, file=self.stream, unit="step", ncols=columns, nrows=rows
+            )
+            # tqdm asks this at every redraw, so the bar follows a resized window; its own asker gives a
+            # terminal that reports 0 columns a width of -1, and draws nothing at all.
+            self.bar.dynamic_ncols = screen_shape
 
     def advance(self, step: int) -> None:
         """One more step done: the bar's count and rate (tqdm redraws at most ten times a second)."""
@@ -283,19 +352,25 @@ class Progress:
             self.bar.close()
 
 
-def format_record(r: dict) -> str:
-    """An epoch's record as the one line the run prints."""
+def format_record(r: dict, classes: int | None = None) -> str:
+    """An epoch's record as the one line the run prints; without the top-5 error for a network of 5 or fewer
+    `classes` (outputs), where it is always 0.
+
+    >>> record = {"epoch": 1, "train_loss": 1.0, "train_err": 0.5, "test_err": 0.25, "test_top5_err": 0.0,
+    ...           "images_per_s": 900.0, "epoch_time": 2.0}
+    >>> format_record(record, classes=4)
+    'epoch 1  train loss 1.0000  train err 50.00%  test err 25.00%  900 img/s  2.0 s'
+    """
     parts = [f"epoch {r['epoch']}", f"train loss {r['train_loss']:.4f}", f"train err {100 * r['train_err']:.2f}%"]
     if r.get("val_err") is not None:
         parts.append(f"val err {100 * r['val_err']:.2f}%")
-    parts += [
-        f"test err {100 * r['test_err']:.2f}%",
-        f"test top-5 err {100 * r['test_top5_err']:.2f}%",
-    ]
+    parts.append(f"test err {100 * r['test_err']:.2f}%")
+    if shows_top5(classes):
+        parts.append(f"test top-5 err {100 * r['test_top5_err']:.2f}%")
     for split in ("val", "test"):
         if r.get(f"{split}_left_out"):
-            n = r[f"{split}_left_out"]
-            parts.append(f"({split} errors on {r[f'{split}_images']} images: {n} unreadable left out)")
+            images, unreadable = plural(r[f"{split}_images"], "image"), r[f"{split}_left_out"]
+            parts.append(f"({split} errors on {images}: {unreadable} unreadable left out)")
     if r.get("ema_test_err") is not None:
         parts.append(f"EMA test err {100 * r['ema_test_err']:.2f}%")
     parts += [
@@ -310,6 +385,6 @@ def bad_images_line(r: dict) -> str:
     count, names = r["bad_images"], r["bad_image_files"]
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     return (
-        f"epoch {r['epoch']}: {count} unreadable image{'s' if count != 1 else ''} met so far, "
+        f"epoch {r['epoch']}: {plural(count, 'unreadable image')} met so far, "
         f"each replaced by another training image: {shown}"
     )
