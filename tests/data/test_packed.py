@@ -147,6 +147,26 @@ def test_a_run_on_shards_is_the_run_on_the_folder(packed, served, tmp_path):
         assert all(torch.equal(weights[k], folder[1][k]) for k in weights)
 
 
+def test_each_of_two_processes_reads_from_http_shards_its_rows_of_the_folder_s_batches(packed, served):
+    """What each process of a 2-process group reads (its rows of every global training batch, its part of
+    the test set): from shards over HTTP, the folder's, bitwise, and together the one-process batches. The
+    group trains on exactly these inputs; the test below (slow) runs it under torchrun end to end."""
+    root, _ = packed
+    options = {"batch_size": 4, "seed": 5, "num_workers": 0}
+    whole = [x for x, _ in load_dataset(f"imagefolder:{root}", **options).train.epoch(1)]
+    shares = []
+    for rank in (0, 1):
+        folder, http = (
+            load_dataset(data, **options, shard=(rank, 2)) for data in (f"imagefolder:{root}", f"shards:{served.url}")
+        )
+        mine = [list(b.train.epoch(1)) for b in (folder, http)]
+        assert all(torch.equal(x, y) and torch.equal(a, b) for (x, a), (y, b) in zip(*mine, strict=True))
+        tests = [list(b.test.epoch(0)) for b in (folder, http)]
+        assert all(torch.equal(x, y) for (x, _), (y, _) in zip(*tests, strict=True))
+        shares.append([x for x, _ in mine[1]])
+    assert all(torch.equal(torch.cat(pair), w) for *pair, w in zip(*shares, whole, strict=True))
+
+
 def test_a_truncated_or_missing_shard_is_refused_by_name(packed, tmp_path):
     _, out = packed
     copy = tmp_path / "copy"
