@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,27 @@ def test_flops_table_puts_the_paper_beside_the_count(capsys):
 def test_flops_with_input_size(capsys):
     _, out, _ = run_cli(capsys, "flops", "resnet20", "--input-size", "1", "28", "28", "--json")
     assert json.loads(out)["input_size"] == [1, 28, 28]
+
+
+def test_the_program_s_help_answers_without_torch_and_is_the_full_parser_s(capsys):
+    """`resnets --help` and `--version` load no command (and no torch): its list of commands is the one the
+    full parser builds, so the two cannot drift apart."""
+    code = (
+        "import sys\nfrom resnets.launch import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
+    )
+    for flag in ("--help", "--version"):
+        proc = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, check=True)
+        assert proc.stdout.strip().splitlines()[-1] == "0 False"
+    from resnets.launch import main as launch
+
+    helps = []
+    for show in (lambda: launch(["--help"]), lambda: build_parser().parse_args(["--help"])):
+        with pytest.raises(SystemExit) as stop:
+            show()
+        assert stop.value.code == 0
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] and re.search(r"\n +convert +a torchvision or timm ResNet state dict", helps[0])
 
 
 @pytest.mark.parametrize(

@@ -10,26 +10,22 @@ non-finite loss or weights) as one line and exit status 3; Ctrl-C or SIGTERM as 
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
-import re
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from . import __version__
 from .commands import data, experiments, models, train, use
 from .commands.experiments import ExperimentStopped
 from .data.imagefolder import UnreadableImage
 from .errors import MissingExtra, is_usage_error
+from .launch import EXIT_USAGE, top_parser
 from .text import printable
 from .train import Diverged, Interrupted
 from .train.distributed import GroupFailed, GroupMismatch, PeerFailed, RepeatedFailure, rank_of_this_process
 
-EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1
 EXIT_DIVERGED = 3
 # The commands, in the order `resnets --help` lists them: each module's add_* registers a parser beside
@@ -52,36 +48,8 @@ COMMANDS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ("resnets: error: ...") rather than usage + error, and no
-    flag is taken from its first letters: timm's `--drop` (classifier dropout) must not become `--drop-path`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {with_suggestion(message)}\n")
-
-
-def with_suggestion(message: str) -> str:
-    """argparse's "invalid choice" with the nearest choice, as git and timm suggest.
-
-    >>> with_suggestion("argument command: invalid choice: 'trian' (choose from 'models', 'train', 'eval')")
-    "argument command: invalid choice: 'trian' (choose from 'models', 'train', 'eval'); did you mean 'train'?"
-    """
-    found = re.fullmatch(r"(.*invalid choice: '([^']*)' \(choose from (.*)\))", message)
-    if not found:
-        return message
-    choices = re.findall(r"'([^']*)'", found.group(3))
-    near = difflib.get_close_matches(found.group(2), choices, n=1, cutoff=0.6)
-    return f"{message}; did you mean {near[0]!r}?" if near else message
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="resnets", description="Deep residual networks (He et al., CVPR 2016).")
-    parser.add_argument("--version", action="version", version=f"resnets {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser, sub = top_parser()
     for add in COMMANDS:
         add(sub)
     return parser

@@ -111,7 +111,7 @@ LAYERS = (
     {"experiments"},
     {"report"},
     {"commands"},
-    {"cli", "__main__"},
+    {"cli", "launch", "__main__"},  # launch: --help without torch, then cli
 )
 
 

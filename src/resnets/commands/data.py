@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..data.shards import DEFAULT_SHARD_BYTES, pack_dataset
+from . import SUMMARIES
 from .arguments import ShownDefaults, Subparsers, positive_int
 
 
 def add_pack(sub: Subparsers) -> None:
     p = sub.add_parser(
         "pack",
-        help="a dataset as tar shards and an index (train from them with --data shards:DIR or shards:URL)",
+        help=SUMMARIES["pack"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("source", help="what --data reads: imagefolder:PATH, cifar10, cifar100 or fashion-mnist")

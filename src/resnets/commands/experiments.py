@@ -19,6 +19,7 @@ from ..text import table
 from ..train import Interrupted
 from ..train.distributed import rank_of_this_process
 from ..train.recipes import RECIPES
+from . import SUMMARIES
 from .arguments import ShownDefaults, Subparsers, add_device, non_negative_int, positive_int, print_json
 from .train import add_config_flags, flag_values
 
@@ -46,7 +47,7 @@ def _experiment_resume_hint(args: argparse.Namespace) -> Iterator[None]:
 
 
 def add_experiment(sub: Subparsers) -> None:
-    p = sub.add_parser("experiment", help="the paper's experiments")
+    p = sub.add_parser("experiment", help=SUMMARIES["experiment"])
     experiments = p.add_subparsers(dest="experiment", required=True)
     p = experiments.add_parser("degradation", help="plain and residual nets at several depths (Fig. 6, Table 6)")
     p.add_argument(
@@ -97,7 +98,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
 def add_grad_flow(sub: Subparsers) -> None:
     p = sub.add_parser(
         "grad-flow",
-        help="gradient reaching each layer (RMS), weight gradients, each block's gain",
+        help=SUMMARIES["grad-flow"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("--model", action="append", help="a model at initialisation (repeatable)")
@@ -136,7 +137,7 @@ def cmd_grad_flow(args: argparse.Namespace) -> int:
 def add_responses(sub: Subparsers) -> None:
     p = sub.add_parser(
         "responses",
-        help="std of each 3x3 layer's response, plain against residual (Fig. 7)",
+        help=SUMMARIES["responses"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("--checkpoint", action="append", required=True, help="a trained checkpoint (repeatable)")
@@ -170,9 +171,7 @@ def cmd_responses(args: argparse.Namespace) -> int:
 
 
 def add_report(sub: Subparsers) -> None:
-    p = sub.add_parser(
-        "report", help="one self-contained HTML page of runs and experiments", formatter_class=ShownDefaults
-    )
+    p = sub.add_parser("report", help=SUMMARIES["report"], formatter_class=ShownDefaults)
     p.add_argument("dirs", nargs="+", metavar="DIR", help="experiment or run folders")
     p.add_argument("--out", required=True, help="the .html file to write")
     p.add_argument("--title", help="the page's title (default: one made from the folders' names)")
@@ -189,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_demo(sub: Subparsers) -> None:
     p = sub.add_parser(
         "demo",
-        help="the degradation problem on Fashion-MNIST: plain/ResNet 20 and 56 (make demo)",
+        help=SUMMARIES["demo"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("--out", default="runs/demo", help="the experiment's folder")

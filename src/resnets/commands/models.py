@@ -9,6 +9,7 @@ from ..analysis import complexity
 from ..models import list_models, model_entry
 from ..paper import GMACS_NOTES, GMACS_SOURCES, PARAMS_SOURCES, paper_figures
 from ..text import human_count, table
+from . import SUMMARIES
 from .arguments import ShownDefaults, Subparsers, print_json
 
 SHARED_NAMES = (
@@ -19,9 +20,7 @@ SHARED_NAMES = (
 
 
 def add_models(sub: Subparsers) -> None:
-    p = sub.add_parser(
-        "models", help="list every registered model with its parameters and GMACs", formatter_class=ShownDefaults
-    )
+    p = sub.add_parser("models", help=SUMMARIES["models"], formatter_class=ShownDefaults)
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--json", action="store_true", help="print a JSON list on stdout")
     p.set_defaults(func=cmd_models)
@@ -73,9 +72,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def add_flops(sub: Subparsers) -> None:
-    p = sub.add_parser(
-        "flops", help="parameters and multiply-adds of one model, per stage", formatter_class=ShownDefaults
-    )
+    p = sub.add_parser("flops", help=SUMMARIES["flops"], formatter_class=ShownDefaults)
     p.add_argument("name", help="a registered model name (see `resnets models`)")
     p.add_argument(
         "--input-size",

@@ -16,6 +16,7 @@ from ..inference import Predictor, analyse_checkpoint, evaluate_checkpoint, expa
 from ..models.convert import SOURCES, Inputs, convert_file
 from ..text import printable
 from ..trained import model_from_checkpoint, trained_metadata
+from . import SUMMARIES
 from .arguments import ShownDefaults, Subparsers, add_device, add_pixel_limit, positive_int, print_json
 
 MAX_WORST = 1000  # images on one sheet of mistakes (a sheet of 1,000 thumbnails is already hard to read)
@@ -26,7 +27,7 @@ IMAGES_HELP = "image files, or folders searched for them"
 def add_eval(sub: Subparsers) -> None:
     p = sub.add_parser(
         "eval",
-        help="top-1/top-5 test error of a checkpoint; with --out, where it fails",
+        help=SUMMARIES["eval"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
@@ -136,9 +137,7 @@ def unreadable_note(files: list[str]) -> str:
 
 
 def add_predict(sub: Subparsers) -> None:
-    p = sub.add_parser(
-        "predict", help="top-k classes of image files with a trained checkpoint", formatter_class=ShownDefaults
-    )
+    p = sub.add_parser("predict", help=SUMMARIES["predict"], formatter_class=ShownDefaults)
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help=IMAGES_HELP)
     p.add_argument("--topk", type=positive_int, default=5, help="classes shown per image")
@@ -177,9 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_embed(sub: Subparsers) -> None:
-    p = sub.add_parser(
-        "embed", help="pre-logits embeddings of image files, saved as .npy", formatter_class=ShownDefaults
-    )
+    p = sub.add_parser("embed", help=SUMMARIES["embed"], formatter_class=ShownDefaults)
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help=IMAGES_HELP)
     p.add_argument(
@@ -208,7 +205,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def add_export(sub: Subparsers) -> None:
     p = sub.add_parser(
         "export",
-        help="ONNX, TorchScript, torch.export or safetensors, checked against PyTorch",
+        help=SUMMARIES["export"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
@@ -239,7 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_convert(sub: Subparsers) -> None:
     p = sub.add_parser(
         "convert",
-        help="a torchvision or timm ResNet state dict to resnets safetensors",
+        help=SUMMARIES["convert"],
         formatter_class=ShownDefaults,
     )
     p.add_argument("file", help="the .pth/.pt/.safetensors state dict, or a timm/torchvision training checkpoint")
