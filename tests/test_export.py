@@ -154,3 +154,15 @@ def test_a_cuda_model_is_exported_for_the_cpu_and_stays_on_the_gpu(tmp_path, res
     assert result.max_abs_diff <= 1e-4
     assert next(model.parameters()).is_cuda
     assert next(torch.jit.load(str(result.path)).parameters()).device.type == "cpu"
+
+
+def test_torchscript_export_makes_its_folder_and_repeats_no_deprecation(tmp_path, recwarn):
+    """The user asked for TorchScript: torch's FutureWarnings about torch.jit are not shown on each export;
+    a missing output folder is made, as torch.save's callers expect."""
+    from resnets import create_model
+    from resnets.export import export_model
+
+    out = tmp_path / "exports" / "nested" / "r8.pt"
+    result = export_model(create_model("resnet8", num_classes=3), "torchscript", out)
+    assert out.is_file() and result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    assert [str(w.message) for w in recwarn if "torch.jit" in str(w.message)] == []

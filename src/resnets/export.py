@@ -224,13 +224,23 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[
 
 
 def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
-    with warnings.catch_warnings():
+    with _torchscript_asked_for():
         # The input-shape check compares Python values; tracing evaluates it once on the example and
         # records nothing, so the traced graph has no check. That is the warning's whole content.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         # check_trace re-traces and compares on the same batch; check_export does more, on the saved file.
         traced = torch.jit.trace(model, example, check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
+        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
+
+
+@contextmanager
+def _torchscript_asked_for() -> Iterator[None]:
+    """Silence torch's deprecation of torch.jit (3 warnings a file): the user asked for TorchScript, whose
+    readers (LibTorch, older deployments) still need it; --help and docs/using.md say to prefer
+    torch.export."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
 
 
 def _write_exported_program(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
@@ -253,7 +263,8 @@ def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
-    return torch.jit.load(str(path), map_location="cpu")(x)
+    with _torchscript_asked_for():
+        return torch.jit.load(str(path), map_location="cpu")(x)
 
 
 def _run_exported_program(path: Path, x: torch.Tensor) -> torch.Tensor:
