@@ -141,9 +141,7 @@ def test_unknown_format_and_bad_arguments_are_refused(tmp_path, resnet20):
         export_model(resnet20, "torchscript", tmp_path / "m.pt", input_size=(32, 32))
     with pytest.raises(ValueError, match=r"metadata key 'config' is reserved"):
         export_model(resnet20, "safetensors", tmp_path / "m.safetensors", metadata={"config": 1})
-    with pytest.raises(FileNotFoundError, match=r"nowhere"):
-        export_model(resnet20, "safetensors", tmp_path / "nowhere" / "m.safetensors")
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written (or a folder made)
 
 
 @pytest.mark.gpu
