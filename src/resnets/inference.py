@@ -340,6 +340,30 @@ def _shown_view(views: list[Tensor], view: str, size: tuple[int, int]) -> Tensor
     return views[0]
 
 
+class GreyscaleInput(torch.nn.Module):
+    """A greyscale network shown colour images: its input is their luminance (ITU-R 601-2, the weights of
+    PIL's conversion to grey), taken of the normalised channels (`trained_data` normalises each channel as
+    the network's grey channel, so the weighted sum is the normalised grey image).
+
+    >>> net = GreyscaleInput(torch.nn.Identity())
+    >>> net(torch.ones(1, 3, 2, 2)).shape
+    torch.Size([1, 1, 2, 2])
+    """
+
+    WEIGHTS = (0.299, 0.587, 0.114)
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.weights: Tensor
+        self.register_buffer("weights", torch.tensor(self.WEIGHTS).reshape(1, 3, 1, 1), persistent=False)
+        self.num_classes = getattr(model, "num_classes", None)
+        self.in_channels = 3
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model((x * self.weights.to(x)).sum(1, keepdim=True))
+
+
 @dataclass
 class _TestSet:
     model: torch.nn.Module
@@ -387,6 +411,8 @@ def _test_set(
         test_size=test_size,
         test_resize=test_resize,
     )
+    if model.in_channels == 1 and bundle.info.in_channels == 3:  # a greyscale network on colour images
+        model = GreyscaleInput(model)
     if bundle.info.num_classes != model.num_classes:
         raise ValueError(
             f"the checkpoint predicts {model.num_classes} classes, {bundle.info.name} has {bundle.info.num_classes}"

@@ -414,6 +414,10 @@ def trained_data(
         raise ValueError(f"{path} does not record its dataset: name one with --data")
     base = config or TrainConfig()
     norm = meta.get("normalization")
+    if norm is not None and of_image_files(name) and norm["std"].shape[0] == 1:
+        # A greyscale network on image files, decoded to RGB: each channel normalised as its grey was, the
+        # network's input the channels' luminance (inference.GreyscaleInput), as PIL converts RGB to grey.
+        norm = {"mean": norm["mean"].expand(3, *norm["mean"].shape[1:]), "std": norm["std"].expand(3, 1, 1)}
     options = LoaderOptions(
         device=torch.device(device),
         batch_size=batch_size or base.batch_size,
@@ -472,9 +476,14 @@ def recorded_view(
     """
     config = run_config(meta, path)
     data = meta.get("data") or {}
-    if config is not None:  # the run's own view (it may train at 160 and test at 224)
+    if config is not None and not of_image_files(config.data) and "image_size" in data:
+        # A network of small images (Fashion-MNIST, CIFAR) tested on image files: the whole image at its size.
+        side0 = int(data["image_size"][0])
+        view = None
+        recorded: tuple[int | None, int | None] = (side0, side0)
+    elif config is not None:  # the run's own view (it may train at 160 and test at 224)
         view = test_view(config)
-        recorded: tuple[int | None, int | None] = (view.tested, view.test_resize)
+        recorded = (view.tested, view.test_resize)
     else:  # a converted file's
         recorded = (data.get("test_size"), data.get("test_resize"))
         view = None

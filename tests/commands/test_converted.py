@@ -167,3 +167,31 @@ def test_a_run_folder_stands_for_its_weights_and_training_needs_a_train_folder(c
         == 2
     )
     assert "has no train/ folder: training needs ROOT/train/<class>/ and ROOT/val/<class>/" in capsys.readouterr().err
+
+
+def test_a_greyscale_network_evaluates_on_a_folder_of_colour_images(tmp_path, capsys):
+    """A network trained on 16x16 greyscale images, evaluated on RGB files: each image is shown as its grey
+    (luminance), at the network's size, normalised with its own mean image: the error of the network on
+    those grey images computed directly."""
+    from resnets.trained import model_from_checkpoint
+
+    run = tmp_path / "run"
+    common = ["--model", "resnet8", "--data", "synthetic:1,16,16,3", "--subset", "64", "-b", "16", "--epochs", "1"]
+    assert main(["train", *common, "--device", "cpu", "--out", str(run), "--num-workers", "0"]) == 0
+    rng = np.random.default_rng(1)
+    folder, grey = tmp_path / "colour", []
+    for label in range(3):
+        (folder / f"class {label}").mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+            Image.fromarray(np.stack([pixels] * 3, -1)).save(folder / f"class {label}" / f"{i}.png")  # R = G = B
+            grey.append((pixels, label))
+    model, meta = model_from_checkpoint(run / "model.safetensors")
+    norm = meta["normalization"]
+    x = torch.stack([torch.from_numpy(p).float()[None] for p, _ in grey])
+    with torch.no_grad():
+        wrong = (model((x - norm["mean"]) / norm["std"]).argmax(1) != torch.tensor([y for _, y in grey])).sum().item()
+    capsys.readouterr()
+    command = ["eval", "--checkpoint", str(run), "--data", f"imagefolder:{folder}", "--device", "cpu", "--json"]
+    assert main(command) == 0
+    assert json.loads(capsys.readouterr().out)["top1_err"] == pytest.approx(wrong / 9, abs=1e-9)

@@ -450,7 +450,8 @@ def imagefolder_bundle(
 
 
 def _normalization(name: str, options: LoaderOptions, config: FolderTransforms) -> tuple[Tensor, Tensor]:
-    """(mean, std) in pixels on the device: ImageNet's channel statistics, or the given ones (a trained model's)."""
+    """(mean, std) in pixels on the device: ImageNet's channel statistics, or the given ones (a trained model's:
+    channel means, or the mean image of a network of small images, at the test crop's size)."""
     device = options.device
     if options.normalization is None:
         return (
@@ -458,7 +459,7 @@ def _normalization(name: str, options: LoaderOptions, config: FolderTransforms) 
             torch.tensor(IMAGENET_STD, device=device).reshape(3, 1, 1) * 255,
         )
     mean, std = (t.to(device, torch.float32) for t in options.normalization)
-    if mean.shape != (3, 1, 1) or std.numel() != 3:
+    if mean.shape not in ((3, 1, 1), (3, config.tested, config.tested)) or std.numel() != 3:
         raise NormalizationMismatch(
             f"the given normalisation (mean {tuple(mean.shape)}, std {tuple(std.shape)}) does not fit "
             f"the RGB images of {name}: it needs one mean and one std per channel",
