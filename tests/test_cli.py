@@ -188,7 +188,7 @@ def test_train_help_groups_every_flag_as_timm_does(capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--drop", "0.2"], "unrecognized arguments: --drop 0.2"),  # timm's dropout, not --drop-path
+        (["train", "--drop", "0.2"], "--drop is timm's classifier dropout, which resnets does not have"),
         (["train", "--epoch", "3"], "unrecognized arguments: --epoch 3"),
         (["eval", "--check", "x.pt"], "the following arguments are required: --checkpoint"),
         (["experiment", "degradation", "--depth", "20"], "unrecognized arguments: --depth 20"),

@@ -16,6 +16,7 @@ from ..data.augment import RandAugmentPolicy
 from ..data.base import BAD_IMAGES, NORMALIZATIONS, of_image_files
 from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
 from ..data.transforms import CROPS, INTERPOLATIONS
+from ..models.hub import SHARED
 from ..models.resnet import INITS
 
 SCHEDULES = ("step", "plateau", "onecycle", "cosine", "constant")
@@ -36,6 +37,9 @@ LR_BASE_SCALES = ("linear", "sqrt")
 # torch.compile's modes: reduce-overhead adds CUDA graphs, max-autotune benchmarks kernel choices (minutes).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPHS = ("auto", "on", "off")  # whole-step CUDA graphs: see resnets.train.step.graphs_wanted
+# `init_from`'s name of torchvision's ImageNet weights for the model (create_model's weights="torchvision").
+PRETRAINED = "torchvision"
+EMA_DECAY = 0.9998  # timm's --model-ema-decay default, which its --model-ema switch takes
 
 
 def legacy_values(saved: dict) -> dict:
@@ -77,9 +81,22 @@ RESUMABLE_CHANGES = {
 }
 
 
-def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
+# The fields of a run's length: a resumption that knows where the run stands may change it (`check_resumable`).
+LENGTH = ("epochs", "iterations")
+
+
+def check_resumable(saved: dict, config: TrainConfig, run_dir: Path, position: dict | None = None) -> str | None:
     """Refuse to resume a run saved with `saved` (its config) under `config`, where a field outside
-    `RESUMABLE_CHANGES` differs: the error names the first one."""
+    `RESUMABLE_CHANGES` differs: the error names the first one.
+
+    Given `position` (the checkpoint's "epoch", "epoch_step" and "step"), the run's length may change,
+    in its own unit, to no less than it has trained: the line returned says so (None: the same length).
+    The schedule is a function of the step and the length, so it is recomputed for the new one.
+
+    >>> saved, done = TrainConfig(epochs=8).to_dict(), {"epoch": 8, "epoch_step": 0, "step": 64}
+    >>> check_resumable(saved, TrainConfig(epochs=12), Path("runs/x"), done)
+    'extending runs/x from 8 to 12 epochs: the learning-rate schedule is recomputed for 12'
+    """
     # A run saved before a field existed had its legacy value, or else its default (as from_dict reads it).
     saved = {**TrainConfig().to_dict(), **saved, **legacy_values(saved)}
     current = config.to_dict()
@@ -87,13 +104,38 @@ def check_resumable(saved: dict, config: TrainConfig, run_dir: Path) -> None:
     for values, optimizer in ((saved, saved.get("optimizer", "sgd")), (current, config.optimizer)):
         if values.get("decay_norm_bias") is None:
             values["decay_norm_bias"] = optimizer == "sgd"
-    different = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    fixed = [k for k in current if k not in RESUMABLE_CHANGES and (position is None or k not in LENGTH)]
+    different = [k for k in fixed if saved.get(k) != current[k]]
     if different:
         k = different[0]
         raise ValueError(
             f"{run_dir} holds a run with {k}={saved.get(k)!r}, not {current[k]!r}: "
             "resume it with its own settings, or choose another --out"
         )
+    return None if position is None else _length_change(saved, current, run_dir, position)
+
+
+def _length_change(saved: dict, current: dict, run_dir: Path, position: dict) -> str | None:
+    """The line that says a resumed run's length changed, or a ValueError where the new length cannot be."""
+
+    def length(values: dict) -> tuple[str, int]:
+        iterations = values["iterations"]
+        return ("iterations", iterations) if iterations is not None else ("epochs", values["epochs"])
+
+    (unit, old), (new_unit, new) = length(saved), length(current)
+    if (unit, old) == (new_unit, new):
+        return None
+    flag = "--iterations" if unit == "iterations" else "--epochs"
+    if new_unit != unit:
+        raise ValueError(f"{run_dir} holds a run of {old} {unit}: give its new length with {flag} N")
+    # The steps or epochs already trained, a partly trained epoch counting whole.
+    done = position["step"] if unit == "iterations" else position["epoch"] + (1 if position["epoch_step"] else 0)
+    if new < done:
+        raise ValueError(
+            f"{flag} {new} is shorter than the {done} {unit} that {run_dir} has trained: give at least {done}"
+        )
+    change = "extending" if new > old else "shortening"
+    return f"{change} {run_dir} from {old} to {new} {unit}: the learning-rate schedule is recomputed for {new}"
 
 
 MAX_SIDE = 4096  # the largest crop side: 4096 x 4096 images of 3 bytes a pixel are 48 MB each, 12 GB a batch of 256
@@ -198,7 +240,7 @@ class TrainConfig:
     bad_images: str = "skip"  # image folders: skip (and count) or fail on an unreadable image
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # image folders: refuse larger files undecoded (none: no limit)
     decode: str = "workers"  # image folders: where JPEGs are decoded (device: a batch at a time, nvJPEG)
-    init_from: str | None = None  # start from these weights (fine-tuning); the head is replaced
+    init_from: str | None = None  # start from these weights (torchvision: ImageNet's); a head for other classes is new
     num_classes: int | None = None  # override the dataset's class count (fine-tuning)
     freeze_backbone: bool = False  # fine-tuning: train only the new head
 
@@ -300,6 +342,11 @@ class TrainConfig:
         if self.min_lr and self.schedule != "cosine":
             raise ValueError(f"min_lr is the floor of the cosine schedule, not of schedule={self.schedule!r}")
         self._validate_optimizer_options()
+        if self.init_from == PRETRAINED and self.model not in SHARED:
+            raise ValueError(
+                f"init_from={PRETRAINED!r} (--pretrained): torchvision publishes ImageNet weights for "
+                f"{', '.join(SHARED)}, not for {self.model}"
+            )
         if self.bce_target_thresh is not None:
             if not 0 <= self.bce_target_thresh < 1:
                 raise ValueError(f"bce_target_thresh={self.bce_target_thresh!r} must be in [0, 1) (or none)")

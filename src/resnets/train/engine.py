@@ -18,8 +18,8 @@ from torch import nn
 from ..data.base import of_image_files, share
 from ..errors import NonFiniteOutputs
 from ..export import export_model, rebuild_options
-from ..files import remove_stale_temporaries
 from ..hardware import default_workers, resolve_device
+from ..text import plural
 from ..trained import RunFolder, describe_run, first_non_finite, trained_metadata
 from .checkpoint import (
     latest_valid,
@@ -52,10 +52,10 @@ from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
 from .loaders import bad_images_fields, build_loaders, first_images, left_out_fields, unreadable_in_pass
 from .metrics import Discard, MetricsLog, Progress, bad_images_line, format_record
-from .network import build_model, set_train_mode
+from .network import build_network, set_train_mode
 from .optimizers import build_optimizer
-from .recipes import lr_note, warmup_lines
-from .rundir import check_out_folder, claimed, default_run_dir, remove_new_folder, write_start_files
+from .recipes import check_recipe_data, start_lines
+from .rundir import check_out_folder, claimed, default_run_dir, remove_new_folder, remove_stale_files, write_start_files
 from .schedule import LRSchedule
 from .state import IntervalMeter, RunPosition
 from .step import graphs_for, make_step
@@ -95,12 +95,14 @@ class Trainer:
         self.resume = resume
         # None until the start when --out is not given: in a group, rank 0 names a new folder and tells the others.
         self._run_dir: Path | None = Path(config.out) if config.out else None
+        check_recipe_data(config)  # a recipe's placeholder ImageNet folder that is not here
         if self._run_dir is not None and not place.active:
             check_out_folder(self._run_dir)  # before anything is built (a group checks it on rank 0, at the start)
         self.device = device_of(place, resolve_device(config.device))
         self.resume_from: tuple[Path, dict] | None = None
         self.last_good: Path | None = None  # the newest checkpoint known to be complete and finite
         self.created = False  # whether this run made its folder (a failed start removes it again)
+        self.length_note: str | None = None  # a resumption that changes the run's length says so
 
     @property
     def run_dir(self) -> Path:
@@ -123,7 +125,7 @@ class Trainer:
 
     def _resume_from(self, found: tuple[Path, dict] | None) -> None:
         if found is not None:
-            check_resumable(found[1]["config"], self.config, self.run_dir)
+            self.length_note = check_resumable(found[1]["config"], self.config, self.run_dir, found[1])
             self.resume_from = found
             self.last_good = found[0]
 
@@ -166,8 +168,9 @@ class Trainer:
         found: tuple[Path, dict] | None = None
         try:
             if place.is_main:
-                self.created = held.enter_context(claimed(self.run_dir))
-                self._remove_stale_files()
+                self.created = held.enter_context(claimed(self.run_dir, resuming=bool(self.resume)))
+                if (removed := remove_stale_files(self.run_dir)) is not None:
+                    self.log(removed)
                 found = self._find_checkpoint()
                 self._resume_from(found)
             self._setup()
@@ -189,13 +192,6 @@ class Trainer:
         else:
             self._restore()
         self._distribute()
-
-    def _remove_stale_files(self) -> None:
-        """Temporary files that a killed run left half-written (its process is gone) are deleted."""
-        removed = remove_stale_temporaries(self.run_dir) + remove_stale_temporaries(self.ckpt_dir)
-        if removed:
-            names = ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else "")
-            self.log(f"removed {len(removed)} half-written file(s) of an interrupted run: {names}")
 
     @property
     def _folder(self) -> bool:
@@ -228,18 +224,18 @@ class Trainer:
             write=self.place.is_main,
             mlflow=c.mlflow,
             params=c.to_dict(),
+            classes=self.info.num_classes,
         )
         # The header lines first, then the bar below them.
-        self.log(
+        header = (
             f"training {c.model} ({sum(p.numel() for p in self.model.parameters()):,} parameters) "
-            f"on {c.data}: {self.info.n_train} images, {self.steps_per_epoch} steps/epoch, "
-            f"{self.total_steps} steps, device {self.device}, run folder {self.run_dir}"
-            + (f", lr {c.lr:.3g} ({note})" if (note := lr_note(c)) else "")
+            f"on {c.data}: {plural(self.info.n_train, 'image')}, {plural(self.steps_per_epoch, 'step')}/epoch, "
+            f"{plural(self.total_steps, 'step')}, device {self.device}, run folder {self.run_dir}"
         )
-        if self.place.active:
-            workers = self.data_workers if of_image_files(c.data) else None
-            self.log(group_line(self.place, c.batch_size, c.accumulate, c.sync_bn, workers))
-        for line in warmup_lines(c, self.schedule.warming_up):
+        workers = self.data_workers if of_image_files(c.data) else None
+        group = [group_line(self.place, c.batch_size, c.accumulate, c.sync_bn, workers)] if self.place.active else []
+        more = group + self.network_lines  # then the recipe's notes and the warm-up
+        for line in start_lines(c, header, self.info.n_train, self.steps_per_epoch, self.schedule.warming_up, more):
             self.log(line)
         self.progress = Progress(self.total_steps, self.position.step, self.stream)
         set_train_mode(self.model)
@@ -282,7 +278,8 @@ class Trainer:
         self.num_classes = num_classes = c.num_classes or info.num_classes
         if num_classes < info.num_classes:
             raise ValueError(f"num_classes={num_classes} is fewer than the {info.num_classes} classes of {info.name}")
-        self.model = build_model(c, info.in_channels, num_classes, tuple(info.image_size))
+        self.model, lines = build_network(c, info.in_channels, num_classes, tuple(info.image_size))
+        self.network_lines = lines if self.resume_from is None else []  # fine-tuning: where its weights came from
         self.model.to(self.device)
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -340,6 +337,8 @@ class Trainer:
         set_rng_state(state["rng"])
         p, c = self.position, self.config
         self.log(f"resuming {self.run_dir} from {path.name} (epoch {p.epoch + 1}, step {p.step})")
+        if self.length_note is not None:
+            self.log(self.length_note)
         note = resumed_world_note(state.get("world_size"), self.place.world_size, c.batch_size, c.accumulate, c.sync_bn)
         if note is not None:
             self.log(note)
@@ -553,7 +552,7 @@ class Trainer:
         p.next_epoch()
         self._checkpoint(is_best)  # holds the record: a crash after it loses nothing
         self.metrics.write_last()
-        self.progress.message(format_record(record))
+        self.progress.message(format_record(record, self.info.num_classes))
 
     def _finish(self) -> RunResult:
         """The final weights as safetensors, with what `resnets predict` needs in the metadata.

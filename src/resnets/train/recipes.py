@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.base import of_image_files
 from ..models import create_model
 from ..trained import CheckpointError, read_trained
-from .config import ADAPTIVE, TrainConfig, load_yaml
+from .config import ADAPTIVE, FOLDER_DEFAULTS, TrainConfig, load_yaml
 
 PAPER_WARMUP_LR = 0.01
 PAPER_WARMUP_UNTIL_ERR = 0.8
@@ -281,7 +282,7 @@ def lr_ratio(batch: int, reference: int, scaling: str) -> float:
     return math.sqrt(ratio) if scaling == "sqrt" else ratio
 
 
-def with_overrides(config: TrainConfig, values: dict) -> TrainConfig:
+def with_overrides(config: TrainConfig, values: dict, scale_warmup: bool = True) -> TrainConfig:
     """`config` with the fields in `values` replaced; a length in epochs replaces the recipe's iterations.
 
     >>> with_overrides(paper_cifar("resnet20"), {"epochs": 3}).iterations is None
@@ -300,7 +301,8 @@ def with_overrides(config: TrainConfig, values: dict) -> TrainConfig:
         # A recipe's warm-up shrinks with a shortened run, keeping its share (5 of RSB's 100 epochs: 0.5 of 10).
         epochs = int(values["epochs"])
         if (
-            config.warmup_epochs
+            scale_warmup
+            and config.warmup_epochs
             and "warmup_epochs" not in values
             and config.iterations is None
             and epochs < config.epochs
@@ -377,7 +379,8 @@ def resolve_config(
     """
     file_values = load_yaml(config_file) if config_file else {}
     saved = Path(flags["out"]) / "config.yaml" if resume and flags.get("out") else None
-    if saved is not None and not (recipe or config_file):
+    own = saved is not None and not (recipe or config_file)  # the run's own config: its warm-up is its own
+    if saved is not None and own:
         if not saved.is_file():
             raise ValueError(f"nothing to resume: {saved} does not exist")
         config = TrainConfig.from_dict(load_yaml(saved))
@@ -389,10 +392,104 @@ def resolve_config(
             or trained_model_name(flags, file_values)
             or default_model(name)
         )
-        config = get_recipe(name, str(model))
+        config = for_data(get_recipe(name, str(model)), flags.get("data") or file_values.get("data"))
     for values in (file_values, flags):
-        config = with_overrides(config, values)
+        config = with_overrides(config, values, scale_warmup=not own)
     return config.replace(model_options={**config.model_options, **(model_options or {})})
+
+
+# The fields that apply to image folders alone; a recipe for ImageNet sets some of them.
+FOLDER_ONLY = (*FOLDER_DEFAULTS, "color_jitter", "repeated_aug")
+
+
+def for_data(config: TrainConfig, data: str | None) -> TrainConfig:
+    """A recipe's `config` for `data`: an ImageNet recipe on small images (Fashion-MNIST, CIFAR) leaves its
+    image-folder settings (Inception crops, colour jitter, image sizes) at their defaults.
+
+    Adapted rather than refused: the rest of such a recipe (optimizer, schedule, label smoothing, mixup,
+    RandAugment) is what was asked for, and its image-folder settings have no counterpart on small images,
+    which take the paper's pad-and-crop and flips; a refusal would only make the user type each default
+    back. `small_data_note` says it in the run's log. A value given for such a field is still refused.
+
+    >>> for_data(bag_of_tricks("resnet20"), "fashion-mnist").crop
+    'scale'
+    """
+    if data is None or not of_image_files(config.data) or of_image_files(str(data)):
+        return config
+    defaults = TrainConfig()
+    return config.replace(**{name: getattr(defaults, name) for name in FOLDER_ONLY})
+
+
+def small_data_note(config: TrainConfig) -> str | None:
+    """What the log says when `for_data` left an ImageNet recipe's image-folder settings out."""
+    if config.recipe not in RECIPES or of_image_files(config.data):
+        return None
+    base, defaults = get_recipe(config.recipe, config.model), TrainConfig()
+    if not of_image_files(base.data):
+        return None
+    left = [f"{k}={getattr(base, k)!r}" for k in FOLDER_ONLY if getattr(base, k) != getattr(defaults, k)]
+    if not left:
+        return None
+    return (
+        f"{config.recipe} on {config.data}: its image-folder settings ({', '.join(left)}) are left out; "
+        "small images take the paper's pad-and-crop and flips instead"
+    )
+
+
+def check_recipe_data(config: TrainConfig) -> None:
+    """Refuse, before anything is built, a recipe's own placeholder data (imagefolder:imagenet) where no such
+    folder is: the run needs the user's ImageNet, or other data."""
+    if config.recipe not in RECIPES or not of_image_files(config.data):
+        return
+    folder = Path(config.data.split(":", 1)[1]).expanduser()
+    if config.data == get_recipe(config.recipe, config.model).data and not folder.is_dir():
+        raise ValueError(
+            f"{config.recipe} trains on ImageNet, and no folder {folder} (its --data {config.data}) is here: "
+            "pass --data imagefolder:PATH, PATH holding train/ and val/ class folders"
+        )
+
+
+def length_note(config: TrainConfig, steps_per_epoch: int) -> str | None:
+    """What the log says first when a recipe's length in iterations meets `--subset`: many epochs of few steps.
+
+    >>> length_note(with_overrides(paper_cifar(), {"subset": 512}), 4).split(" (")[0]
+    'paper-cifar counts 64,000 iterations, not epochs: on --subset 512 that is 16,000 epochs of 4 steps'
+    """
+    if config.subset is None or config.iterations is None or config.recipe not in RECIPES:
+        return None
+    if get_recipe(config.recipe, config.model).iterations != config.iterations:
+        return None  # a length of the run's own
+    epochs = math.ceil(config.iterations / steps_per_epoch)
+    return (
+        f"{config.recipe} counts {config.iterations:,} iterations, not epochs: on --subset {config.subset} that is "
+        f"{epochs:,} epochs of {steps_per_epoch} steps (--epochs N sets a length in epochs)"
+    )
+
+
+def dropped_note(config: TrainConfig, n_train: int, steps_per_epoch: int) -> str | None:
+    """A warning when `--subset` leaves training images out of every epoch: an epoch is full batches only
+    (`resnets.data.base.train_batches`), so the last partial batch of each shuffled epoch is dropped."""
+    batch = min(config.batch_size, n_train)
+    dropped = n_train - steps_per_epoch * batch
+    if config.subset is None or config.repeated_aug > 1 or dropped <= 0:  # repeated augmentation: by design
+        return None
+    return (
+        f"warning: --subset {config.subset} leaves {n_train} training images, {steps_per_epoch} batches of {batch}: "
+        f"{dropped} of them (a different {dropped} each epoch) are dropped from every epoch; "
+        f"--subset {config.subset - dropped} uses every image"
+    )
+
+
+def start_lines(
+    config: TrainConfig, header: str, n_train: int, steps_per_epoch: int, warming_up: bool, more: list[str]
+) -> list[str]:
+    """What the log says as a run starts: a recipe's length in iterations on a subset (first), the `header`
+    with the recipe's lr scaled to the batch, the lines `more` (the group, fine-tuning), the recipe adapted
+    to small data, images dropped from each epoch, and the warm-up."""
+    lr = f", lr {config.lr:.3g} ({note})" if (note := lr_note(config)) else ""
+    lines = [length_note(config, steps_per_epoch), header + lr, *more]
+    lines += [small_data_note(config), dropped_note(config, n_train, steps_per_epoch)]
+    return [line for line in lines if line] + warmup_lines(config, warming_up)
 
 
 def trained_model_name(*sources: dict) -> str | None:
@@ -418,12 +515,14 @@ def default_model(recipe: str) -> str:
     return inspect.signature(RECIPES[recipe]).parameters["model"].default
 
 
-def get_recipe(name: str, model: str) -> TrainConfig:
-    """The config of recipe `name` for `model`.
+def get_recipe(name: str, model: str | None = None) -> TrainConfig:
+    """The config of recipe `name` for `model` (default: the recipe's own model, `default_model`).
 
     >>> get_recipe("explainer", "resnet20").init
     'xavier'
+    >>> get_recipe("rsb-a3").model, get_recipe("paper-cifar").model
+    ('resnet50', 'resnet20')
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; accepted: {', '.join(RECIPES)}")
-    return RECIPES[name](model)
+    return RECIPES[name](model or default_model(name))

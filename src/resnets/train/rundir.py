@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from .. import hardware
-from ..files import TEMPORARY, atomic_write
+from ..files import TEMPORARY, atomic_write, remove_stale_temporaries
 from ..trained import CHECKPOINTS, CONFIG, EMA_WEIGHTS, HARDWARE, METRICS, METRICS_CSV, WEIGHTS, RunFolder
 from .config import TrainConfig
 
@@ -116,16 +116,16 @@ def check_out_folder(path: Path) -> None:
 
 
 @contextmanager
-def claimed(path: Path) -> Iterator[bool]:
+def claimed(path: Path, resuming: bool = False) -> Iterator[bool]:
     """Hold `path` as this process's run folder; yields whether it was created for the run.
 
     Refuses a file, a non-empty folder holding no run, and a folder that another run holds
-    (RunFolderInUse names the folder and the other process).
+    (RunFolderInUse names the folder and the other process; `resuming`: the advice is to wait).
     """
     check_out_folder(path)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    handle = _lock(path)
+    handle = _lock(path, resuming)
     try:
         (path / MARKER).write_text("a resnets run folder: config.yaml, metrics, checkpoints/, model.safetensors\n")
         yield created
@@ -133,7 +133,7 @@ def claimed(path: Path) -> Iterator[bool]:
         handle.close()
 
 
-def _lock(path: Path):
+def _lock(path: Path, resuming: bool = False):
     handle = open(path / LOCK, "a+")  # noqa: SIM115 (held open for the whole run, closed by `claimed`)
     if fcntl is None:
         return handle
@@ -143,10 +143,11 @@ def _lock(path: Path):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise RunFolderInUse(
-            f"run folder {path} is in use by another run (process {holder}); "
-            "wait for it to finish or choose another --out"
-        ) from None
+        if resuming:
+            advice = "it is still training: resume it once that process has stopped"
+        else:
+            advice = "wait for it to finish or choose another --out"
+        raise RunFolderInUse(f"run folder {path} is in use by another run (process {holder}); {advice}") from None
     except OSError as exc:
         if exc.errno not in UNLOCKABLE:
             handle.close()
@@ -163,6 +164,17 @@ def _lock(path: Path):
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def remove_stale_files(path: Path) -> str | None:
+    """Delete the temporary files that a killed run left half-written in run folder `path` (their process is
+    gone); the line that says so (None: there were none)."""
+    folder = RunFolder(path)
+    removed = remove_stale_temporaries(folder.path) + remove_stale_temporaries(folder.checkpoints)
+    if not removed:
+        return None
+    names = ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else "")
+    return f"removed {len(removed)} half-written file(s) of an interrupted run: {names}"
 
 
 def write_start_files(path: Path, config: TrainConfig, device: torch.device) -> None:
