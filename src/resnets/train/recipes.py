@@ -227,10 +227,10 @@ def bag_of_tricks(model: str = "resnet50") -> TrainConfig:
 
 
 def fmnist_best(model: str = "wrn16_4") -> TrainConfig:
-    """The project's best Fashion-MNIST recipe: a wide ResNet (WRN-16-4, dropout 0.3) with random
+    """A Fashion-MNIST recipe meant to be the project's best: a wide ResNet (WRN-16-4, dropout 0.3) with random
     erasing (Zhong et al. 2017 train theirs with p = 0.5), pad-and-crop and flips, Nesterov SGD at
     lr 0.1 with a cosine after 1 warm-up epoch, weight decay 5e-4, label smoothing 0.1, 40 epochs,
-    and flip test-time augmentation. Its figure and hardware are in BENCHMARKS.md.
+    and flip test-time augmentation. Not yet measured at its length: BENCHMARKS.md says what was.
     """
     return TrainConfig(
         recipe="fmnist-best",
