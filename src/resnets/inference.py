@@ -20,7 +20,7 @@ from .analysis.mistakes import WORST, ErrorAnalysis, ErrorCounter
 from .data import VIEWS, DatasetInfo, normalize
 from .data.base import check_positive, of_image_files
 from .data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_max_pixels, read_image
-from .data.transforms import center_view
+from .data.transforms import FolderTransforms, center_view
 from .errors import NonFiniteOutputs
 from .files import atomic_write, check_output_file
 from .hardware import autocast, resolve_device
@@ -89,9 +89,10 @@ def predictions_csv(predictions: Sequence[Prediction], topk: int) -> str:
 class Predictor:
     """A trained network with the preprocessing it was trained with.
 
-    Small-image models (Fashion-MNIST, CIFAR) see each image resized to their training size;
-    image-folder models see the paper's centre view (shorter side to 256/224 of the crop, then
-    the central crop). Both then get the training set's normalisation.
+    Small-image models (Fashion-MNIST, CIFAR) see each image at their training size (its shorter side
+    resized to it, then the central square, as `resnets eval` shows them image files); image-folder
+    models see the paper's centre view (shorter side to 256/224 of the crop, then the central crop).
+    Both then get the training set's normalisation.
 
     >>> predictor = Predictor("runs/r20/model.safetensors")
     >>> predictor.predict(["boot.png"], topk=1)[0].top
@@ -135,6 +136,10 @@ class Predictor:
             raise ValueError(f"{checkpoint} records no input size (metadata field 'data'): export it from a run again")
         else:
             self.size = tuple(int(v) for v in size)
+            if self.size[0] == self.size[1]:  # the whole image at the network's size, as eval shows image files
+                side = self.size[0]
+                self.view = FolderTransforms(image_size=side, resize_range=(side, side), test_resize=side)
+                self.folder_style = True
 
     def load(self, path: str | Path) -> Tensor:
         """An image file decoded to uint8 (C, H, W) with the model's channel count; ValueError if unreadable."""

@@ -195,3 +195,26 @@ def test_a_greyscale_network_evaluates_on_a_folder_of_colour_images(tmp_path, ca
     command = ["eval", "--checkpoint", str(run), "--data", f"imagefolder:{folder}", "--device", "cpu", "--json"]
     assert main(command) == 0
     assert json.loads(capsys.readouterr().out)["top1_err"] == pytest.approx(wrong / 9, abs=1e-9)
+
+
+def test_predict_shows_a_small_image_network_what_eval_shows_it(tmp_path, capsys):
+    """A network of 16x16 images predicts on a 16x24 colour file from its shorter side resized to 16 and the
+    central square (not the whole file squashed), as eval shows it image files."""
+    from resnets.trained import model_from_checkpoint
+
+    run = tmp_path / "run"
+    common = ["--model", "resnet8", "--data", "synthetic:3,16,16,3", "--subset", "32", "-b", "16", "--epochs", "1"]
+    assert main(["train", *common, "--device", "cpu", "--out", str(run), "--num-workers", "0"]) == 0
+    pixels = np.random.default_rng(2).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    model, meta = model_from_checkpoint(run)
+    norm = meta["normalization"]
+    centre = torch.from_numpy(pixels[:, 4:20].copy()).permute(2, 0, 1).float()
+    with torch.no_grad():
+        expected = model(((centre - norm["mean"]) / norm["std"])[None]).softmax(1)[0]
+    capsys.readouterr()
+    command = ["predict", "--checkpoint", str(run), str(tmp_path / "wide.png"), "--json", "--device", "cpu"]
+    assert main(command) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert [t["index"] for t in top] == expected.argsort(descending=True).tolist()
+    assert [t["probability"] for t in top] == pytest.approx(expected.sort(descending=True).values.tolist(), abs=1e-5)
