@@ -207,7 +207,7 @@ def test_image_folder_sizes_out_of_range_are_refused_before_anything_runs(tmp_pa
         (["--test-size", "-5"], "test_size=-5 must be a side in pixels between 1 and 4096"),
         (["--test-size", "100000"], "test_size=100000 must be a side in pixels between 1 and 4096"),
         (["--image-size", "0"], "image_size=0 must be a side in pixels between 1 and 4096"),
-        (["--test-size", "300"], "test_resize=256 must be at least test_size=300"),
+        (["--test-size", "300", "--test-resize", "256"], "test_resize=256 must be at least test_size=300"),
     ):
         out = tmp_path / "run"
         assert main(["train", "--data", f"imagefolder:{tmp_path}", *flags, "--out", str(out)]) == 2

@@ -97,7 +97,7 @@ def test_a_folder_of_the_user_s_files_is_never_written_into(tmp_path, capsys):
 def test_a_failed_start_leaves_no_run_folder_behind(tmp_path, capsys):
     out = tmp_path / "new" / "run"
     assert main(train_argv(out, model="resnet18")) == 2  # 16x16 images are too small for it
-    assert "needs images of at least 32x32" in last_line(capsys)
+    assert "needs images of at least 17x17" in last_line(capsys)
     assert not out.exists()
 
 

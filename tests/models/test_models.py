@@ -279,7 +279,7 @@ def test_bad_options_name_the_value_and_the_accepted_ones(call, fragments):
     ("name", "shape", "fragment"),
     [
         ("resnet20", (1, 3, 7, 7), ">= 8"),
-        ("resnet18", (1, 3, 16, 16), ">= 32"),
+        ("resnet18", (1, 3, 16, 16), ">= 17"),
         ("resnet20", (1, 1, 32, 32), "(batch, 3"),
     ],
 )

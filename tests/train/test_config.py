@@ -153,21 +153,21 @@ def test_the_paper_recipes_normalise_and_augment_as_the_paper_and_old_runs_resum
     from resnets.data.transforms import FolderTransforms
     from resnets.train import get_recipe
 
-    assert get_recipe("paper-cifar", "resnet20").normalize == "pixel-mean"  # section 4.2
+    assert get_recipe("paper-cifar", "resnet20").resolved().normalize == "pixel-mean"  # section 4.2
     assert get_recipe("fast", "resnet20").normalize == "pixel-mean-std"  # the pipeline of its measured figures
     assert get_recipe("paper-imagenet", "resnet50").color_jitter == 0.0  # AlexNet's PCA lighting alone
     assert FolderTransforms().jitter == 0.0 and FolderTransforms().lighting == 0.1
     assert TrainConfig(data="imagefolder:/x", color_jitter=0.4).color_jitter == 0.4
     with pytest.raises(ValueError, match="color_jitter applies to image folders, not to fashion-mnist"):
         TrainConfig(color_jitter=0.4)
-    with pytest.raises(ValueError, match="normalize='zscore' is not one of pixel-mean, pixel-mean-std"):
+    with pytest.raises(ValueError, match="normalize='zscore' is not one of pixel-mean, pixel-mean-std, imagenet"):
         TrainConfig(normalize="zscore")
     # A config saved before these fields existed resumes with the values it had then.
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("normalize", "color_jitter")}
     restored = TrainConfig.from_dict(old)
     assert (restored.normalize, restored.color_jitter) == ("pixel-mean-std", 0.0)
     restored = TrainConfig.from_dict({**old, "data": "imagefolder:/data/imagenet"})
-    assert (restored.normalize, restored.color_jitter) == ("pixel-mean-std", 0.4)
+    assert (restored.normalize, restored.color_jitter) == ("imagenet", 0.4)  # ImageNet's statistics, as always
 
 
 def test_timm_and_torchvision_flag_names_work_as_aliases(tmp_path):

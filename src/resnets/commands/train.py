@@ -27,8 +27,8 @@ _NO_FLAG = {"recipe", "model_options"}
 # The flags of `train --help` by group: each TrainConfig field (and each model option) in exactly one.
 GROUPS: dict[str, tuple[str, ...]] = {
     "data": (
-        "data", "data_dir", "subset", "val_split", "test_subset", "normalize", "crop", "interpolation",
-        "image_size", "test_size", "test_resize", "tta_flip", "num_workers", "decode", "bad_images",
+        "data", "data_dir", "subset", "val_split", "test_subset", "normalize", "crop", "scale_range",
+        "interpolation", "image_size", "test_size", "test_resize", "tta_flip", "num_workers", "decode", "bad_images",
         "max_image_pixels",
     ),
     "model": ("model", "num_classes", "init_from", "freeze_backbone", "zero_init_residual"),
@@ -152,8 +152,8 @@ TIMM_REFUSED: dict[tuple[str, ...], str] = {
     ("--aug-splits", "--jsd-loss", "--split-bn"): "{flag} (timm's AugMix splits) is not built",
     ("--remode", "--recount", "--resplit"): "{flag} is not an option: random erasing fills one box of an image "
     "with per-pixel noise (timm's defaults); --reprob P sets its probability",
-    ("--scale", "--ratio"): "{flag} is not an option: --crop random-resized takes Inception's area 8-100% and "
-    "aspect ratio 3/4-4/3 (timm's defaults)",
+    ("--scale", "--ratio"): "{flag} is not an option: --crop random-resized takes Inception's area 8-100% (35-100% "
+    "for crops under 64 pixels) and aspect ratio 3/4-4/3 (timm's defaults); --scale-range LO HI sets --crop scale's",
     ("--hflip", "--vflip"): "{flag} is not an option: training flips half the images left to right (--no-augment: "
     "none), never upside down",
     ("--model-ema-force-cpu",): "--model-ema-force-cpu is not built: the average of the weights (--ema DECAY) "
@@ -211,7 +211,7 @@ def add_train(sub: Subparsers) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     config = resolve_train_config(args)
     if args.print_config:  # the same YAML as the run's config.yaml: --config takes it back
-        sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        sys.stdout.write(yaml.safe_dump(config.resolved().to_dict(), sort_keys=False))
         return 0
     if getattr(args, "grad_accum_steps", None) and rank_of_this_process() == 0:
         k, batch = config.accumulate, config.batch_size
@@ -414,6 +414,8 @@ def _add_field_flag(p: argparse._ActionsContainer, f: dataclasses.Field, text: s
     flags = ["--" + f.name.replace("_", "-"), *FLAG_ALIASES.get(f.name, ())]
     if f.type in ("bool", bool, "bool | None"):  # none: the flag left out (a choice left to the recipe)
         p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif f.name == "scale_range":  # two sides, LO HI
+        p.add_argument(*flags, dest=f.name, nargs=2, type=int, default=None, metavar=("LO", "HI"), help=text)
     elif f.name == "milestones":  # 0.5 0.75 (timm's form) or 0.5,0.75
         p.add_argument(*flags, dest=f.name, nargs="+", default=None, metavar="FRACTION", help=text)
     elif f.name == "randaugment":  # timm's spec (its --aa), or alone: torchvision's levels, as before

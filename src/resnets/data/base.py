@@ -29,7 +29,10 @@ BAD_IMAGES = ("skip", "fail")
 # mean subtracted", before the 4-pixel padding, which then holds the mean (0 after subtraction); no
 # division by a std. "pixel-mean-std": crop the raw image padded with black, then subtract the mean
 # image and divide by the per-channel std (this project's earlier pipeline; the `fast` recipe's).
-NORMALIZATIONS = ("pixel-mean", "pixel-mean-std")
+# "imagenet": image folders, ImageNet's channel mean and std (`transforms.IMAGENET_MEAN`, `IMAGENET_STD`).
+SMALL_NORMALIZATIONS = ("pixel-mean", "pixel-mean-std")
+FOLDER_NORMALIZATION = "imagenet"
+NORMALIZATIONS = (*SMALL_NORMALIZATIONS, FOLDER_NORMALIZATION)
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class LoaderOptions:
     bad_images: str = "skip"  # skip (and count) or fail on unreadable images (image folders only)
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger image files are refused undecoded (image folders)
     decode: str = "workers"  # image folders: JPEGs decoded in the workers, or a batch at a time on the device
-    normalize: str = "pixel-mean"  # small images: one of NORMALIZATIONS (image folders: ImageNet's channel stats)
+    normalize: str | None = "pixel-mean"  # one of NORMALIZATIONS, None: the data's own (image folders: imagenet)
     # (mean, std) in pixel units to use instead of the training set's: a trained model's own
     normalization: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
     test_subset: int | None = None  # evaluate on the first N test images only
@@ -274,6 +277,8 @@ class LoaderOptions:
         check_max_pixels(self.max_image_pixels)
         if self.decode not in DECODERS:
             raise ValueError(f"decode={self.decode!r} is not one of {', '.join(DECODERS)}")
+        if self.normalize is None:  # small images: the paper's; image folders take ImageNet's whatever it says
+            object.__setattr__(self, "normalize", "pixel-mean")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
         if self.test_subset is not None:

@@ -134,6 +134,46 @@ _RANDOM = (TF.InterpolationMode.BILINEAR, TF.InterpolationMode.BICUBIC)  # timm'
 # aspect ratio 3/4 to 4/3, resized to the training size. Used by the recipes after 2015 (RSB, Bag of Tricks).
 CROP_AREA = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
+# Training crops under SMALL_SIDE pixels take at least 35% of the area: 8% of a 28-pixel image is an
+# 8-pixel patch upscaled to the crop, which holds little of the object. This is the project's choice:
+# torchvision's RandomResizedCrop and timm's create_transform keep (0.08, 1.0) at every size, and the
+# CIFAR recipes of both use pad-and-crop instead (the paper's section 4.2).
+SMALL_CROP_AREA = (0.35, 1.0)
+SMALL_SIDE = 64
+# Section 3.4's sizes: the shorter side drawn from [256, 480] for a 224x224 crop, tested at 256. Other
+# crop sides keep the ratios, rounded to the nearest pixel: [37, 69] and 37 for 32, [256, 480] and 256 for 224.
+PAPER_CROP = 224
+PAPER_SCALE_RANGE = (256, 480)
+PAPER_TEST_RESIZE = 256
+
+
+def crop_area(side: int) -> tuple[float, float]:
+    """The area share of Inception's crop for a training crop of `side` pixels (`SMALL_CROP_AREA` under 64).
+
+    >>> crop_area(224), crop_area(32)
+    ((0.08, 1.0), (0.35, 1.0))
+    """
+    return SMALL_CROP_AREA if side < SMALL_SIDE else CROP_AREA
+
+
+def paper_scale_range(side: int) -> tuple[int, int]:
+    """The scale augmentation's range of shorter sides for crops of `side`: the paper's [256, 480] at 224,
+    the same ratios (8/7 and 15/7 of the side, rounded) at other sides.
+
+    >>> paper_scale_range(224), paper_scale_range(32), paper_scale_range(28)
+    ((256, 480), (37, 69), (32, 60))
+    """
+    lo, hi = PAPER_SCALE_RANGE
+    return round(side * lo / PAPER_CROP), round(side * hi / PAPER_CROP)
+
+
+def paper_test_resize(side: int) -> int:
+    """The shorter side before a centre crop of `side`: the paper's 256 at 224, the same ratio elsewhere.
+
+    >>> paper_test_resize(224), paper_test_resize(32)
+    (256, 37)
+    """
+    return round(side * PAPER_TEST_RESIZE / PAPER_CROP)
 
 
 @dataclass(frozen=True)
@@ -141,8 +181,9 @@ class FolderTransforms:
     """Sizes and strengths of the ImageNet-style augmentation and test views (section 3.4)."""
 
     image_size: int = 224  # the square training crop
-    resize_range: tuple[int, int] = (256, 480)  # scale augmentation: shorter side drawn from [lo, hi]
-    test_resize: int = 256  # shorter side before the centre crop and the 10 crops
+    # Scale augmentation: shorter side drawn from [lo, hi] (None: `paper_scale_range(image_size)`, the paper's ratio).
+    resize_range: tuple[int, int] | None = None
+    test_resize: int | None = None  # shorter side before the test crops (None: `paper_test_resize(tested)`)
     test_size: int | None = None  # the side of the test crops (None: image_size)
     crop: str = "scale"  # scale: the paper's; random-resized: Inception's (CROP_AREA, CROP_RATIO)
     randaugment: RandAugmentPolicy | None = None  # RandAugment (Cubuk et al. 2020): timm's or torchvision's
@@ -162,15 +203,44 @@ class FolderTransforms:
         """The side of the test crops."""
         return self.test_size or self.image_size
 
+    @property
+    def sides(self) -> tuple[int, int]:
+        """The scale augmentation's range of shorter sides, as used."""
+        return self.resize_range or paper_scale_range(self.image_size)
+
+    @property
+    def resized(self) -> int:
+        """The shorter side of the test view before its crops, as used."""
+        return self.test_resize or paper_test_resize(self.tested)
+
+    def crop_share(self) -> float:
+        """The average share of a square image's area that a training crop covers, over the share that the
+        centre test view covers: about 0.53 with the paper's sizes, under 0.01 for 32-pixel crops of images
+        resized to [256, 480] and tested whole.
+
+        >>> round(FolderTransforms().crop_share(), 2), round(FolderTransforms(32, (256, 480), 32).crop_share(), 4)
+        (0.53, 0.0083)
+        """
+        if self.crop == "random-resized":  # the area share is uniform over crop_area, of the whole image
+            trained = sum(crop_area(self.image_size)) / 2
+        else:  # a side s drawn uniformly from the integers of [lo, hi]: the crop covers (S / s)^2
+            lo, hi = self.sides
+            trained = sum((self.image_size / s) ** 2 for s in range(lo, hi + 1)) / (hi - lo + 1)
+        return trained / (self.tested / self.resized) ** 2
+
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
             raise ValueError(f"crop={self.crop!r} is not one of {', '.join(CROPS)}")
-        lo, hi = self.resize_range
+        if self.resize_range is None:  # frozen: the sizes that follow the crop's are set once, here
+            object.__setattr__(self, "resize_range", paper_scale_range(self.image_size))
+        if self.test_resize is None:
+            object.__setattr__(self, "test_resize", paper_test_resize(self.tested))
+        lo, hi = self.sides
         if self.crop == "scale" and not 1 <= self.image_size <= lo <= hi:
             raise ValueError(
                 f"resize_range={self.resize_range} must satisfy image_size ({self.image_size}) <= lo <= hi"
             )
-        if self.test_resize < self.tested:
+        if self.resized < self.tested:
             raise ValueError(f"test_resize={self.test_resize} must be at least the test crop's {self.tested}")
         if not self.scales or min(self.scales) < 1:
             raise ValueError(f"scales={self.scales} must be positive sizes")
@@ -230,11 +300,11 @@ def train_view(image: Tensor, config: FolderTransforms, g: torch.Generator) -> t
     """
     size = config.image_size
     if config.crop == "random-resized":
-        top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], g)
+        top, left, h, w = random_resized_box(image.shape[-2], image.shape[-1], g, crop_area(size))
         mode = config.resampling(g)
         image = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=mode, antialias=True)
     else:
-        side = _randint(*config.resize_range, g)
+        side = _randint(*config.sides, g)
         image = TF.resize(image, [side], interpolation=config.resampling(g), antialias=True)
         h, w = image.shape[-2:]
         image = TF.crop(image, _randint(0, h - size, g), _randint(0, w - size, g), size, size)
@@ -272,9 +342,11 @@ def erase_box(image: Tensor, p: float, g: torch.Generator) -> Tensor:
     return image
 
 
-def random_resized_box(height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of an Inception crop: a random area share and aspect ratio, ten tries, then
-    the central crop of the nearest allowed ratio (torchvision's RandomResizedCrop rule).
+def random_resized_box(
+    height: int, width: int, g: torch.Generator, area_share: tuple[float, float] = CROP_AREA
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of an Inception crop: a random area share (from `area_share`) and aspect ratio,
+    ten tries, then the central crop of the nearest allowed ratio (torchvision's RandomResizedCrop rule).
 
     >>> random_resized_box(100, 100, torch.Generator().manual_seed(0))
     (23, 14, 68, 79)
@@ -282,7 +354,7 @@ def random_resized_box(height: int, width: int, g: torch.Generator) -> tuple[int
     area = height * width
     log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
     for _ in range(10):
-        target = area * _uniform(*CROP_AREA, g)
+        target = area * _uniform(*area_share, g)
         ratio = math.exp(_uniform(*log_ratio, g))
         w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
@@ -324,14 +396,14 @@ def auto_augment(image: Tensor, config: FolderTransforms, g: torch.Generator) ->
 
 def center_view(image: Tensor, config: FolderTransforms) -> Tensor:
     """Shorter side resized to `test_resize`, then the central square of the test size."""
-    image = TF.resize(image, [config.test_resize], interpolation=config.resampling(), antialias=True)
+    image = TF.resize(image, [config.resized], interpolation=config.resampling(), antialias=True)
     return TF.center_crop(image, [config.tested])
 
 
 def ten_crop_views(image: Tensor, config: FolderTransforms) -> list[Tensor]:
     """The standard 10-crop testing (Krizhevsky et al. 2012): after resizing the shorter side to
     `test_resize`, the four corner and the centre crops and their mirror images."""
-    image = TF.resize(image, [config.test_resize], interpolation=config.resampling(), antialias=True)
+    image = TF.resize(image, [config.resized], interpolation=config.resampling(), antialias=True)
     return list(TF.ten_crop(image, [config.tested]))
 
 

@@ -102,6 +102,25 @@ class ResNetConfig:
         return d
 
 
+def min_input_size(stages: int, imagenet_stem: bool) -> int:
+    """The smallest input side a net of `stages` stages takes.
+
+    ImageNet stem: each stride-2 layer (the 7x7 conv with padding 3, the 3x3 max-pool with padding 1, the
+    first block of each stage after the first) maps a side n to ceil(n / 2); the smallest side at which every
+    one of them halves a map of at least 2 pixels, so that the last stage's pixel still comes from a 2x2 map
+    rather than from a 1x1 map and its zero padding, is 2 ** (layers - 1) + 1: 17 for ResNet-18..152 (sides
+    17, 9, 5, 3, 2 into the five, and 1 out). torchvision and timm train these nets on 28x28 images too.
+    CIFAR nets: 8, which keeps a 2x2 map in the last stage for its BatchNorm statistics.
+
+    >>> min_input_size(4, imagenet_stem=True), min_input_size(3, imagenet_stem=False)
+    (17, 8)
+    """
+    if not imagenet_stem:
+        return max(8, 2 ** (stages - 1))
+    stride_2 = 2 + stages - 1  # the stem's conv and max-pool, then every stage but the first
+    return 2 ** (stride_2 - 1) + 1
+
+
 class ResNet(nn.Module):
     """A residual (or, with `shortcut=None`, plain) network built from a `ResNetConfig`.
 
@@ -158,9 +177,7 @@ class ResNet(nn.Module):
         self.bn_final = nn.Sequential(nn.BatchNorm2d(in_planes), nn.ReLU(inplace=True)) if self.preact else None
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc: nn.Module = nn.Linear(in_planes, config.num_classes) if config.num_classes else nn.Identity()
-        # The total stride: 32 for the ImageNet stem and four stages, 4 for the CIFAR nets; the
-        # CIFAR nets still need 8x8 to keep a 2x2 map for the last stage's statistics.
-        self.min_input_size = max(8, 2 ** (len(config.widths) - 1) * (4 if imagenet else 1))
+        self.min_input_size = min_input_size(len(config.widths), imagenet)
         if not self.conv1.weight.is_meta:  # a meta-device net (for cost counting) holds no values
             init_weights(self, config.init)
             if config.zero_init_residual:

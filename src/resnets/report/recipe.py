@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..train.config import RESUMABLE_CHANGES, TrainConfig
+from ..train.config import RESUMABLE_CHANGES, TrainConfig, resolved_values
 from ..train.recipes import get_recipe, with_overrides
 
 # Fields that say which run it is, or where and how it ran, not how it trained: never named as overrides.
@@ -58,9 +58,12 @@ def recipe_overrides(config: dict) -> list[str]:
         expected = with_overrides(base, {**length, "batch_size": config.get("batch_size", base.batch_size)}).to_dict()
     except (ValueError, TypeError):  # values the config cannot hold: the recipe's own are compared
         expected = base.to_dict()
+    # A value the recipe leaves to the data (none) matches what it resolves to for the run's data and sizes.
+    shaped = {k: config[k] for k in ("data", "image_size", "test_size", "crop") if k in config}
+    resolved = resolved_values({**expected, **shaped})
     others = [k for k in config if k in expected and k not in NOT_RECIPE and k not in ("epochs", "iterations")]
     for key in sorted((k for k in others if k != "batch_size"), key=lambda k: ORDER.get(k, len(ORDER))):
-        if config[key] != expected[key]:
+        if config[key] != expected[key] and not (expected[key] is None and config[key] == resolved[key]):
             words.append(_words(key, config[key]))
     return words
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from ..data.augment import RandAugmentPolicy
-from ..data.base import BAD_IMAGES, NORMALIZATIONS, of_image_files
+from ..data.base import BAD_IMAGES, FOLDER_NORMALIZATION, NORMALIZATIONS, SMALL_NORMALIZATIONS, of_image_files
 from ..data.images import DECODERS, DEFAULT_MAX_PIXELS, check_max_pixels
-from ..data.transforms import CROPS, INTERPOLATIONS
+from ..data.transforms import CROPS, INTERPOLATIONS, PAPER_SCALE_RANGE, paper_scale_range, paper_test_resize
 from ..models.hub import SHARED
 from ..models.resnet import INITS
 
@@ -24,7 +24,8 @@ FOLDER_DEFAULTS = {
     "crop": "scale",
     "image_size": 224,
     "test_size": 224,
-    "test_resize": 256,
+    "test_resize": None,
+    "scale_range": None,
     "decode": "workers",
     "lighting": 0.1,
     "interpolation": "bilinear",
@@ -46,19 +47,46 @@ def legacy_values(saved: dict) -> dict:
     """The values that a run saved before a field existed had in effect, for the fields it lacks.
 
     A config from such a run (config.yaml, a checkpoint) takes these, so that resuming it goes on as
-    it began: small images normalised with the std, image folders with brightness/contrast jitter.
+    it began: small images normalised with the std, image folders with brightness/contrast jitter and
+    scale augmentation over the paper's [256, 480] whatever the crop's side. Some saved values are
+    read anew: an image folder's small-image normalisation, which meant ImageNet's statistics, and the
+    test resize of 256 that small images recorded and never used.
     """
     folders = of_image_files(saved.get("data", ""))
     legacy: dict = {
-        "normalize": "pixel-mean-std",
+        "normalize": FOLDER_NORMALIZATION if folders else "pixel-mean-std",
         "color_jitter": 0.4 if folders else 0.0,
         "sync_bn": False,
         "accumulate": 1,
+        "scale_range": list(PAPER_SCALE_RANGE) if folders and saved.get("crop", "scale") == "scale" else None,
     }
     kept = {k: v for k, v in legacy.items() if k not in saved}
     if isinstance(saved.get("randaugment"), bool):  # on or off, before timm's policies: torchvision's
         kept["randaugment"] = "torchvision" if saved["randaugment"] else None
+    if folders and saved.get("normalize") in SMALL_NORMALIZATIONS:  # recorded, though ImageNet's were used
+        kept["normalize"] = FOLDER_NORMALIZATION
+    if not folders and saved.get("test_resize") == 256:  # the default of image folders, recorded by every run
+        kept["test_resize"] = None
     return kept
+
+
+def resolved_values(values: dict) -> dict:
+    """A config's values with those left to the data filled in as they are used: the normalisation, and an
+    image folder's test resize and scale range (the paper's ratios to the crop sides).
+
+    >>> v = resolved_values(TrainConfig(data="imagefolder:x", image_size=32, test_size=32).to_dict())
+    >>> v["normalize"], v["scale_range"], v["test_resize"]
+    ('imagenet', [37, 69], 37)
+    """
+    folders = of_image_files(values["data"])
+    values = dict(values)
+    if values.get("normalize") is None:
+        values["normalize"] = FOLDER_NORMALIZATION if folders else SMALL_NORMALIZATIONS[0]
+    if folders and values.get("test_resize") is None:
+        values["test_resize"] = paper_test_resize(values["test_size"])
+    if folders and values.get("crop") == "scale" and values.get("scale_range") is None:
+        values["scale_range"] = list(paper_scale_range(values["image_size"]))
+    return values
 
 
 # Fields that may change between a run and its resumption: they do not touch the arithmetic.
@@ -97,9 +125,10 @@ def check_resumable(saved: dict, config: TrainConfig, run_dir: Path, position: d
     >>> check_resumable(saved, TrainConfig(epochs=12), Path("runs/x"), done)
     'extending runs/x from 8 to 12 epochs: the learning-rate schedule is recomputed for 12'
     """
-    # A run saved before a field existed had its legacy value, or else its default (as from_dict reads it).
-    saved = {**TrainConfig().to_dict(), **saved, **legacy_values(saved)}
-    current = config.to_dict()
+    # A run saved before a field existed had its legacy value, or else its default (as from_dict reads it);
+    # a value left to the data compares as what it resolved to.
+    saved = resolved_values({**TrainConfig().to_dict(), **saved, **legacy_values(saved)})
+    current = resolved_values(config.to_dict())
     # A choice left to the optimizer compares as what it resolved to (runs saved before it could be left).
     for values, optimizer in ((saved, saved.get("optimizer", "sgd")), (current, config.optimizer)):
         if values.get("decay_norm_bias") is None:
@@ -175,14 +204,15 @@ class TrainConfig:
     val_split: int = 0  # hold N training images out for validation (the paper's 45k/5k protocol)
     test_subset: int | None = None  # report test error on the first N test images only (quick runs)
     augment: bool = True  # pad-and-crop and flips (section 4.2); scale and colour for image folders
-    normalize: str = "pixel-mean"  # small images: the normalisation (pixel-mean: the paper's, before padding)
+    normalize: str | None = None  # none: the data's (small images: pixel-mean, the paper's; image folders: imagenet)
     color_jitter: float = 0.0  # image folders: brightness/contrast/saturation jitter on top of the paper's PCA lighting
     lighting: float = 0.1  # image folders: std of AlexNet's PCA lighting noise (the paper's 0.1; 0: off, as RSB)
     interpolation: str = "bilinear"  # image folders: how crops and test views resize
-    crop: str = "scale"  # image folders: scale (the paper's shorter side in [256, 480]) or random-resized (Inception's)
+    crop: str = "scale"  # image folders: scale (the paper's) or random-resized (Inception's; area 35-100% under 64 px)
+    scale_range: list[int] | None = None  # crop scale: shorter side in [LO, HI] (none: image_size x 8/7, x 15/7)
     image_size: int = 224  # image folders: the side of the training crop
     test_size: int = 224  # image folders: the side of the centre crop tested
-    test_resize: int = 256  # image folders: the shorter side before the test crop
+    test_resize: int | None = None  # image folders: the shorter side before the test crop (none: test_size x 256/224)
     batch_size: int = 128  # the paper: 128 on CIFAR, 256 on ImageNet
     eval_batch_size: int = 512  # images per evaluation batch (no gradients, so larger fits)
     epochs: int = 10  # training length, unless `iterations` is set
@@ -259,10 +289,10 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "epochs", "log_every", "keep", "accumulate"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
-        for name in ("image_size", "test_size", "test_resize"):  # sides of crops, in pixels
-            if not 1 <= getattr(self, name) <= MAX_SIDE:
+        for name in ("image_size", "test_size", "test_resize"):  # sides of crops, in pixels (none: test_resize's rule)
+            if getattr(self, name) is not None and not 1 <= getattr(self, name) <= MAX_SIDE:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a side in pixels between 1 and {MAX_SIDE}")
-        if self.test_resize < self.test_size:
+        if self.test_resize is not None and self.test_resize < self.test_size:
             raise ValueError(
                 f"test_resize={self.test_resize} must be at least test_size={self.test_size}: the test crop is cut "
                 "from the resized image"
@@ -307,6 +337,7 @@ class TrainConfig:
         for name, default in FOLDER_DEFAULTS.items():
             if getattr(self, name) != default and not of_image_files(self.data):
                 raise ValueError(f"{name} applies to image folders, not to {self.data}")
+        self._validate_views()
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
@@ -320,6 +351,33 @@ class TrainConfig:
                 raise ValueError(f"model_options may not set {key}: the run takes it from {flag}")
         if self.freeze_backbone and not self.init_from:
             raise ValueError("freeze_backbone needs init_from: a frozen random backbone learns nothing")
+
+    def _validate_views(self) -> None:
+        """The scale augmentation's range and the normalisation fit the data and the crop."""
+        if self.scale_range is not None:
+            if len(self.scale_range) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in self.scale_range
+            ):
+                raise ValueError(f"scale_range={self.scale_range!r} must be two sides in pixels, LO HI")
+            lo, hi = self.scale_range
+            if not self.image_size <= lo <= hi <= MAX_SIDE:
+                raise ValueError(
+                    f"scale_range={lo} {hi} must satisfy image_size ({self.image_size}) <= LO <= HI <= {MAX_SIDE}: "
+                    "each training crop is cut from the image resized to a shorter side in [LO, HI]"
+                )
+            if self.crop != "scale":
+                raise ValueError(f"scale_range is the range of crop 'scale', not of crop={self.crop!r}")
+        folders = of_image_files(self.data)
+        if self.normalize in SMALL_NORMALIZATIONS and folders:
+            raise ValueError(
+                f"normalize={self.normalize!r} is for small images: image folders take {FOLDER_NORMALIZATION!r} "
+                "(ImageNet's channel mean and std) or none"
+            )
+        if self.normalize == FOLDER_NORMALIZATION and not folders:
+            raise ValueError(
+                f"normalize={FOLDER_NORMALIZATION!r} is for image folders: {self.data} takes "
+                f"{' or '.join(SMALL_NORMALIZATIONS)} (or none: pixel-mean)"
+            )
 
     def _validate_beyond_paper(self) -> None:
         """The options of recipes after 2015 (mixup, EMA, ...): each off by default."""
@@ -431,6 +489,15 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self) -> TrainConfig:
+        """A copy with the values left to the data filled in as the run uses them (`resolved_values`): what
+        its config.yaml records.
+
+        >>> TrainConfig(data="imagefolder:x").resolved().normalize
+        'imagenet'
+        """
+        return TrainConfig(**resolved_values(self.to_dict()))
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a saved run's values (its config.yaml, a checkpoint), refusing unknown keys by name.
@@ -512,6 +579,11 @@ def coerce(name: str, value: typing.Any) -> object:
                 raise ValueError
             # "0.5,0.75", ["0.5", "0.75"] (space-separated flags) and [0.5, 0.75] (YAML) alike
             parts = [p for v in items for p in (v.split(",") if isinstance(v, str) else [v]) if p != ""]
+            if typing.get_args(base) == (int,):  # sides in pixels: whole numbers
+                numbers = [float(v) for v in parts]
+                if not all(n.is_integer() for n in numbers):
+                    raise ValueError
+                return [int(n) for n in numbers]
             return [float(v) for v in parts]
         if kind is dict:
             if not isinstance(value, dict):

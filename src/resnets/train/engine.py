@@ -86,7 +86,7 @@ class Trainer:
     def __init__(
         self, config: TrainConfig, resume: bool | str | Path = False, stream=None, place: Distributed = SINGLE
     ) -> None:
-        self.config = config
+        self.config = config.resolved()  # the values left to the data, as used: what config.yaml records
         # One process of several (torchrun): rank 0 alone writes the run folder and prints.
         self.place = place
         if place.active and not config.out and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":

@@ -21,7 +21,8 @@ def folder_transforms(config: TrainConfig) -> FolderTransforms:
     return FolderTransforms(
         image_size=c.image_size,
         test_size=c.test_size,
-        test_resize=c.test_resize,
+        test_resize=c.test_resize,  # none: the paper's ratio to test_size, as scale_range to image_size
+        resize_range=(c.scale_range[0], c.scale_range[1]) if c.scale_range else None,
         crop=c.crop,
         jitter=c.color_jitter,
         lighting=c.lighting,

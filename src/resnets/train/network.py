@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.base import of_image_files
 from ..models import create_model
 from ..models.hub import published_weights, required_options, torchvision_weights
 from ..models.registry import interface
@@ -28,12 +29,7 @@ def build_network(
         options = _layout(config, options)
     options.update(in_channels=in_channels, num_classes=num_classes)  # the data's, whatever the file's were
     model = create_model(config.model, **options)
-    smallest = interface(model).min_input_size
-    if min(image_size) < smallest:
-        raise ValueError(
-            f"model {config.model} needs images of at least {smallest}x{smallest}, "
-            f"the data has {image_size[0]}x{image_size[1]} (use a CIFAR-style net such as resnet20)"
-        )
+    check_size(config, interface(model).min_input_size, image_size)
     if not config.init_from:
         return model, []
     weights, source = initial_weights(config)
@@ -41,6 +37,24 @@ def build_network(
     if config.freeze_backbone:
         freeze_backbone(model)
     return model, fine_tune_lines(model, weights, source, fresh, config.freeze_backbone)
+
+
+def check_size(config: TrainConfig, smallest: int, image_size: tuple[int, ...]) -> None:
+    """Refuse images smaller than `smallest` (the model's `min_input_size`) in one line: an image folder's
+    training crop or test view, named by its flag, or small images of a fixed size."""
+    if of_image_files(config.data):
+        sides = {"--image-size": config.image_size, "--test-size": config.test_size}
+        small = [f"{flag} {side}" for flag, side in sides.items() if side < smallest]
+        if small:
+            raise ValueError(
+                f"model {config.model} needs images of at least {smallest}x{smallest}, not {' and '.join(small)}: "
+                f"give --image-size and --test-size of {smallest} or more"
+            )
+    if min(image_size) < smallest:
+        raise ValueError(
+            f"model {config.model} needs images of at least {smallest}x{smallest}, "
+            f"the data has {image_size[0]}x{image_size[1]} (a CIFAR-style net such as resnet20 takes them)"
+        )
 
 
 def _layout(config: TrainConfig, options: dict) -> dict:

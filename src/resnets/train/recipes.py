@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ..data.base import of_image_files
+from ..data.base import SMALL_NORMALIZATIONS, of_image_files
+from ..data.transforms import CROP_RATIO, crop_area, paper_scale_range
 from ..models import create_model
 from ..trained import CheckpointError, read_trained
 from .config import ADAPTIVE, FOLDER_DEFAULTS, TrainConfig, load_yaml
+from .loaders import folder_transforms
 
 PAPER_WARMUP_LR = 0.01
 PAPER_WARMUP_UNTIL_ERR = 0.8
@@ -413,7 +415,15 @@ def for_data(config: TrainConfig, data: str | None) -> TrainConfig:
 
     >>> for_data(bag_of_tricks("resnet20"), "fashion-mnist").crop
     'scale'
+
+    A recipe for small images on an image folder leaves its normalisation of small images to the data's own
+    (ImageNet's channel statistics):
+
+    >>> for_data(fast("resnet20"), "imagefolder:x").normalize is None
+    True
     """
+    if data is not None and of_image_files(str(data)) and not of_image_files(config.data):
+        return config.replace(normalize=None) if config.normalize in SMALL_NORMALIZATIONS else config
     if data is None or not of_image_files(config.data) or of_image_files(str(data)):
         return config
     defaults = TrainConfig()
@@ -480,14 +490,53 @@ def dropped_note(config: TrainConfig, n_train: int, steps_per_epoch: int) -> str
     )
 
 
+# Below this share of the test view's area, a training crop on average sees too little of what the test
+# view sees for the two to agree (the paper's sizes give 0.53; 32-pixel crops of [256, 480] give 0.008).
+MIN_CROP_SHARE = 0.25
+
+
+def view_lines(config: TrainConfig) -> list[str]:
+    """What the log says of an image folder's views at the start: the training view with its resize range, the
+    test view, and a warning when a training crop covers under `MIN_CROP_SHARE` of the test view's area.
+
+    >>> view_lines(TrainConfig(data="imagefolder:x", image_size=32, test_size=32, test_resize=32))[0].split("; ")
+    ['training view: shorter side resized to 37-69 pixels (--scale-range), a random 32x32 crop and a flip', \
+'test view: shorter side 32, the central 32x32']
+    """
+    if not of_image_files(config.data):
+        return []
+    t, side = folder_transforms(config), config.image_size
+    test = f"test view: shorter side {t.resized}, the central {t.tested}x{t.tested}"
+    if not config.augment:
+        return [f"training view: the test view's (--no-augment); {test}"]
+    if t.crop == "random-resized":
+        lo = crop_area(side)[0]
+        ratio = f"{CROP_RATIO[0]:.2f}-{CROP_RATIO[1]:.2f}"
+        view = f"a random {100 * lo:.0f}-100% of the area, aspect {ratio}, resized to {side}x{side}, and a flip"
+    else:
+        lo, hi = t.sides
+        view = f"shorter side resized to {lo}-{hi} pixels (--scale-range), a random {side}x{side} crop and a flip"
+    lines = [f"training view: {view}; {test}"]
+    share = t.crop_share()
+    if share < MIN_CROP_SHARE:
+        fix = " ".join(map(str, paper_scale_range(side)))
+        lines.append(
+            f"warning: a training crop covers on average {100 * share:.1f}% of the area that the test view sees: "
+            f"the net trains on details and is tested on whole images; --scale-range {fix} (the paper's ratios to "
+            f"--image-size {side}) trains on views like the test's"
+        )
+    return lines
+
+
 def start_lines(
     config: TrainConfig, header: str, n_train: int, steps_per_epoch: int, warming_up: bool, more: list[str]
 ) -> list[str]:
     """What the log says as a run starts: a recipe's length in iterations on a subset (first), the `header`
-    with the recipe's lr scaled to the batch, the lines `more` (the group, fine-tuning), the recipe adapted
+    with the recipe's lr scaled to the batch, the lines `more` (the group, fine-tuning), an image folder's
+    views (`view_lines`), the recipe adapted
     to small data, images dropped from each epoch, and the warm-up."""
     lr = f", lr {config.lr:.3g} ({note})" if (note := lr_note(config)) else ""
-    lines = [length_note(config, steps_per_epoch), header + lr, *more]
+    lines = [length_note(config, steps_per_epoch), header + lr, *more, *view_lines(config)]
     lines += [small_data_note(config), dropped_note(config, n_train, steps_per_epoch)]
     return [line for line in lines if line] + warmup_lines(config, warming_up)
 
