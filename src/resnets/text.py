@@ -48,10 +48,16 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
     >>> plural(1, "step"), plural(2, "step"), plural(64_000, "image"), plural(3, "class"), plural(0, "run")
     ('1 step', '2 steps', '64,000 images', '3 classes', '0 runs')
+    >>> plural(8, "epoch"), plural(2, "batch")
+    ('8 epochs', '2 batches')
     """
     if n == 1:
         return f"1 {word}"
-    return f"{n:,} {many or word + ('es' if word.endswith(('s', 'x', 'ch', 'sh')) else 's')}"
+    many = many or IRREGULAR.get(word) or word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{n:,} {many}"
+
+
+IRREGULAR = {"epoch": "epochs"}  # a hard "ch": no -es
 
 
 def duration(seconds: float) -> str:
