@@ -366,7 +366,7 @@ class GreyscaleInput(torch.nn.Module):
         self.in_channels = 3
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model((x * self.weights.to(x)).sum(1, keepdim=True))
+        return self.model((x * self.weights).sum(1, keepdim=True))
 
 
 @dataclass
@@ -417,7 +417,7 @@ def _test_set(
         test_resize=test_resize,
     )
     if model.in_channels == 1 and bundle.info.in_channels == 3:  # a greyscale network on colour images
-        model = GreyscaleInput(model)
+        model = GreyscaleInput(model).to(target)
     if bundle.info.num_classes != model.num_classes:
         raise ValueError(
             f"the checkpoint predicts {model.num_classes} classes, {bundle.info.name} has {bundle.info.num_classes}"

@@ -30,6 +30,7 @@ import torch
 from .data import DataBundle, DatasetInfo, FolderTransforms, LoaderOptions, load_dataset
 from .data.base import of_image_files
 from .data.images import DEFAULT_MAX_PIXELS
+from .data.transforms import paper_test_resize
 from .errors import NormalizationMismatch, unpickling_reason
 from .models import create_model
 from .models.weights import CHECKPOINT_FORMAT, load_state_dict
@@ -494,7 +495,7 @@ def recorded_view(
             "(ImageNet's: 224 and 256)"
         )
     # A test crop given alone is resized in the paper's ratio (256 for 224), not to the recorded side.
-    resize = test_resize or (recorded[1] if not test_size else None) or round(side * 256 / 224)
+    resize = test_resize or (recorded[1] if not test_size else None) or paper_test_resize(side)
     if resize < side:
         raise ValueError(f"--test-resize {resize} must be at least the test crop's {side}")
     if view is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, paper_test_resize
 from ..errors import write_error
 from .registry import build, list_models, model_entry
 from .resnet import ResNetConfig
@@ -75,7 +75,7 @@ class Inputs:
             )
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation={self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
-        resize = self.test_resize or round(self.input_size * 256 / 224)
+        resize = self.test_resize or paper_test_resize(self.input_size)
         data = {"name": "imagenet", "image_size": [self.input_size] * 2, "in_channels": in_channels}
         data.update(test_size=self.input_size, test_resize=resize, interpolation=self.interpolation)
         fields = {"data": json.dumps(data)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -15,7 +16,10 @@ from ..errors import unpickling_reason
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+V = TypeVar("V")
+
+
+def clean_state_dict(state_dict: Mapping[str, V]) -> dict[str, V]:
     """Strip `module.` (DataParallel, DDP) and `_orig_mod.` (torch.compile) prefixes from every key."""
     cleaned = dict(state_dict)
     changed = True
@@ -85,35 +89,10 @@ def layout_of(path: str | Path) -> dict | None:
     >>> layout_of("runs/r20/model.safetensors")  # a ResNet-20 of greyscale images: its shape options
     {'in_channels': 1}
     """
-    path = Path(path)
-    if not path.is_file():
-        return None
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                metadata = f.metadata() or {}
-        except (SafetensorError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
-        if "model_name" not in metadata:
-            return None
-        recorded = metadata.get("options")
-        try:
-            options = json.loads(recorded) if recorded else {}
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: its metadata field 'options' is not JSON") from None
-    else:
-        obj = _load_pickle(path, mmap=True)
-        if not (isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT):
-            return None
-        options = obj.get("model_options") or {}
-    if not isinstance(options, dict):
-        raise ValueError(f"{path}: its metadata field 'options' is not a JSON object")
-    return {k: v for k, v in options.items() if k in LAYOUT_OPTIONS + SHAPE_OPTIONS}
+    return _record(Path(path))[0]
 
 
-def with_layout(path: str | Path, options: dict, name: str | None = None) -> dict:
+def with_layout(path: str | Path, options: dict) -> dict:
     """`options` completed with the layout `path` records; an option given that contradicts it is refused.
 
     A bare state dict records nothing: one of a bottleneck ResNet (torchvision's or timm's `.pth`) is
@@ -123,11 +102,11 @@ def with_layout(path: str | Path, options: dict, name: str | None = None) -> dic
     >>> with_layout("runs/r20/model.safetensors", {"num_classes": 10})
     {'in_channels': 1, 'num_classes': 10}
     """
-    recorded = layout_of(path)
+    recorded, keys = _record(Path(path))
     if recorded is None:
-        if "stride_at" in options or not _bottleneck_keys(path):
-            return dict(options)
-        return {**options, **FOREIGN_LAYOUT}
+        # A bottleneck ResNet's first block has a `conv3` (1x1-3x3-1x1), whatever wrapper prefixed the keys.
+        bottleneck = "layer1.0.conv3.weight" in clean_state_dict(dict.fromkeys(keys))
+        return {**options, **FOREIGN_LAYOUT} if bottleneck and "stride_at" not in options else dict(options)
     for key, value in recorded.items():
         if key in LAYOUT_OPTIONS and key in options and options[key] != value:
             raise ValueError(
@@ -137,17 +116,33 @@ def with_layout(path: str | Path, options: dict, name: str | None = None) -> dic
     return {**recorded, **options}
 
 
-def _bottleneck_keys(path: Path | str) -> bool:
-    """Whether the state dict in `path` has a bottleneck ResNet's first block (a 1x1-3x3-1x1 `conv3`)."""
-    path = Path(path)
+def _record(path: Path) -> tuple[dict | None, list[str]]:
+    """(the options `path` records, or None for a bare state dict; the state dict's keys), the file read once
+    (a `.pt` file memory-mapped where its format allows)."""
+    if not path.is_file():
+        return None, []
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), "pt") as f:
-            keys = list(f.keys())
+        try:
+            with safe_open(str(path), "pt") as f:
+                metadata, keys = f.metadata() or {}, list(f.keys())
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+        if "model_name" not in metadata:
+            return None, keys
+        try:
+            options = json.loads(metadata["options"]) if metadata.get("options") else {}
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: its metadata field 'options' is not JSON") from None
     else:
-        keys = list(_state_dict_in(_load_pickle(path, mmap=True), path)[0])
-    return "layer1.0.conv3.weight" in clean_state_dict(dict.fromkeys(keys))  # type: ignore[arg-type]
+        obj = _load_pickle(path, mmap=True)
+        if not (isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT):
+            return None, list(_state_dict_in(obj, path)[0])
+        options, keys = obj.get("model_options") or {}, []
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: its metadata field 'options' is not a JSON object")
+    return {k: v for k, v in options.items() if k in LAYOUT_OPTIONS + SHAPE_OPTIONS}, keys
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -155,7 +150,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
     `.pt` files are read with `torch.load(weights_only=True)`; a resnets training checkpoint
     gives its model weights, and a timm or torchvision training checkpoint (`.pth.tar`, with its
-    arguments as an `argparse.Namespace`) its `state_dict` (see `weights_entry`).
+    arguments as an `argparse.Namespace`) its `state_dict` (see `read_weights_entry`).
     """
     return read_weights_entry(path)[0]
 
